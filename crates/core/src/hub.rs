@@ -1,0 +1,543 @@
+//! The hub: the registry of topics and the one writer that sequences publishes.
+//!
+//! Invariants:
+//! - Every publish goes through one writer task. It takes everything queued
+//!   at that moment, makes it durable in one store commit (group commit), then
+//!   pushes the events into the rings in id order, raises the watermark, and
+//!   wakes the topics touched. No subscriber can see an event the store does
+//!   not have, and every event at or below the watermark is in its ring (or
+//!   below that ring's floor, in the store).
+//! - The registry is a `DashMap`; a ring is pushed to, and a topic created or
+//!   dropped, only under its shard's lock, so a topic is never dropped while
+//!   it holds a subscriber or an event above the watermark.
+//! - Topics with no subscribers leave the registry: at once when their ring is
+//!   empty, after `idle_topic_ttl` otherwise (the store keeps their history).
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use dashmap::{DashMap, mapref::entry::Entry};
+use parking_lot::{Mutex, RwLock};
+use tokio::{
+    sync::{Notify, mpsc, oneshot, watch},
+    task::JoinHandle,
+};
+
+use crate::{
+    Appended, Epoch, Event, EventDraft, EventId, EventStore, RingLimits, StoreError, Topic, TopicName, TopicPattern,
+    now_ms,
+};
+
+/// Settings of a hub. Each bound has a default that suits one node.
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// Bounds of each topic's ring.
+    pub ring: RingLimits,
+    /// Most topics held in the registry. Past it, publishes still succeed
+    /// (the store keeps them) but new subscriptions to unseen topics fail.
+    pub max_topics: usize,
+    /// How long a topic with no subscribers keeps its ring.
+    pub idle_topic_ttl: Duration,
+    /// Publish requests that may wait for the writer before publishers wait.
+    pub publish_queue: usize,
+    /// Most publish requests folded into one store commit.
+    pub max_commit_requests: usize,
+    /// Most events handed to a subscriber at once.
+    pub max_delivery_events: usize,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        Self {
+            ring: RingLimits::default(),
+            max_topics: 100_000,
+            idle_topic_ttl: Duration::from_secs(60),
+            publish_queue: 65_536,
+            max_commit_requests: 1024,
+            max_delivery_events: 1024,
+        }
+    }
+}
+
+/// Why a publish failed. Nothing was stored.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PublishError {
+    /// The store failed; the publisher may retry.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The hub is shutting down.
+    #[error("the hub is shutting down")]
+    ShuttingDown,
+}
+
+/// Why a subscription could not open.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubscribeError {
+    /// The registry holds `max_topics` topics already.
+    #[error("the hub holds its maximum of {0} topics; try again later")]
+    TooManyTopics(usize),
+}
+
+/// A publish the store accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    /// The event's id (the first one's, for a repeated idempotency key).
+    pub id: EventId,
+    /// Its topic.
+    pub topic: TopicName,
+    /// The idempotency key was seen before and nothing new was stored.
+    pub duplicate: bool,
+}
+
+impl From<Appended> for Published {
+    fn from(appended: Appended) -> Self {
+        match appended {
+            Appended::New(event) => Self { id: event.id, topic: event.topic, duplicate: false },
+            Appended::Duplicate { id, topic } => Self { id, topic, duplicate: true },
+        }
+    }
+}
+
+/// Figures about one topic, read without blocking publishes for long.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TopicStats {
+    /// Its name.
+    pub name: TopicName,
+    /// Subscribers now.
+    pub subscribers: usize,
+    /// Events in its ring.
+    pub buffered: usize,
+    /// Bytes in its ring.
+    pub buffered_bytes: usize,
+    /// The newest event's id, if the ring holds one.
+    pub last_id: Option<EventId>,
+    /// When the newest event was published (ms since the Unix epoch).
+    pub last_event_ms: Option<u64>,
+    /// Events published since the topic entered the registry.
+    pub published: u64,
+}
+
+/// Figures about the whole hub.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct HubStats {
+    /// Topics in the registry.
+    pub topics: usize,
+    /// Open subscriptions.
+    pub subscriptions: u64,
+    /// Events stored (not counting repeated idempotency keys).
+    pub published: u64,
+    /// Publishes answered from an idempotency key.
+    pub duplicates: u64,
+    /// Events handed to subscribers.
+    pub delivered: u64,
+    /// Replays served from rings alone.
+    pub replays_ring: u64,
+    /// Replays that read the store.
+    pub replays_store: u64,
+    /// `herald.gap` notices handed out.
+    pub gaps: u64,
+    /// Events and bytes held in all rings.
+    pub ring_events: u64,
+    /// Bytes held in all rings.
+    pub ring_bytes: u64,
+    /// The newest sequence number visible to subscribers.
+    pub watermark: u64,
+}
+
+/// Counters kept by the hub and its subscriptions.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) subscriptions: AtomicU64,
+    pub(crate) published: AtomicU64,
+    pub(crate) duplicates: AtomicU64,
+    pub(crate) delivered: AtomicU64,
+    pub(crate) replays_ring: AtomicU64,
+    pub(crate) replays_store: AtomicU64,
+    pub(crate) gaps: AtomicU64,
+}
+
+/// A subscription's presence in the hub: its id, its wake-up signal, and the
+/// topics that patterns attached it to since it last looked.
+#[derive(Debug)]
+pub(crate) struct Subscriber {
+    pub(crate) id: u64,
+    pub(crate) signal: Arc<Notify>,
+    pub(crate) patterns: Vec<TopicPattern>,
+    pub(crate) joined: Mutex<Vec<Arc<Topic>>>,
+}
+
+/// State shared by the hub handle, its writer task and every subscription.
+#[derive(Debug)]
+pub(crate) struct HubInner {
+    pub(crate) topics: DashMap<TopicName, Arc<Topic>>,
+    /// Kept apart from `topics.len()`, which would lock every shard.
+    topic_count: AtomicUsize,
+    /// Subscriptions with patterns, to attach to topics created later.
+    watchers: RwLock<Vec<Arc<Subscriber>>>,
+    pub(crate) store: Arc<dyn EventStore>,
+    pub(crate) epoch: Epoch,
+    /// Every event with a sequence up to here is in its ring or its store.
+    watermark: AtomicU64,
+    pub(crate) config: HubConfig,
+    next_subscriber: AtomicU64,
+    pub(crate) counters: Counters,
+}
+
+struct PublishRequest {
+    drafts: Vec<EventDraft>,
+    reply: oneshot::Sender<Result<Vec<Published>, PublishError>>,
+}
+
+/// The hub: publish into it, subscribe from it. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Hub {
+    pub(crate) inner: Arc<HubInner>,
+    queue: mpsc::Sender<PublishRequest>,
+    closing: Arc<watch::Sender<bool>>,
+    writer: Arc<Mutex<Option<JoinHandle<()>>>>,
+}
+
+impl std::fmt::Debug for PublishRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PublishRequest").field("drafts", &self.drafts.len()).finish()
+    }
+}
+
+impl Hub {
+    /// Opens a hub on `store` and starts its writer task (needs a Tokio runtime).
+    pub async fn start(store: Arc<dyn EventStore>, config: HubConfig) -> Result<Self, StoreError> {
+        let watermark = store.last_seq().await?;
+        let inner = Arc::new(HubInner {
+            topics: DashMap::new(),
+            topic_count: AtomicUsize::new(0),
+            watchers: RwLock::default(),
+            epoch: store.epoch(),
+            store,
+            watermark: AtomicU64::new(watermark),
+            next_subscriber: AtomicU64::new(1),
+            counters: Counters::default(),
+            config,
+        });
+        let (queue, requests) = mpsc::channel(inner.config.publish_queue.max(1));
+        let (closing, closed) = watch::channel(false);
+        let writer = tokio::spawn(write_loop(Arc::clone(&inner), requests, closed));
+        Ok(Self { inner, queue, closing: Arc::new(closing), writer: Arc::new(Mutex::new(Some(writer))) })
+    }
+
+    /// Publishes one event; returns once it is durable.
+    pub async fn publish(&self, draft: EventDraft) -> Result<Published, PublishError> {
+        let mut published = self.publish_batch(vec![draft]).await?;
+        published.pop().ok_or(PublishError::ShuttingDown)
+    }
+
+    /// Publishes several events in one commit; returns once all are durable.
+    pub async fn publish_batch(&self, drafts: Vec<EventDraft>) -> Result<Vec<Published>, PublishError> {
+        if drafts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (reply, answer) = oneshot::channel();
+        self.queue.send(PublishRequest { drafts, reply }).await.map_err(|_| PublishError::ShuttingDown)?;
+        answer.await.map_err(|_| PublishError::ShuttingDown)?
+    }
+
+    /// Stops taking publishes, commits those already queued, and waits for
+    /// the writer to finish. Open subscriptions keep working.
+    pub async fn shutdown(&self) {
+        self.closing.send_replace(true);
+        let writer = self.writer.lock().take();
+        if let Some(writer) = writer {
+            if let Err(error) = writer.await {
+                tracing::error!(%error, "hub writer task failed");
+            }
+        }
+    }
+
+    /// The store behind this hub.
+    pub fn store(&self) -> &Arc<dyn EventStore> {
+        &self.inner.store
+    }
+
+    /// The store's epoch.
+    pub fn epoch(&self) -> Epoch {
+        self.inner.epoch
+    }
+
+    /// The id of the newest event visible to subscribers.
+    pub fn last_id(&self) -> EventId {
+        EventId::new(self.inner.epoch, self.inner.watermark())
+    }
+
+    /// Topics in the registry now.
+    pub fn topic_count(&self) -> usize {
+        self.inner.topic_count.load(Ordering::Relaxed)
+    }
+
+    /// Figures about one topic, if it is in the registry.
+    pub fn topic_stats(&self, name: &str) -> Option<TopicStats> {
+        self.inner.topics.get(name).map(|t| topic_stats(t.value()))
+    }
+
+    /// Figures about every topic in the registry.
+    pub fn all_topic_stats(&self) -> Vec<TopicStats> {
+        let topics: Vec<Arc<Topic>> = self.inner.topics.iter().map(|t| Arc::clone(t.value())).collect();
+        topics.iter().map(|t| topic_stats(t)).collect()
+    }
+
+    /// Figures about the whole hub.
+    pub fn stats(&self) -> HubStats {
+        let c = &self.inner.counters;
+        let (mut ring_events, mut ring_bytes) = (0, 0);
+        let topics: Vec<Arc<Topic>> = self.inner.topics.iter().map(|t| Arc::clone(t.value())).collect();
+        for topic in &topics {
+            let ring = topic.ring();
+            ring_events += ring.len() as u64;
+            ring_bytes += ring.bytes() as u64;
+        }
+        HubStats {
+            topics: self.topic_count(),
+            subscriptions: c.subscriptions.load(Ordering::Relaxed),
+            published: c.published.load(Ordering::Relaxed),
+            duplicates: c.duplicates.load(Ordering::Relaxed),
+            delivered: c.delivered.load(Ordering::Relaxed),
+            replays_ring: c.replays_ring.load(Ordering::Relaxed),
+            replays_store: c.replays_store.load(Ordering::Relaxed),
+            gaps: c.gaps.load(Ordering::Relaxed),
+            ring_events,
+            ring_bytes,
+            watermark: self.inner.watermark(),
+        }
+    }
+
+    /// Drops topics that have had no subscribers for `idle_topic_ttl`, as of
+    /// `now_ms`. Returns how many were dropped. Run it periodically.
+    pub fn sweep_idle_topics(&self, now_ms: u64) -> usize {
+        let inner = &self.inner;
+        let ttl = u64::try_from(inner.config.idle_topic_ttl.as_millis()).unwrap_or(u64::MAX);
+        let idle = |t: &Arc<Topic>| {
+            t.subscriber_count() == 0
+                && now_ms.saturating_sub(t.last_activity_ms()) >= ttl
+                // An event above the watermark belongs to a commit in flight.
+                && t.ring().last().is_none_or(|e| e.id.seq <= inner.watermark())
+        };
+        let candidates: Vec<TopicName> =
+            inner.topics.iter().filter(|t| idle(t.value())).map(|t| t.key().clone()).collect();
+        candidates.iter().filter(|name| inner.remove_topic_if(name, idle)).count()
+    }
+}
+
+fn topic_stats(topic: &Topic) -> TopicStats {
+    let ring = topic.ring();
+    TopicStats {
+        name: topic.name().clone(),
+        subscribers: topic.subscriber_count(),
+        buffered: ring.len(),
+        buffered_bytes: ring.bytes(),
+        last_id: ring.last().map(|e| e.id),
+        last_event_ms: ring.last().map(|e| e.time_ms),
+        published: topic.published(),
+    }
+}
+
+impl HubInner {
+    pub(crate) fn watermark(&self) -> u64 {
+        self.watermark.load(Ordering::Acquire)
+    }
+
+    fn reserve_topic_slot(&self) -> bool {
+        let max = self.config.max_topics;
+        self.topic_count.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1)).is_ok()
+    }
+
+    fn remove_topic_if(&self, name: &TopicName, condition: impl FnOnce(&Arc<Topic>) -> bool) -> bool {
+        let removed = self.topics.remove_if(name, |_, topic| condition(topic)).is_some();
+        if removed {
+            self.topic_count.fetch_sub(1, Ordering::AcqRel);
+        }
+        removed
+    }
+
+    /// A new topic, attached to every pattern subscription that selects it.
+    /// Called under the topic's shard lock, before it is visible.
+    fn create_topic(&self, name: TopicName, floor: u64) -> Arc<Topic> {
+        let topic = Arc::new(Topic::new(name, self.config.ring, floor, now_ms()));
+        for watcher in self.watchers.read().iter() {
+            if watcher.patterns.iter().any(|p| p.matches(topic.name().as_str())) {
+                topic.attach(watcher.id, Arc::clone(&watcher.signal));
+                watcher.joined.lock().push(Arc::clone(&topic));
+            }
+        }
+        topic
+    }
+
+    pub(crate) fn new_subscriber(&self, patterns: Vec<TopicPattern>) -> Arc<Subscriber> {
+        let id = self.next_subscriber.fetch_add(1, Ordering::Relaxed);
+        let subscriber =
+            Arc::new(Subscriber { id, signal: Arc::new(Notify::new()), patterns, joined: Mutex::default() });
+        self.counters.subscriptions.fetch_add(1, Ordering::Relaxed);
+        if !subscriber.patterns.is_empty() {
+            self.watchers.write().push(Arc::clone(&subscriber));
+            // Topics that exist already; one created meanwhile may attach twice,
+            // which the subscription ignores.
+            let existing: Vec<TopicName> = self
+                .topics
+                .iter()
+                .filter(|t| subscriber.patterns.iter().any(|p| p.matches(t.key().as_str())))
+                .map(|t| t.key().clone())
+                .collect();
+            for name in existing {
+                if let Some(topic) = self.topics.get(&name) {
+                    topic.attach(id, Arc::clone(&subscriber.signal));
+                    subscriber.joined.lock().push(Arc::clone(topic.value()));
+                }
+            }
+        }
+        subscriber
+    }
+
+    /// Attaches `subscriber` to `name`, creating the topic if need be. Done
+    /// under the shard lock, so the topic cannot be dropped in between.
+    pub(crate) fn attach(&self, name: &TopicName, subscriber: &Subscriber) -> Result<Arc<Topic>, SubscribeError> {
+        let topic = match self.topics.entry(name.clone()) {
+            Entry::Occupied(entry) => {
+                entry.get().attach(subscriber.id, Arc::clone(&subscriber.signal));
+                Arc::clone(entry.get())
+            }
+            Entry::Vacant(entry) => {
+                if !self.reserve_topic_slot() {
+                    return Err(SubscribeError::TooManyTopics(self.config.max_topics));
+                }
+                // The ring holds what comes after now; older events are in the store.
+                let topic = self.create_topic(name.clone(), self.watermark());
+                topic.attach(subscriber.id, Arc::clone(&subscriber.signal));
+                entry.insert(Arc::clone(&topic));
+                topic
+            }
+        };
+        Ok(topic)
+    }
+
+    /// Detaches a finished subscription from its topics and drops those left
+    /// with neither subscribers nor buffered events.
+    pub(crate) fn release(&self, subscriber: &Subscriber, topics: impl IntoIterator<Item = Arc<Topic>>) {
+        if !subscriber.patterns.is_empty() {
+            self.watchers.write().retain(|w| w.id != subscriber.id);
+        }
+        let now = now_ms();
+        let joined = std::mem::take(&mut *subscriber.joined.lock());
+        for topic in topics.into_iter().chain(joined) {
+            topic.detach(subscriber.id, now);
+            self.remove_topic_if(topic.name(), |t| {
+                Arc::ptr_eq(t, &topic) && t.subscriber_count() == 0 && t.ring().is_empty()
+            });
+        }
+        self.counters.subscriptions.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Puts durable events into their rings in order, raises the watermark,
+    /// then wakes the topics touched (after, so a woken reader sees them).
+    fn deliver(&self, appended: &[Appended]) {
+        let mut touched: Vec<Arc<Topic>> = Vec::new();
+        let mut last_seq = None;
+        for event in appended.iter().filter_map(|a| match a {
+            Appended::New(event) => Some(event),
+            Appended::Duplicate { .. } => None,
+        }) {
+            last_seq = Some(event.id.seq);
+            if let Some(topic) = self.push_to_ring(event) {
+                touched.push(topic);
+            }
+        }
+        if let Some(seq) = last_seq {
+            self.watermark.fetch_max(seq, Ordering::AcqRel);
+        }
+        touched.sort_unstable_by_key(|t| Arc::as_ptr(t) as usize);
+        touched.dedup_by(|a, b| Arc::ptr_eq(a, b));
+        touched.iter().for_each(Topic::wake);
+    }
+
+    fn push_to_ring(&self, event: &Event) -> Option<Arc<Topic>> {
+        match self.topics.entry(event.topic.clone()) {
+            Entry::Occupied(entry) => {
+                entry.get().push(event.clone());
+                Some(Arc::clone(entry.get()))
+            }
+            // A full registry skips the ring; the store has the event.
+            Entry::Vacant(entry) if self.reserve_topic_slot() => {
+                let topic = self.create_topic(event.topic.clone(), event.id.seq - 1);
+                topic.push(event.clone());
+                entry.insert(Arc::clone(&topic));
+                Some(topic)
+            }
+            Entry::Vacant(_) => None,
+        }
+    }
+
+    /// Stores one group of publish requests in one commit and answers them.
+    async fn commit(&self, requests: &mut Vec<PublishRequest>) {
+        let counts: Vec<usize> = requests.iter().map(|r| r.drafts.len()).collect();
+        let drafts: Vec<EventDraft> = requests.iter_mut().flat_map(|r| std::mem::take(&mut r.drafts)).collect();
+        let result = match self.store.append(&drafts).await {
+            Ok(appended) if appended.len() == drafts.len() => Ok(appended),
+            Ok(appended) => Err(StoreError::Unavailable(format!(
+                "store returned {} results for {} events",
+                appended.len(),
+                drafts.len()
+            ))),
+            Err(error) => Err(error),
+        };
+        match result {
+            Ok(appended) => {
+                let duplicates = appended.iter().filter(|a| matches!(a, Appended::Duplicate { .. })).count() as u64;
+                self.counters.duplicates.fetch_add(duplicates, Ordering::Relaxed);
+                self.counters.published.fetch_add(appended.len() as u64 - duplicates, Ordering::Relaxed);
+                self.deliver(&appended);
+                let mut results = appended.into_iter();
+                for (request, count) in requests.drain(..).zip(counts) {
+                    let published = results.by_ref().take(count).map(Published::from).collect();
+                    let _ = request.reply.send(Ok(published));
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, events = drafts.len(), "store commit failed");
+                for request in requests.drain(..) {
+                    let _ = request.reply.send(Err(PublishError::Store(error.clone())));
+                }
+            }
+        }
+    }
+}
+
+/// The writer: one commit per wake-up, holding every request queued by then.
+async fn write_loop(
+    inner: Arc<HubInner>,
+    mut requests: mpsc::Receiver<PublishRequest>,
+    mut closing: watch::Receiver<bool>,
+) {
+    let max = inner.config.max_commit_requests.max(1);
+    let mut group = Vec::with_capacity(max);
+    let mut closed = false;
+    loop {
+        let received = if closed {
+            requests.recv_many(&mut group, max).await
+        } else {
+            tokio::select! {
+                received = requests.recv_many(&mut group, max) => received,
+                _ = closing.wait_for(|closing| *closing) => {
+                    // Refuse new publishes; those already queued still commit.
+                    requests.close();
+                    closed = true;
+                    continue;
+                }
+            }
+        };
+        if received == 0 {
+            break;
+        }
+        inner.commit(&mut group).await;
+    }
+}

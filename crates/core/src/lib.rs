@@ -1,0 +1,31 @@
+//! Herald's domain: topics, ring buffers, subscriptions, grants and SSE
+//! encoding. No HTTP and no SQL live here.
+//!
+//! Data flow: a publish enters [`Hub::publish`]; the hub's writer makes it
+//! durable through the [`EventStore`] (which assigns the [`EventId`]),
+//! pushes the encoded [`Event`] into its [`Topic`]'s [`RingBuffer`], and wakes
+//! that topic's subscribers. Each [`Subscription`] then takes every frame past
+//! its cursor, from the rings or, when it has fallen behind them, the store.
+
+mod event;
+mod grants;
+mod hub;
+mod id;
+mod memory_store;
+mod name;
+mod ring;
+pub mod sse;
+mod store;
+mod subscription;
+mod topic;
+
+pub use event::{Event, EventDraft, EventType, EventTypeError, MAX_EVENT_TYPE_LEN, RESERVED_PREFIX, now_ms};
+pub use grants::Grants;
+pub use hub::{Hub, HubConfig, HubStats, PublishError, Published, SubscribeError, TopicStats};
+pub use id::{Epoch, EventId, MalformedId, Resume};
+pub use memory_store::{MemoryStore, Retention};
+pub use name::{MAX_TOPIC_NAME_LEN, TopicError, TopicName, TopicPattern};
+pub use ring::{RingBuffer, RingLimits, Since};
+pub use store::{Appended, EventStore, Gap, Selection, StoreError, StoreRead};
+pub use subscription::{Delivery, GAP_EVENT, Subscription};
+pub use topic::Topic;

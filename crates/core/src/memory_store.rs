@@ -1,0 +1,183 @@
+//! An [`EventStore`] in memory: for `--memory` and for tests.
+//!
+//! History lasts as long as the process. Each topic keeps its newest events
+//! up to the retention bounds; frames are shared with the rings, so keeping
+//! both costs one `Event` handle per event, not a second copy of its bytes.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+
+use crate::{
+    Appended, Epoch, Event, EventDraft, EventId, EventStore, Gap, Selection, StoreError, StoreRead, TopicName, now_ms,
+};
+
+/// How much history a store keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Most events kept per topic.
+    pub max_events_per_topic: usize,
+    /// Events older than this are removed; `None` keeps them.
+    pub max_age: Option<Duration>,
+    /// How long an idempotency key is remembered.
+    pub idempotency_ttl: Duration,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            max_events_per_topic: 10_000,
+            max_age: Some(Duration::from_secs(24 * 3600)),
+            idempotency_ttl: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// History kept in memory, lost when the process ends (a new epoch each start).
+#[derive(Debug)]
+pub struct MemoryStore {
+    epoch: Epoch,
+    retention: Retention,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    last_seq: u64,
+    logs: HashMap<TopicName, TopicLog>,
+    /// Highest `floor` of any topic whose log was removed entirely: for a
+    /// topic the store no longer knows, events up to here may be lost.
+    forgotten_through: u64,
+    keys: HashMap<String, (EventId, TopicName, u64)>,
+    key_expiry: VecDeque<(u64, String)>,
+}
+
+#[derive(Debug, Default)]
+struct TopicLog {
+    events: VecDeque<Event>,
+    /// Every event of the topic above this sequence is in `events`.
+    floor: u64,
+}
+
+impl TopicLog {
+    fn evict_front(&mut self) {
+        if let Some(old) = self.events.pop_front() {
+            self.floor = old.id.seq;
+        }
+    }
+}
+
+impl MemoryStore {
+    /// An empty store with a fresh epoch.
+    pub fn new(retention: Retention) -> Self {
+        Self { epoch: Epoch::random(), retention, state: Mutex::default() }
+    }
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new(Retention::default())
+    }
+}
+
+#[async_trait]
+impl EventStore for MemoryStore {
+    fn epoch(&self) -> Epoch {
+        self.epoch
+    }
+
+    async fn last_seq(&self) -> Result<u64, StoreError> {
+        Ok(self.state.lock().last_seq)
+    }
+
+    async fn append(&self, drafts: &[EventDraft]) -> Result<Vec<Appended>, StoreError> {
+        let now = now_ms();
+        let ttl = u64::try_from(self.retention.idempotency_ttl.as_millis()).unwrap_or(u64::MAX);
+        let mut state = self.state.lock();
+        let state = &mut *state;
+        let mut out = Vec::with_capacity(drafts.len());
+        for draft in drafts {
+            if let Some((id, topic, _)) = draft.idempotency_key.as_ref().and_then(|k| state.keys.get(k)) {
+                out.push(Appended::Duplicate { id: *id, topic: topic.clone() });
+                continue;
+            }
+            state.last_seq += 1;
+            let event = Event::new(EventId::new(self.epoch, state.last_seq), draft, now);
+            if let Some(key) = &draft.idempotency_key {
+                let expires = now.saturating_add(ttl);
+                state.keys.insert(key.clone(), (event.id, event.topic.clone(), expires));
+                state.key_expiry.push_back((expires, key.clone()));
+            }
+            let log = state.logs.entry(event.topic.clone()).or_default();
+            log.events.push_back(event.clone());
+            if log.events.len() > self.retention.max_events_per_topic {
+                log.evict_front();
+            }
+            out.push(Appended::New(event));
+        }
+        Ok(out)
+    }
+
+    async fn read(&self, selection: &Selection, after: u64, upto: u64, limit: usize) -> Result<StoreRead, StoreError> {
+        let state = self.state.lock();
+        let mut read = StoreRead::default();
+        for (name, log) in state.logs.iter().filter(|(name, _)| selection.matches(name.as_str())) {
+            if after < log.floor {
+                read.gaps.push(Gap { topic: name.to_string(), through: log.floor });
+            }
+            let start = log.events.partition_point(|e| e.id.seq <= after);
+            let matching = log.events.range(start..).take_while(|e| e.id.seq <= upto);
+            read.events.extend(matching.take(limit.saturating_add(1)).cloned());
+        }
+        if after < state.forgotten_through {
+            let known = |t: &TopicName| state.logs.contains_key(t);
+            let forgotten = selection.topics.iter().filter(|t| !known(t)).map(ToString::to_string);
+            let all = forgotten.chain(selection.patterns.iter().map(ToString::to_string));
+            read.gaps.extend(all.map(|topic| Gap { topic, through: state.forgotten_through }));
+        }
+        read.events.sort_unstable_by_key(|e| e.id.seq);
+        if read.events.len() > limit {
+            read.events.truncate(limit);
+            read.truncated = true;
+        }
+        Ok(read)
+    }
+
+    async fn enforce_retention(&self, now: u64) -> Result<u64, StoreError> {
+        let mut state = self.state.lock();
+        let state = &mut *state;
+        while state.key_expiry.front().is_some_and(|(at, _)| *at <= now) {
+            if let Some((at, key)) = state.key_expiry.pop_front() {
+                // A key used again after expiring has a later expiry of its own.
+                if state.keys.get(&key).is_some_and(|(.., expires)| *expires == at) {
+                    state.keys.remove(&key);
+                }
+            }
+        }
+        let Some(max_age) = self.retention.max_age else { return Ok(0) };
+        let cutoff = now.saturating_sub(u64::try_from(max_age.as_millis()).unwrap_or(u64::MAX));
+        let mut removed = 0;
+        let mut forgotten = state.forgotten_through;
+        state.logs.retain(|_, log| {
+            while log.events.front().is_some_and(|e| e.time_ms < cutoff) {
+                log.evict_front();
+                removed += 1;
+            }
+            let keep = !log.events.is_empty();
+            if !keep {
+                forgotten = forgotten.max(log.floor);
+            }
+            keep
+        });
+        state.forgotten_through = forgotten;
+        Ok(removed)
+    }
+
+    fn describe(&self) -> String {
+        "memory".to_owned()
+    }
+}

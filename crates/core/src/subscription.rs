@@ -1,0 +1,236 @@
+//! A subscriber's view of the hub: a cursor over the topics it selected.
+//!
+//! The cursor is a hub-wide sequence number. Each step hands out every event
+//! of the selected topics with `cursor < seq <= watermark`, in id order, and
+//! moves the cursor to the watermark. The subscription is registered before
+//! its cursor is read, so replay and live events splice with no gap and no
+//! duplicate. Rings serve the common case; when one no longer reaches back
+//! (or a pattern subscription resumes and the registry cannot say which
+//! topics matched), the step reads the store instead. History the store no
+//! longer has becomes a `herald.gap` notice, never a silent hole.
+//!
+//! A subscription buffers nothing: a reader that stops costs the hub nothing
+//! but its place in the topics' waiter lists.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, atomic::Ordering},
+};
+
+use bytes::Bytes;
+
+use crate::{
+    Event, EventId, Gap, Hub, Resume, Selection, Since, StoreError, SubscribeError, Topic, TopicName,
+    hub::{HubInner, Subscriber},
+    sse,
+};
+
+/// The event type of the notice that history was lost.
+pub const GAP_EVENT: &str = "herald.gap";
+
+/// What one step of a subscription hands out.
+#[derive(Debug, Default)]
+pub struct Delivery {
+    /// Hub notices (`herald.gap`) to send before the events.
+    pub notices: Vec<Bytes>,
+    /// Events in id order.
+    pub events: Vec<Event>,
+}
+
+impl Delivery {
+    /// Every frame to write, notices first.
+    pub fn frames(&self) -> impl Iterator<Item = &Bytes> {
+        self.notices.iter().chain(self.events.iter().map(|e| &e.frame))
+    }
+
+    /// Whether there is nothing to send.
+    pub fn is_empty(&self) -> bool {
+        self.notices.is_empty() && self.events.is_empty()
+    }
+}
+
+/// An open subscription. Dropping it detaches it from the hub.
+#[derive(Debug)]
+pub struct Subscription {
+    hub: Arc<HubInner>,
+    subscriber: Arc<Subscriber>,
+    selection: Selection,
+    topics: HashMap<TopicName, Arc<Topic>>,
+    /// Every event up to here has been handed out (or was before the start).
+    cursor: u64,
+    /// A pattern subscription that resumed must read the store until its
+    /// cursor reaches this point: topics it matched may have left the registry.
+    store_until: u64,
+    /// The resume id was not one of ours: a notice says so, and per-topic
+    /// gaps relative to it would mean nothing, so the first store read's are
+    /// left out.
+    unknown_resume: bool,
+    /// The next step is a resume's catch-up (counted as ring or store replay).
+    catching_up: bool,
+    notices: Vec<Bytes>,
+}
+
+impl Subscription {
+    /// Subscribes to `selection`, resuming as `resume` says.
+    pub fn open(hub: &Hub, selection: Selection, resume: Resume) -> Result<Self, SubscribeError> {
+        let inner = Arc::clone(&hub.inner);
+        let subscriber = inner.new_subscriber(selection.patterns.clone());
+        let mut subscription = Self {
+            hub: inner,
+            subscriber,
+            selection,
+            topics: HashMap::new(),
+            cursor: 0,
+            store_until: 0,
+            unknown_resume: false,
+            catching_up: false,
+            notices: Vec::new(),
+        };
+        for name in subscription.selection.topics.clone() {
+            let topic = subscription.hub.attach(&name, &subscription.subscriber)?;
+            subscription.topics.insert(name, topic);
+        }
+        // Read only now that every topic would wake us.
+        let watermark = subscription.hub.watermark();
+        subscription.cursor = match resume {
+            Resume::Live => watermark,
+            Resume::After(id) if id.epoch == subscription.hub.epoch && id.seq <= watermark => id.seq,
+            Resume::After(_) | Resume::Unknown => {
+                subscription.unknown_resume = true;
+                subscription.notices.push(subscription.unknown_resume_notice());
+                0
+            }
+        };
+        subscription.catching_up = subscription.cursor < watermark;
+        if !subscription.selection.patterns.is_empty() && subscription.cursor < watermark {
+            subscription.store_until = watermark;
+        }
+        Ok(subscription)
+    }
+
+    /// Waits for the next events (or notices) and hands them out. Cancel-safe:
+    /// dropping the future loses nothing.
+    pub async fn next(&mut self) -> Result<Delivery, StoreError> {
+        loop {
+            let watermark = self.hub.watermark();
+            // After reading the watermark: a topic a pattern attached us to
+            // before that point is in `joined` by now.
+            self.adopt_joined();
+            if watermark > self.cursor {
+                let delivery = self.step(watermark).await?;
+                if !delivery.is_empty() {
+                    return Ok(delivery);
+                }
+                continue;
+            }
+            if !self.notices.is_empty() {
+                return Ok(Delivery { notices: std::mem::take(&mut self.notices), events: Vec::new() });
+            }
+            self.subscriber.signal.notified().await;
+        }
+    }
+
+    /// The id of the last event handed out (or of the start position).
+    pub fn cursor(&self) -> EventId {
+        EventId::new(self.hub.epoch, self.cursor)
+    }
+
+    /// Events published hub-wide that this subscription has not caught up
+    /// with yet (an upper bound on its backlog).
+    pub fn lag(&self) -> u64 {
+        self.hub.watermark().saturating_sub(self.cursor)
+    }
+
+    /// The topics this subscription is attached to now.
+    pub fn topics(&self) -> impl Iterator<Item = &TopicName> {
+        self.topics.keys()
+    }
+
+    /// What it selected.
+    pub fn selection(&self) -> &Selection {
+        &self.selection
+    }
+
+    fn adopt_joined(&mut self) {
+        let joined = std::mem::take(&mut *self.subscriber.joined.lock());
+        for topic in joined {
+            self.topics.entry(topic.name().clone()).or_insert(topic);
+        }
+    }
+
+    /// Collects events in `(cursor, watermark]`, from rings when they all
+    /// reach back, else from the store; then moves the cursor.
+    async fn step(&mut self, watermark: u64) -> Result<Delivery, StoreError> {
+        let after = self.cursor;
+        let limit = self.hub.config.max_delivery_events.max(1);
+        let mut events = Vec::new();
+        let mut from_store = after < self.store_until;
+        if !from_store {
+            for topic in self.topics.values() {
+                if let Since::Behind { .. } = topic.ring().since(after, watermark, &mut events) {
+                    from_store = true;
+                    break;
+                }
+            }
+        }
+        let mut notices = std::mem::take(&mut self.notices);
+        let mut upto = watermark;
+        if from_store {
+            let read = self.hub.store.read(&self.selection, after, watermark, limit).await?;
+            if read.truncated {
+                upto = read.events.last().map_or(watermark, |e| e.id.seq);
+            }
+            if !self.unknown_resume {
+                notices.extend(read.gaps.iter().map(|gap| self.gap_notice(gap, after)));
+            }
+            events = read.events;
+        } else {
+            events.sort_unstable_by_key(|e| e.id.seq);
+            if events.len() > limit {
+                events.truncate(limit);
+                upto = events.last().map_or(watermark, |e| e.id.seq);
+            }
+        }
+        let counters = &self.hub.counters;
+        if self.catching_up {
+            let replays = if from_store { &counters.replays_store } else { &counters.replays_ring };
+            replays.fetch_add(1, Ordering::Relaxed);
+            self.catching_up = false;
+        }
+        counters.delivered.fetch_add(events.len() as u64, Ordering::Relaxed);
+        counters.gaps.fetch_add(notices.len() as u64, Ordering::Relaxed);
+        self.unknown_resume = false;
+        self.cursor = upto;
+        Ok(Delivery { notices, events })
+    }
+
+    fn id_text(&self, seq: u64) -> String {
+        EventId::new(self.hub.epoch, seq).to_string()
+    }
+
+    fn gap_notice(&self, gap: &Gap, after: u64) -> Bytes {
+        let data = serde_json::json!({
+            "reason": "history_trimmed",
+            "topic": gap.topic,
+            "after": self.id_text(after),
+            "through": self.id_text(gap.through),
+            "message": "events of this topic after `after` up to and including `through` are no longer retained",
+        });
+        sse::event_frame(None, Some(GAP_EVENT), &data.to_string(), None)
+    }
+
+    fn unknown_resume_notice(&self) -> Bytes {
+        let data = serde_json::json!({
+            "reason": "unknown_last_event_id",
+            "topics": self.selection.describe(),
+            "message": "the Last-Event-ID is not from this hub's history; every retained event follows",
+        });
+        sse::event_frame(None, Some(GAP_EVENT), &data.to_string(), None)
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.hub.release(&self.subscriber, self.topics.drain().map(|(_, topic)| topic));
+    }
+}
