@@ -24,8 +24,8 @@ use std::{
 use dashmap::{DashMap, mapref::entry::Entry};
 use parking_lot::{Mutex, RwLock};
 use tokio::{
+    runtime::Handle,
     sync::{Notify, mpsc, oneshot, watch},
-    task::JoinHandle,
 };
 
 use crate::{
@@ -199,7 +199,7 @@ pub struct Hub {
     pub(crate) inner: Arc<HubInner>,
     queue: mpsc::Sender<PublishRequest>,
     closing: Arc<watch::Sender<bool>>,
-    writer: Arc<Mutex<Option<JoinHandle<()>>>>,
+    writer: Arc<Mutex<Option<oneshot::Receiver<()>>>>,
 }
 
 impl std::fmt::Debug for PublishRequest {
@@ -225,7 +225,21 @@ impl Hub {
         });
         let (queue, requests) = mpsc::channel(inner.config.publish_queue.max(1));
         let (closing, closed) = watch::channel(false);
-        let writer = tokio::spawn(write_loop(Arc::clone(&inner), requests, closed));
+        let (finished, writer) = oneshot::channel();
+        let writer_inner = Arc::clone(&inner);
+        let fan_out = tokio::runtime::Handle::current();
+        // The writer has a thread of its own, so a publish never waits in a
+        // run queue behind thousands of subscriber tasks.
+        std::thread::Builder::new()
+            .name("herald-writer".into())
+            .spawn(move || {
+                match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(runtime) => runtime.block_on(write_loop(writer_inner, requests, closed, fan_out)),
+                    Err(error) => tracing::error!(%error, "cannot start the hub writer"),
+                }
+                let _ = finished.send(());
+            })
+            .map_err(|e| StoreError::Unavailable(format!("cannot start the hub writer thread: {e}")))?;
         Ok(Self { inner, queue, closing: Arc::new(closing), writer: Arc::new(Mutex::new(Some(writer))) })
     }
 
@@ -251,9 +265,7 @@ impl Hub {
         self.closing.send_replace(true);
         let writer = self.writer.lock().take();
         if let Some(writer) = writer {
-            if let Err(error) = writer.await {
-                tracing::error!(%error, "hub writer task failed");
-            }
+            let _ = writer.await;
         }
     }
 
@@ -367,7 +379,7 @@ impl HubInner {
         let topic = Arc::new(Topic::new(name, self.config.ring, floor, now_ms()));
         for watcher in self.watchers.read().iter() {
             if watcher.patterns.iter().any(|p| p.matches(topic.name().as_str())) {
-                topic.attach(watcher.id, Arc::clone(&watcher.signal));
+                topic.attach(watcher.id, &watcher.signal);
                 watcher.joined.lock().push(Arc::clone(&topic));
             }
         }
@@ -391,7 +403,7 @@ impl HubInner {
                 .collect();
             for name in existing {
                 if let Some(topic) = self.topics.get(&name) {
-                    topic.attach(id, Arc::clone(&subscriber.signal));
+                    topic.attach(id, &subscriber.signal);
                     subscriber.joined.lock().push(Arc::clone(topic.value()));
                 }
             }
@@ -404,7 +416,7 @@ impl HubInner {
     pub(crate) fn attach(&self, name: &TopicName, subscriber: &Subscriber) -> Result<Arc<Topic>, SubscribeError> {
         let topic = match self.topics.entry(name.clone()) {
             Entry::Occupied(entry) => {
-                entry.get().attach(subscriber.id, Arc::clone(&subscriber.signal));
+                entry.get().attach(subscriber.id, &subscriber.signal);
                 Arc::clone(entry.get())
             }
             Entry::Vacant(entry) => {
@@ -413,7 +425,7 @@ impl HubInner {
                 }
                 // The ring holds what comes after now; older events are in the store.
                 let topic = self.create_topic(name.clone(), self.watermark());
-                topic.attach(subscriber.id, Arc::clone(&subscriber.signal));
+                topic.attach(subscriber.id, &subscriber.signal);
                 entry.insert(Arc::clone(&topic));
                 topic
             }
@@ -440,7 +452,7 @@ impl HubInner {
 
     /// Puts durable events into their rings in order, raises the watermark,
     /// then wakes the topics touched (after, so a woken reader sees them).
-    fn deliver(&self, appended: &[Appended]) {
+    fn deliver(&self, appended: &[Appended], fan_out: &Handle) {
         let mut touched: Vec<Arc<Topic>> = Vec::new();
         let mut last_seq = None;
         for event in appended.iter().filter_map(|a| match a {
@@ -457,7 +469,7 @@ impl HubInner {
         }
         touched.sort_unstable_by_key(|t| Arc::as_ptr(t) as usize);
         touched.dedup_by(|a, b| Arc::ptr_eq(a, b));
-        touched.iter().for_each(Topic::wake);
+        touched.iter().for_each(|topic| topic.wake(fan_out));
     }
 
     fn push_to_ring(&self, event: &Event) -> Option<Arc<Topic>> {
@@ -478,7 +490,7 @@ impl HubInner {
     }
 
     /// Stores one group of publish requests in one commit and answers them.
-    async fn commit(&self, requests: &mut Vec<PublishRequest>) {
+    async fn commit(&self, requests: &mut Vec<PublishRequest>, fan_out: &Handle) {
         let counts: Vec<usize> = requests.iter().map(|r| r.drafts.len()).collect();
         let drafts: Vec<EventDraft> = requests.iter_mut().flat_map(|r| std::mem::take(&mut r.drafts)).collect();
         let result = match self.store.append(&drafts).await {
@@ -495,7 +507,7 @@ impl HubInner {
                 let duplicates = appended.iter().filter(|a| matches!(a, Appended::Duplicate { .. })).count() as u64;
                 self.counters.duplicates.fetch_add(duplicates, Ordering::Relaxed);
                 self.counters.published.fetch_add(appended.len() as u64 - duplicates, Ordering::Relaxed);
-                self.deliver(&appended);
+                self.deliver(&appended, fan_out);
                 let mut results = appended.into_iter();
                 for (request, count) in requests.drain(..).zip(counts) {
                     let published = results.by_ref().take(count).map(Published::from).collect();
@@ -517,6 +529,7 @@ async fn write_loop(
     inner: Arc<HubInner>,
     mut requests: mpsc::Receiver<PublishRequest>,
     mut closing: watch::Receiver<bool>,
+    fan_out: Handle,
 ) {
     let max = inner.config.max_commit_requests.max(1);
     let mut group = Vec::with_capacity(max);
@@ -538,6 +551,6 @@ async fn write_loop(
         if received == 0 {
             break;
         }
-        inner.commit(&mut group).await;
+        inner.commit(&mut group, &fan_out).await;
     }
 }

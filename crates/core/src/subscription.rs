@@ -67,6 +67,9 @@ pub struct Subscription {
     unknown_resume: bool,
     /// The next step is a resume's catch-up (counted as ring or store replay).
     catching_up: bool,
+    /// Topics whose events were just handed out: their wake took this
+    /// reader, so it must arm them again before it sleeps.
+    to_rearm: Vec<TopicName>,
     notices: Vec<Bytes>,
 }
 
@@ -84,6 +87,7 @@ impl Subscription {
             store_until: 0,
             unknown_resume: false,
             catching_up: false,
+            to_rearm: Vec::new(),
             notices: Vec::new(),
         };
         for name in subscription.selection.topics.clone() {
@@ -112,6 +116,9 @@ impl Subscription {
     /// dropping the future loses nothing.
     pub async fn next(&mut self) -> Result<Delivery, StoreError> {
         loop {
+            // Arm before reading the watermark: an event after that point
+            // either is seen now or wakes us.
+            self.rearm();
             let watermark = self.hub.watermark();
             // After reading the watermark: a topic a pattern attached us to
             // before that point is in `joined` by now.
@@ -149,6 +156,14 @@ impl Subscription {
     /// What it selected.
     pub fn selection(&self) -> &Selection {
         &self.selection
+    }
+
+    fn rearm(&mut self) {
+        for name in self.to_rearm.drain(..) {
+            if let Some(topic) = self.topics.get(&name) {
+                topic.arm(self.subscriber.id, &self.subscriber.signal, self.cursor);
+            }
+        }
     }
 
     fn adopt_joined(&mut self) {
@@ -201,6 +216,9 @@ impl Subscription {
         counters.gaps.fetch_add(notices.len() as u64, Ordering::Relaxed);
         self.unknown_resume = false;
         self.cursor = upto;
+        self.to_rearm.extend(events.iter().map(|e| e.topic.clone()));
+        self.to_rearm.sort_unstable();
+        self.to_rearm.dedup();
         Ok(Delivery { notices, events })
     }
 

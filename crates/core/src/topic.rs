@@ -1,32 +1,41 @@
 //! One topic in the hub's registry: its ring and who is waiting on it.
+//!
+//! Waking is O(waiting readers), not O(subscribers): a reader *arms* a topic
+//! with its cursor before it sleeps, a wake takes only the armed readers that
+//! are behind the new event, and a reader re-arms a topic after taking its
+//! events. Busy readers cost a publish nothing.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
 };
 
-use parking_lot::{Mutex, RwLock};
-use tokio::sync::Notify;
+use parking_lot::Mutex;
+use tokio::{runtime::Handle, sync::Notify};
 
 use crate::{Event, RingBuffer, RingLimits, TopicName};
 
-/// Waking more subscribers than this is handed to a task of its own, so a
+/// Waking more readers than this is handed to a task of its own, so a
 /// publish costs the same whether a topic has ten readers or ten thousand.
 const INLINE_WAKE_LIMIT: usize = 32;
 
-/// A topic: the ring of its newest events and the subscribers to wake.
+/// A topic: the ring of its newest events and the readers to wake.
 #[derive(Debug)]
 pub struct Topic {
     name: TopicName,
     ring: Mutex<RingBuffer>,
-    /// Each subscriber's signal, by subscriber id. A signal keeps one permit,
-    /// so a wake between a reader's check and its wait is never lost.
-    subscribers: RwLock<HashMap<u64, Arc<Notify>>>,
+    /// Ids of the subscriptions attached to this topic.
+    subscribers: Mutex<HashSet<u64>>,
+    /// Readers to wake on the next event above their cursor: id → (signal,
+    /// cursor when armed). A signal keeps one permit, so a wake between a
+    /// reader's check and its sleep is never lost.
+    armed: Mutex<HashMap<u64, (Arc<Notify>, u64)>>,
     /// A deferred wake is scheduled and has not started yet.
     wake_pending: AtomicBool,
+    latest_seq: AtomicU64,
     published: AtomicU64,
     last_activity_ms: AtomicU64,
 }
@@ -36,8 +45,10 @@ impl Topic {
         Self {
             name,
             ring: Mutex::new(RingBuffer::new(limits, floor)),
-            subscribers: RwLock::default(),
+            subscribers: Mutex::default(),
+            armed: Mutex::default(),
             wake_pending: AtomicBool::new(false),
+            latest_seq: AtomicU64::new(floor),
             published: AtomicU64::new(0),
             last_activity_ms: AtomicU64::new(now_ms),
         }
@@ -54,22 +65,31 @@ impl Topic {
 
     pub(crate) fn push(&self, event: Event) {
         self.last_activity_ms.store(event.time_ms, Ordering::Relaxed);
+        self.latest_seq.store(event.id.seq, Ordering::Release);
         self.published.fetch_add(1, Ordering::Relaxed);
         self.ring.lock().push(event);
     }
 
-    pub(crate) fn attach(&self, subscriber: u64, signal: Arc<Notify>) {
-        self.subscribers.write().insert(subscriber, signal);
+    /// Attaches a subscription, armed to wake on any event.
+    pub(crate) fn attach(&self, subscriber: u64, signal: &Arc<Notify>) {
+        self.subscribers.lock().insert(subscriber);
+        self.arm(subscriber, signal, 0);
+    }
+
+    /// Asks to be woken by the next event after `cursor`.
+    pub(crate) fn arm(&self, subscriber: u64, signal: &Arc<Notify>, cursor: u64) {
+        self.armed.lock().insert(subscriber, (Arc::clone(signal), cursor));
     }
 
     pub(crate) fn detach(&self, subscriber: u64, now_ms: u64) {
-        self.subscribers.write().remove(&subscriber);
+        self.subscribers.lock().remove(&subscriber);
+        self.armed.lock().remove(&subscriber);
         self.last_activity_ms.store(now_ms, Ordering::Relaxed);
     }
 
-    /// Subscribers waiting on this topic now.
+    /// Subscriptions attached to this topic now.
     pub fn subscriber_count(&self) -> usize {
-        self.subscribers.read().len()
+        self.subscribers.lock().len()
     }
 
     /// Events published here since the topic entered the registry.
@@ -81,23 +101,26 @@ impl Topic {
         self.last_activity_ms.load(Ordering::Relaxed)
     }
 
-    /// Wakes every subscriber. Few are woken here; many, by a spawned task,
-    /// so the publisher's cost does not grow with the audience. Must run
-    /// inside a Tokio runtime.
-    pub(crate) fn wake(self: &Arc<Self>) {
-        let subscribers = self.subscribers.read();
-        if subscribers.len() <= INLINE_WAKE_LIMIT {
-            subscribers.values().for_each(|s| s.notify_one());
-            return;
-        }
-        drop(subscribers);
-        if !self.wake_pending.swap(true, Ordering::AcqRel) {
+    /// Wakes the armed readers behind the newest event. Few are woken here;
+    /// many, by a task on the `fan_out` runtime, so the publisher's cost does
+    /// not grow with the audience.
+    pub(crate) fn wake(self: &Arc<Self>, fan_out: &Handle) {
+        if self.armed.lock().len() <= INLINE_WAKE_LIMIT {
+            self.wake_armed();
+        } else if !self.wake_pending.swap(true, Ordering::AcqRel) {
             let topic = Arc::clone(self);
-            tokio::spawn(async move {
-                // Cleared before waking: a publish from now on schedules its own wake.
+            fan_out.spawn(async move {
+                // Cleared first: a publish from now on schedules its own wake.
                 topic.wake_pending.store(false, Ordering::Release);
-                topic.subscribers.read().values().for_each(|s| s.notify_one());
+                topic.wake_armed();
             });
         }
+    }
+
+    fn wake_armed(&self) {
+        let latest = self.latest_seq.load(Ordering::Acquire);
+        let ready: Vec<Arc<Notify>> =
+            self.armed.lock().extract_if(|_, (_, cursor)| *cursor < latest).map(|(_, (signal, _))| signal).collect();
+        ready.iter().for_each(|signal| signal.notify_one());
     }
 }

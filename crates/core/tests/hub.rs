@@ -1,0 +1,308 @@
+//! The hub end to end, in process: encoding against an independent SSE
+//! parser, concurrent publish and subscribe, stalled readers, topic churn.
+
+use std::{sync::Arc, time::Duration, time::Instant};
+
+use eventsource_stream::Eventsource as _;
+use futures::StreamExt as _;
+use herald_core::{
+    Delivery, Event, EventDraft, EventId, EventType, Hub, HubConfig, MemoryStore, Published, Resume, Retention,
+    RingLimits, Selection, Subscription, TopicName, TopicPattern, now_ms, sse,
+};
+use proptest::prelude::*;
+
+fn topic(name: &str) -> TopicName {
+    name.parse().unwrap()
+}
+
+fn select(items: &[&str]) -> Selection {
+    Selection::new(items.iter().map(|s| s.parse::<TopicPattern>().unwrap()))
+}
+
+async fn hub_with(ring: RingLimits, retention: Retention) -> Hub {
+    let config = HubConfig { ring, ..HubConfig::default() };
+    Hub::start(Arc::new(MemoryStore::new(retention)), config).await.unwrap()
+}
+
+/// Parses frames with `eventsource-stream`, a WHATWG parser we did not write.
+fn parse(frames: Vec<bytes::Bytes>) -> Vec<eventsource_stream::Event> {
+    let chunks = futures::stream::iter(frames.into_iter().map(Ok::<_, std::convert::Infallible>));
+    futures::executor::block_on(chunks.eventsource().map(|e| e.unwrap()).collect())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn frames_parse_back_to_the_same_event(
+        data in any::<String>(),
+        kind in proptest::option::of("[^\r\n\0]{1,24}"),
+        epoch in any::<u32>(),
+        seq in any::<u64>(),
+        retry in proptest::option::of(0u64..1_000_000),
+    ) {
+        let event_type = kind.as_deref().and_then(|k| EventType::new(k).ok());
+        let id = EventId::new(herald_core::Epoch(epoch), seq).to_string();
+        let frame = sse::event_frame(Some(&id), event_type.as_ref().map(EventType::as_str), &data, retry);
+        let parsed = parse(vec![frame]);
+        prop_assert_eq!(parsed.len(), 1);
+        let expected_data = data.replace("\r\n", "\n").replace('\r', "\n");
+        prop_assert_eq!(&parsed[0].data, &expected_data);
+        prop_assert_eq!(&parsed[0].id, &id);
+        prop_assert_eq!(parsed[0].event.as_str(), event_type.as_ref().map_or("message", EventType::as_str));
+        prop_assert_eq!(parsed[0].retry, retry.map(Duration::from_millis));
+    }
+
+    #[test]
+    fn unsafe_event_types_are_rejected(prefix in "[a-z]{0,5}", bad in "[\r\n\0]", suffix in "[a-z]{0,5}") {
+        let name = format!("{prefix}{bad}{suffix}");
+        prop_assert!(EventType::new(&name).is_err());
+    }
+}
+
+#[test]
+fn data_that_looks_like_fields_stays_data() {
+    let frame = sse::event_frame(Some("1"), None, "\n\nevent: evil\nid: 666\r\ndata: x", None);
+    let parsed = parse(vec![frame]);
+    assert_eq!(parsed.len(), 1);
+    assert_eq!(parsed[0].data, "\n\nevent: evil\nid: 666\ndata: x");
+    assert_eq!((parsed[0].event.as_str(), parsed[0].id.as_str()), ("message", "1"));
+}
+
+async fn next_within(sub: &mut Subscription, wait: Duration) -> Option<Delivery> {
+    tokio::time::timeout(wait, sub.next()).await.ok().map(|d| d.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eight_publishers_four_topics_fifty_subscribers_exactly_once_in_order() {
+    // Small rings so resuming and lagging readers also take the store path.
+    let hub = hub_with(RingLimits { max_events: 64, max_bytes: 1 << 20 }, Retention::default()).await;
+    let topics = ["t.0", "t.1", "t.2", "t.3"];
+    let mut selections: Vec<(Selection, bool)> = Vec::new();
+    for i in 0..50 {
+        let selection = match i % 5 {
+            0 | 1 => select(&[topics[i % 4]]),
+            2 => select(&["t.*"]),
+            3 => select(&["t.0", "t.2"]),
+            _ => select(&["t.1", "t.3*"]),
+        };
+        selections.push((selection, i % 10 >= 7)); // 15 of them resume mid-stream
+    }
+    let live: Vec<_> = selections
+        .iter()
+        .filter(|(_, resumes)| !resumes)
+        .map(|(s, _)| (s.clone(), Subscription::open(&hub, s.clone(), Resume::Live).unwrap(), 0))
+        .collect();
+
+    const PER_PUBLISHER: usize = 300;
+    let mut publishers = Vec::new();
+    for p in 0..8 {
+        let hub = hub.clone();
+        publishers.push(tokio::spawn(async move {
+            let mut published = Vec::new();
+            for n in 0..PER_PUBLISHER {
+                let draft = EventDraft::new(topic(topics[(p + n) % 4]), format!("{p}/{n}"));
+                published.push(hub.publish(draft).await.unwrap());
+            }
+            published
+        }));
+    }
+    // Resumers join mid-stream with the id of an event already published.
+    while hub.last_id().seq < 1000 {
+        tokio::task::yield_now().await;
+    }
+    let resume_at = hub.last_id();
+    let resumers: Vec<_> = selections
+        .iter()
+        .filter(|(_, resumes)| *resumes)
+        .map(|(s, _)| {
+            (s.clone(), Subscription::open(&hub, s.clone(), Resume::After(resume_at)).unwrap(), resume_at.seq)
+        })
+        .collect();
+
+    let mut all: Vec<Published> = Vec::new();
+    for publisher in publishers {
+        all.extend(publisher.await.unwrap());
+    }
+    let last = hub.last_id().seq;
+    assert_eq!(all.len(), 8 * PER_PUBLISHER);
+
+    let mut readers = Vec::new();
+    for (selection, mut sub, start) in live.into_iter().chain(resumers) {
+        let expected: Vec<u64> = {
+            let mut ids: Vec<u64> = all
+                .iter()
+                .filter(|p| p.id.seq > start && selection.matches(p.topic.as_str()))
+                .map(|p| p.id.seq)
+                .collect();
+            ids.sort_unstable();
+            ids
+        };
+        readers.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            while sub.cursor().seq < last {
+                let delivery = next_within(&mut sub, Duration::from_secs(10)).await.expect("stalled");
+                assert!(delivery.notices.is_empty(), "no history was lost, yet a gap was reported");
+                got.extend(delivery.events.iter().map(|e| e.id.seq));
+            }
+            assert_eq!(got, expected, "{selection:?} from {start}");
+        }));
+    }
+    for reader in readers {
+        reader.await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_subscriber_slows_no_one_and_resumes_or_learns_of_the_gap() {
+    let ring = RingLimits { max_events: 1024, max_bytes: 256 << 10 };
+    let retention = Retention { max_events_per_topic: 20_000, ..Retention::default() };
+    let hub = hub_with(ring, retention).await;
+    let name = topic("busy");
+    let mut stalled = Subscription::open(&hub, select(&["busy"]), Resume::Live).unwrap();
+    let mut active = Subscription::open(&hub, select(&["busy"]), Resume::Live).unwrap();
+    let reader = tokio::spawn(async move {
+        let mut got = 0u64;
+        let mut last = 0;
+        while got < 100_000 {
+            let delivery = next_within(&mut active, Duration::from_secs(10)).await.expect("active reader got nothing");
+            assert!(delivery.notices.is_empty(), "the active reader was never behind");
+            for event in &delivery.events {
+                assert!(event.id.seq > last);
+                last = event.id.seq;
+            }
+            got += delivery.events.len() as u64;
+        }
+        got
+    });
+
+    let mut batch_times = Vec::new();
+    for batch in 0..1000 {
+        let drafts = (0..100).map(|n| EventDraft::new(name.clone(), format!("{batch}-{n}"))).collect();
+        let started = Instant::now();
+        hub.publish_batch(drafts).await.unwrap();
+        batch_times.push(started.elapsed());
+        let stats = hub.stats();
+        assert!(stats.ring_events <= 1024 && stats.ring_bytes <= 256 << 10, "ring bound broken: {stats:?}");
+    }
+    assert_eq!(reader.await.unwrap(), 100_000);
+
+    // Publish cost does not grow while the stalled reader falls behind:
+    // compare the slowest tenth of the first and of the last hundred batches.
+    let p90 = |times: &[Duration]| {
+        let mut t = times.to_vec();
+        t.sort();
+        t[t.len() * 9 / 10]
+    };
+    let (early, late) = (p90(&batch_times[..100]), p90(&batch_times[900..]));
+    assert!(late < early * 5 + Duration::from_millis(2), "publish slowed from {early:?} to {late:?}");
+
+    // The stalled reader held no buffer; now it learns what was lost, then gets the rest.
+    let mut gaps = 0;
+    let mut got = Vec::new();
+    while stalled.cursor().seq < hub.last_id().seq {
+        let delivery = next_within(&mut stalled, Duration::from_secs(10)).await.expect("stalled reader got nothing");
+        gaps += delivery.notices.len();
+        for notice in &delivery.notices {
+            assert!(String::from_utf8_lossy(notice).starts_with("event: herald.gap\n"));
+        }
+        got.extend(delivery.events.iter().map(|e| e.id.seq));
+    }
+    assert_eq!(gaps, 1);
+    assert_eq!(got.len(), 20_000, "the store's retained tail");
+    assert!(got.windows(2).all(|w| w[1] == w[0] + 1));
+    assert_eq!(*got.last().unwrap(), hub.last_id().seq);
+}
+
+#[tokio::test]
+async fn a_hundred_thousand_short_lived_topics_leave_the_registry_empty() {
+    let hub = hub_with(RingLimits::default(), Retention::default()).await;
+    for i in 0..100_000 {
+        let name = format!("churn.{i}");
+        let sub = Subscription::open(&hub, select(&[&name]), Resume::Live).unwrap();
+        if i % 10 == 0 {
+            hub.publish(EventDraft::new(topic(&name), "x")).await.unwrap();
+        }
+        drop(sub);
+    }
+    // Topics that never held an event left at once; the rest linger as cache.
+    assert_eq!(hub.topic_count(), 10_000);
+    let later = now_ms() + HubConfig::default().idle_topic_ttl.as_millis() as u64;
+    assert_eq!(hub.sweep_idle_topics(later), 10_000);
+    assert_eq!(hub.topic_count(), 0);
+    assert!(hub.all_topic_stats().is_empty());
+    assert_eq!(hub.stats().subscriptions, 0);
+}
+
+#[tokio::test]
+async fn patterns_match_topics_created_later_and_resume_through_the_store() {
+    let hub = hub_with(RingLimits::default(), Retention::default()).await;
+    let early = hub.publish(EventDraft::new(topic("orders.eu"), "1")).await.unwrap();
+    let mut live = Subscription::open(&hub, select(&["orders.*"]), Resume::Live).unwrap();
+    hub.publish(EventDraft::new(topic("orders.us"), "2")).await.unwrap();
+    hub.publish(EventDraft::new(topic("other"), "x")).await.unwrap();
+    let d = next_within(&mut live, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(d.events.iter().map(|e| e.topic.as_str()).collect::<Vec<_>>(), ["orders.us"]);
+
+    // Drop every topic from the registry; a pattern resume must still find them.
+    drop(live);
+    hub.sweep_idle_topics(now_ms() + 3_600_000);
+    assert_eq!(hub.topic_count(), 0);
+    let mut resumed = Subscription::open(&hub, select(&["orders.*"]), Resume::After(early.id)).unwrap();
+    let d = next_within(&mut resumed, Duration::from_secs(5)).await.unwrap();
+    let data: Vec<_> = d.events.iter().map(|e| String::from_utf8_lossy(&e.frame).into_owned()).collect();
+    assert_eq!(data.len(), 1);
+    assert!(data[0].ends_with("data: 2\n\n"));
+}
+
+#[tokio::test]
+async fn unknown_and_foreign_ids_get_a_gap_notice_then_everything_retained() {
+    let hub = hub_with(RingLimits::default(), Retention::default()).await;
+    for n in 0..3 {
+        hub.publish(EventDraft::new(topic("a"), n.to_string())).await.unwrap();
+    }
+    let other_epoch = EventId::new(herald_core::Epoch(hub.epoch().0.wrapping_add(1)), 2);
+    let ahead = EventId::new(hub.epoch(), 1_000);
+    for resume in [Resume::Unknown, Resume::After(other_epoch), Resume::After(ahead)] {
+        let mut sub = Subscription::open(&hub, select(&["a"]), resume.clone()).unwrap();
+        let d = next_within(&mut sub, Duration::from_secs(5)).await.unwrap();
+        assert_eq!(d.notices.len(), 1, "{resume:?}");
+        let notice = parse(d.notices.clone());
+        assert_eq!(notice[0].event, "herald.gap");
+        assert!(notice[0].data.contains("unknown_last_event_id"));
+        assert_eq!(d.events.len(), 3, "{resume:?}");
+    }
+}
+
+#[tokio::test]
+async fn idempotency_keys_return_the_first_id_and_store_nothing() {
+    let hub = hub_with(RingLimits::default(), Retention::default()).await;
+    let draft = EventDraft { idempotency_key: Some("k1".into()), ..EventDraft::new(topic("a"), "x") };
+    let first = hub.publish(draft.clone()).await.unwrap();
+    let again = hub.publish(draft).await.unwrap();
+    assert_eq!((first.id, again.duplicate, first.duplicate), (again.id, true, false));
+    assert_eq!(hub.stats().published, 1);
+    assert_eq!(hub.topic_stats("a").unwrap().buffered, 1);
+}
+
+#[tokio::test]
+async fn shutdown_commits_queued_publishes_then_refuses_new_ones() {
+    let hub = hub_with(RingLimits::default(), Retention::default()).await;
+    let pending: Vec<_> = (0..100)
+        .map(|n| {
+            let hub = hub.clone();
+            tokio::spawn(async move { hub.publish(EventDraft::new(topic("a"), n.to_string())).await })
+        })
+        .collect();
+    tokio::task::yield_now().await;
+    hub.shutdown().await;
+    let ok = futures::future::join_all(pending).await.into_iter().filter(|r| r.as_ref().unwrap().is_ok()).count();
+    assert_eq!(hub.stats().published as usize, ok, "every acknowledged publish is stored");
+    assert!(hub.publish(EventDraft::new(topic("a"), "late")).await.is_err());
+}
+
+#[test]
+fn events_carry_their_frame() {
+    let e = Event::new(EventId::new(herald_core::Epoch(1), 1), &EventDraft::new(topic("a"), "hi"), 0);
+    assert_eq!(&e.frame[..], b"id: 00000001-0000000000000001\ndata: hi\n\n");
+}
