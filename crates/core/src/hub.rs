@@ -16,7 +16,7 @@
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
     time::Duration,
 };
@@ -186,6 +186,8 @@ pub(crate) struct HubInner {
     pub(crate) config: HubConfig,
     next_subscriber: AtomicU64,
     pub(crate) counters: Counters,
+    /// Whether the last commit succeeded (readiness).
+    store_ok: AtomicBool,
 }
 
 struct PublishRequest {
@@ -221,6 +223,7 @@ impl Hub {
             watermark: AtomicU64::new(watermark),
             next_subscriber: AtomicU64::new(1),
             counters: Counters::default(),
+            store_ok: AtomicBool::new(true),
             config,
         });
         let (queue, requests) = mpsc::channel(inner.config.publish_queue.max(1));
@@ -272,6 +275,12 @@ impl Hub {
     /// The store behind this hub.
     pub fn store(&self) -> &Arc<dyn EventStore> {
         &self.inner.store
+    }
+
+    /// Whether the store took the last commit; false from a failed commit
+    /// until the next one succeeds.
+    pub fn store_healthy(&self) -> bool {
+        self.inner.store_ok.load(Ordering::Relaxed)
     }
 
     /// The store's epoch.
@@ -502,6 +511,7 @@ impl HubInner {
             ))),
             Err(error) => Err(error),
         };
+        self.store_ok.store(result.is_ok(), Ordering::Relaxed);
         match result {
             Ok(appended) => {
                 let duplicates = appended.iter().filter(|a| matches!(a, Appended::Duplicate { .. })).count() as u64;

@@ -1,0 +1,197 @@
+//! One client connection: HTTP/1.1 or HTTP/2 over a socket guarded against
+//! slow clients.
+//!
+//! - A request head must arrive within `--header-timeout` (slowloris).
+//! - A keep-alive connection with no request in flight for
+//!   `--idle-timeout` is closed; an open event stream is a request in flight,
+//!   so streams are never closed as idle.
+//! - A write that cannot make progress for `--stall-timeout` (a client that
+//!   stopped reading) fails the connection and is counted as lagged.
+//! - At shutdown the connection finishes in-flight requests and closes.
+
+use std::{
+    io,
+    net::SocketAddr,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll, ready},
+    time::Duration,
+};
+
+use axum::{Router, body::Body, extract::ConnectInfo};
+use hyper::{Request, body::Incoming};
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::conn::auto,
+};
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::TcpStream,
+    sync::watch,
+    time::Sleep,
+};
+use tower::ServiceExt as _;
+
+use crate::{limits::ConnectionPermit, state::AppState};
+
+/// Serves one accepted connection until it ends.
+pub async fn serve(stream: TcpStream, peer: SocketAddr, router: Router, state: AppState, permit: ConnectionPermit) {
+    let _permit = permit;
+    let (in_flight, watch_in_flight) = watch::channel(0usize);
+    let in_flight = Arc::new(in_flight);
+    let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+        request.extensions_mut().insert(ConnectInfo(peer));
+        let busy = Busy::new(&in_flight);
+        let response = router.clone().oneshot(request.map(Body::new));
+        async move {
+            let response = response.await?;
+            Ok::<_, std::convert::Infallible>(response.map(|body| Body::new(Tracked { body, _busy: busy })))
+        }
+    });
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(state.config.header_timeout);
+    builder.http2().timer(TokioTimer::new());
+    let io = TokioIo::new(StallGuard::new(stream, state.config.stall_timeout));
+    let connection = builder.serve_connection_with_upgrades(io, service);
+    tokio::pin!(connection);
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(error) = result {
+                    tracing::debug!(%peer, %error, "connection ended with an error");
+                }
+                break;
+            }
+            () = state.shutdown.cancelled(), if !closing => {
+                connection.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            () = idle_for(watch_in_flight.clone(), state.config.idle_timeout), if !closing => {
+                connection.as_mut().graceful_shutdown();
+                closing = true;
+            }
+        }
+    }
+}
+
+/// Completes once no request has been in flight for `timeout`.
+async fn idle_for(mut in_flight: watch::Receiver<usize>, timeout: Duration) {
+    loop {
+        if in_flight.wait_for(|n| *n == 0).await.is_err() {
+            return std::future::pending().await;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(timeout) => return,
+            changed = in_flight.changed() => if changed.is_err() { return std::future::pending().await },
+        }
+    }
+}
+
+/// Counts a request as in flight until its response body is done.
+struct Busy(Arc<watch::Sender<usize>>);
+
+impl Busy {
+    fn new(counter: &Arc<watch::Sender<usize>>) -> Self {
+        counter.send_modify(|n| *n += 1);
+        Self(Arc::clone(counter))
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n -= 1);
+    }
+}
+
+/// A response body that keeps its request counted as in flight.
+struct Tracked {
+    body: Body,
+    _busy: Busy,
+}
+
+impl http_body::Body for Tracked {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// A socket whose writes fail once they have made no progress for `timeout`.
+struct StallGuard {
+    stream: TcpStream,
+    timeout: Duration,
+    stalled_since: Option<Pin<Box<Sleep>>>,
+}
+
+impl StallGuard {
+    fn new(stream: TcpStream, timeout: Duration) -> Self {
+        Self { stream, timeout, stalled_since: None }
+    }
+
+    fn guard<T>(&mut self, cx: &mut Context<'_>, result: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        match result {
+            Poll::Ready(result) => {
+                self.stalled_since = None;
+                Poll::Ready(result)
+            }
+            Poll::Pending => {
+                let timeout = self.timeout;
+                let timer = self.stalled_since.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                ready!(timer.as_mut().poll(cx));
+                metrics::counter!("herald_lagged_disconnects_total").increment(1);
+                Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "client stopped reading")))
+            }
+        }
+    }
+}
+
+impl AsyncRead for StallGuard {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for StallGuard {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let result = Pin::new(&mut self.stream).poll_write(cx, buf);
+        self.guard(cx, result)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let result = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        self.guard(cx, result)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let result = Pin::new(&mut self.stream).poll_flush(cx);
+        self.guard(cx, result)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+use std::future::Future as _;

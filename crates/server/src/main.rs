@@ -1,0 +1,201 @@
+//! `herald`: run the hub (`herald serve`, or plain `herald`) or mint a token
+//! (`herald token`).
+
+use std::{path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use herald_core::{EventStore, Hub, MemoryStore};
+use herald_server::{
+    AppState, Config,
+    auth::{TokenSpec, Verifier, mint},
+    config::{JwtKey, Settings, defaults, parse_duration},
+    secret,
+};
+use jsonwebtoken::{Algorithm, EncodingKey};
+
+/// Herald: a Server-Sent Events pub/sub hub.
+#[derive(Debug, Parser)]
+#[command(name = "herald", version, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    settings: Settings,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the hub (the default).
+    Serve(Box<Settings>),
+    /// Print a signed token.
+    Token(Box<TokenArgs>),
+}
+
+#[derive(Debug, clap::Args)]
+struct TokenArgs {
+    /// Who the token is for (`sub`).
+    #[arg(long, value_name = "NAME")]
+    sub: String,
+    /// Topic patterns it may publish to.
+    #[arg(long, value_name = "PATTERN", num_args = 1..)]
+    publish: Vec<String>,
+    /// Topic patterns it may subscribe to.
+    #[arg(long, value_name = "PATTERN", num_args = 1..)]
+    subscribe: Vec<String>,
+    /// Operator access (dashboard, all topics' figures).
+    #[arg(long)]
+    admin: bool,
+    /// Lifetime, like 30m, 1h, 7d.
+    #[arg(long, default_value = "1h", value_name = "DURATION")]
+    ttl: String,
+    /// PEM private key, to sign RS256/ES256/EdDSA tokens (with --jwt-algorithm).
+    #[arg(long, value_name = "FILE")]
+    private_key: Option<PathBuf>,
+    #[command(flatten)]
+    settings: Settings,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        None => serve(cli.settings),
+        Some(Command::Serve(settings)) => serve(*settings),
+        Some(Command::Token(args)) => token(*args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(errors) => {
+            for error in errors {
+                eprintln!("error: {error}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_config(settings: Settings) -> Result<Config, Vec<String>> {
+    Config::from_settings(&settings.with_file()?)
+}
+
+fn serve(settings: Settings) -> Result<(), Vec<String>> {
+    let config = load_config(settings)?;
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&config.log).map_err(|e| vec![format!("--log: {e}")])?)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| vec![format!("cannot start the runtime: {e}")])?;
+    runtime.block_on(run(config)).map_err(|e| vec![format!("{e:#}")])
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    raise_open_file_limit(config.max_connections);
+    let generated = match config.jwt_key {
+        JwtKey::Generated => Some(secret::load_or_generate(&config.data_dir).map_err(anyhow::Error::msg)?),
+        _ => None,
+    };
+    let verifier = Verifier::new(&config, generated.as_ref()).map_err(anyhow::Error::msg)?;
+    let store: Arc<dyn EventStore> = Arc::new(MemoryStore::new(config.retention));
+    let hub = Hub::start(Arc::clone(&store), config.hub.clone()).await.context("cannot open the store")?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let address = listener.local_addr()?;
+    tracing::info!("Herald listening on http://{address}");
+    tracing::info!("store: {}", store.describe());
+    if generated.is_some() {
+        let dir = if config.data_dir == std::path::Path::new(defaults::DATA_DIR) {
+            String::new()
+        } else {
+            format!(" --data-dir {}", config.data_dir.display())
+        };
+        tracing::info!(
+            "signing key: generated, kept in {}; mint a token with: herald token{dir} --sub me --publish '*' --subscribe '*'",
+            config.data_dir.join(secret::SECRET_FILE).display()
+        );
+    }
+    let state = AppState::new(hub, config, verifier);
+    herald_server::serve(listener, state, shutdown_signal()).await?;
+    Ok(())
+}
+
+/// Completes on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                let _ = interrupt.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}
+
+/// Raises the open-file soft limit to the hard limit, and says how many
+/// connections that allows.
+fn raise_open_file_limit(max_connections: usize) {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => {
+            // Some descriptors go to the store, the listener and logs.
+            let usable = limit.saturating_sub(64);
+            tracing::info!("open-file limit {limit}: room for about {usable} connections");
+            if max_connections as u64 > usable {
+                tracing::warn!(
+                    "--max-connections {max_connections} is above what the open-file limit allows; raise `ulimit -n` (see README)"
+                );
+            }
+        }
+        Err(error) => tracing::warn!(%error, "cannot raise the open-file limit"),
+    }
+}
+
+fn token(args: TokenArgs) -> Result<(), Vec<String>> {
+    let config = load_config(args.settings)?;
+    let ttl = parse_duration(&args.ttl).map_err(|e| vec![format!("--ttl: {e}")])?;
+    if ttl < Duration::from_secs(1) {
+        return Err(vec!["--ttl: must be at least 1s".into()]);
+    }
+    let (alg, key) = signing_key(&config, args.private_key.as_ref())?;
+    let spec =
+        TokenSpec { subject: args.sub, publish: args.publish, subscribe: args.subscribe, admin: args.admin, ttl };
+    let token = mint(&spec, alg, &key).map_err(|e| vec![e])?;
+    println!("{token}");
+    Ok(())
+}
+
+fn signing_key(config: &Config, private_key: Option<&PathBuf>) -> Result<(Algorithm, EncodingKey), Vec<String>> {
+    let alg = config.jwt_algorithm;
+    if let Some(path) = private_key {
+        let pem =
+            std::fs::read(path).map_err(|e| vec![format!("--private-key: cannot read {}: {e}", path.display())])?;
+        let key = match alg {
+            Algorithm::RS256 => EncodingKey::from_rsa_pem(&pem),
+            Algorithm::ES256 => EncodingKey::from_ec_pem(&pem),
+            Algorithm::EdDSA => EncodingKey::from_ed_pem(&pem),
+            _ => return Err(vec!["--private-key needs --jwt-algorithm RS256, ES256 or EdDSA".into()]),
+        };
+        return key.map(|k| (alg, k)).map_err(|e| vec![format!("--private-key {}: {e}", path.display())]);
+    }
+    let secret = match &config.jwt_key {
+        JwtKey::Secret(secret) => secret.clone(),
+        JwtKey::Generated => secret::load_or_generate(&config.data_dir).map_err(|e| vec![e])?,
+        JwtKey::PublicKey { .. } => {
+            return Err(vec![
+                "the server verifies tokens with a public key; sign with the private key: --private-key FILE".into(),
+            ]);
+        }
+    };
+    Ok((alg, EncodingKey::from_secret(secret.0.as_bytes())))
+}

@@ -1,0 +1,107 @@
+//! `GET /topics/{topic}/events` and `GET /events?topic=…`: event streams.
+
+use axum::{
+    extract::{Path, State, rejection::PathRejection},
+    http::{HeaderMap, HeaderValue, StatusCode, Uri, header},
+    response::{IntoResponse, Response},
+};
+use herald_core::{Resume, Selection, Subscription, TopicPattern};
+
+use crate::{
+    auth::AuthError,
+    error::ApiError,
+    extract::{Caller, ClientIp, query_values},
+    routes::{shorten, topic_from_path},
+    sse::{self, StreamOptions},
+    state::AppState,
+};
+
+/// A stream of one topic.
+pub async fn one_topic(
+    State(state): State<AppState>,
+    caller: Caller,
+    ClientIp(ip): ClientIp,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Result<Response, ApiError> {
+    let topic = topic_from_path(path)?;
+    open(&state, &caller, ip, vec![TopicPattern::Exact(topic)], &headers, &uri)
+}
+
+/// A stream of several topics and patterns: `?topic=a&topic=orders.*`.
+pub async fn many(
+    State(state): State<AppState>,
+    caller: Caller,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Result<Response, ApiError> {
+    let mut patterns = Vec::new();
+    for text in query_values(uri.query(), "topic") {
+        let pattern = text
+            .parse::<TopicPattern>()
+            .map_err(|e| ApiError::bad_request("invalid_topic", format!("topic `{}`: {e}", shorten(&text))))?;
+        patterns.push(pattern);
+    }
+    if patterns.is_empty() {
+        return Err(ApiError::bad_request(
+            "missing_topic",
+            "name at least one topic: /events?topic=NAME (repeat it; patterns like orders.* are allowed)",
+        ));
+    }
+    open(&state, &caller, ip, patterns, &headers, &uri)
+}
+
+fn open(
+    state: &AppState,
+    caller: &Caller,
+    ip: std::net::IpAddr,
+    patterns: Vec<TopicPattern>,
+    headers: &HeaderMap,
+    uri: &Uri,
+) -> Result<Response, ApiError> {
+    let max = state.config.max_topics_per_subscription;
+    if patterns.len() > max {
+        metrics::counter!("herald_rejected_total", "limit" => "topics_per_subscription").increment(1);
+        return Err(ApiError::bad_request(
+            "too_many_topics",
+            format!("{} topics in one subscription; the limit is {max}", patterns.len()),
+        ));
+    }
+    let grants = caller.with_public(state);
+    if let Some(denied) = patterns.iter().find(|p| !grants.may_subscribe(p)) {
+        return Err(match caller.0 {
+            None => ApiError::Unauthorized(AuthError::Missing),
+            Some(_) => ApiError::Forbidden(format!("this token may not subscribe to `{denied}`")),
+        });
+    }
+    // The header wins over the query parameter, as the browser sets it on reconnect.
+    let header_id = headers.get("last-event-id").map(|v| v.to_str().unwrap_or("\u{fffd}").to_owned());
+    let last_id = header_id.or_else(|| query_values(uri.query(), "last_event_id").next());
+    let resume = Resume::parse(last_id.as_deref());
+    let Some(permit) = state.streams.acquire(ip) else {
+        metrics::counter!("herald_rejected_total", "limit" => "streams_per_ip").increment(1);
+        return Err(ApiError::TooManyRequests(format!(
+            "{ip} has {} streams open, the limit; close one or subscribe to several topics in one stream (/events?topic=a&topic=b)",
+            state.config.max_streams_per_ip
+        )));
+    };
+    let subscription = Subscription::open(&state.hub, Selection::new(patterns), resume).map_err(|e| {
+        metrics::counter!("herald_rejected_total", "limit" => "topics").increment(1);
+        ApiError::unavailable("too_many_topics", e.to_string())
+    })?;
+    let options = StreamOptions {
+        heartbeat: state.config.heartbeat,
+        retry: state.config.retry,
+        expires_at: caller.0.as_ref().and_then(|g| g.expires_at),
+        max_duration: state.config.stream_max_duration,
+    };
+    let body = sse::body(subscription, options, state.shutdown.clone(), permit);
+    let mut response = (StatusCode::OK, body).into_response();
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Ok(response)
+}

@@ -1,0 +1,251 @@
+//! `POST /topics/{topic}/events` and `POST /publish` (batch).
+
+use axum::{
+    Json,
+    body::Body,
+    extract::{Path, State, rejection::PathRejection},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use herald_core::{EventDraft, EventType, EventTypeError, PublishError, Published, TopicName};
+use http_body_util::{BodyExt as _, LengthLimitError, Limited};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::{
+    error::ApiError,
+    extract::Caller,
+    routes::{shorten, topic_from_path},
+    state::AppState,
+};
+
+/// Longest accepted `Idempotency-Key`.
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
+
+/// A JSON publish body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishBody {
+    data: Option<Value>,
+    event: Option<String>,
+    retry: Option<u64>,
+}
+
+/// One item of a batch publish.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchItem {
+    topic: String,
+    data: Option<Value>,
+    event: Option<String>,
+    retry: Option<u64>,
+}
+
+enum Payload {
+    Json(bytes::Bytes),
+    Text(String),
+}
+
+/// Publishes one event.
+pub async fn one(
+    State(state): State<AppState>,
+    caller: Caller,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let grants = caller.require()?;
+    let topic = topic_from_path(path)?;
+    if !grants.may_publish(&topic) {
+        return Err(ApiError::Forbidden(format!("this token may not publish to `{topic}`")));
+    }
+    let key = idempotency_key(&headers)?;
+    let draft = match read_payload(&state, &headers, body).await? {
+        Payload::Text(data) => EventDraft::new(topic, data),
+        Payload::Json(bytes) => {
+            let body: PublishBody = parse_json(&bytes)?;
+            draft(topic, body.data, body.event, body.retry, "")?
+        }
+    };
+    check_size(&state, &draft, "")?;
+    let published = state.hub.publish(EventDraft { idempotency_key: key, ..draft }).await.map_err(publish_error)?;
+    let mut response = (StatusCode::CREATED, Json(receipt(&published))).into_response();
+    if published.duplicate {
+        response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}
+
+/// Publishes several events in one durable commit: all or none.
+pub async fn batch(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let grants = caller.require()?;
+    if headers.contains_key("idempotency-key") {
+        return Err(ApiError::bad_request(
+            "idempotency_key_unsupported",
+            "Idempotency-Key is not supported on /publish; publish one event per request to use it",
+        ));
+    }
+    let Payload::Json(bytes) = read_payload(&state, &headers, body).await? else {
+        return Err(ApiError::UnsupportedMediaType(
+            "a batch must be a JSON array: send Content-Type: application/json".into(),
+        ));
+    };
+    let items: Vec<BatchItem> = parse_json(&bytes)?;
+    if items.is_empty() {
+        return Err(ApiError::bad_request("empty_batch", "the batch is empty; send at least one event"));
+    }
+    if items.len() > state.config.max_batch_events {
+        return Err(ApiError::TooLarge {
+            code: "batch_too_large",
+            message: format!("the batch has {} events; the limit is {}", items.len(), state.config.max_batch_events),
+        });
+    }
+    let mut drafts = Vec::with_capacity(items.len());
+    for (index, item) in items.into_iter().enumerate() {
+        let at = format!("item {index}: ");
+        let topic: TopicName = item
+            .topic
+            .parse()
+            .map_err(|e| ApiError::bad_request("invalid_topic", format!("{at}`{}`: {e}", shorten(&item.topic))))?;
+        if !grants.may_publish(&topic) {
+            return Err(ApiError::Forbidden(format!("{at}this token may not publish to `{topic}`")));
+        }
+        let draft = draft(topic, item.data, item.event, item.retry, &at)?;
+        check_size(&state, &draft, &at)?;
+        drafts.push(draft);
+    }
+    let published = state.hub.publish_batch(drafts).await.map_err(publish_error)?;
+    let receipts: Vec<Value> = published.iter().map(receipt).collect();
+    Ok((StatusCode::CREATED, Json(receipts)).into_response())
+}
+
+fn receipt(published: &Published) -> Value {
+    json!({ "id": published.id.to_string(), "topic": published.topic })
+}
+
+fn draft(
+    topic: TopicName,
+    data: Option<Value>,
+    event: Option<String>,
+    retry: Option<u64>,
+    at: &str,
+) -> Result<EventDraft, ApiError> {
+    let data = match data {
+        None => {
+            return Err(ApiError::bad_request(
+                "missing_data",
+                format!("{at}the JSON body needs a `data` field (a string or any JSON value)"),
+            ));
+        }
+        Some(Value::String(text)) => text,
+        Some(value) => value.to_string(),
+    };
+    let event_type = event
+        .map(|name| {
+            EventType::new(&name).map_err(|e| {
+                let code = if e == EventTypeError::Reserved { "reserved_event_type" } else { "invalid_event_type" };
+                ApiError::bad_request(code, format!("{at}event type `{}`: {e}", shorten(&name)))
+            })
+        })
+        .transpose()?;
+    Ok(EventDraft { topic, event_type, data, retry_ms: retry, idempotency_key: None })
+}
+
+fn check_size(state: &AppState, draft: &EventDraft, at: &str) -> Result<(), ApiError> {
+    if draft.data.len() > state.config.max_event_bytes {
+        return Err(ApiError::TooLarge {
+            code: "event_too_large",
+            message: format!(
+                "{at}the event data is {} bytes; the limit is {}",
+                draft.data.len(),
+                state.config.max_event_bytes
+            ),
+        });
+    }
+    Ok(())
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::bad_request("invalid_json", format!("the body is not valid JSON for this request: {e}")))
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else { return Ok(None) };
+    let bad = || {
+        ApiError::bad_request(
+            "invalid_idempotency_key",
+            format!("Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} visible ASCII characters"),
+        )
+    };
+    let text = value.to_str().map_err(|_| bad())?;
+    if text.is_empty() || text.len() > MAX_IDEMPOTENCY_KEY_LEN || !text.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(bad());
+    }
+    Ok(Some(text.to_owned()))
+}
+
+/// Reads the body within `--max-body-bytes` and sorts it by content type.
+async fn read_payload(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Payload, ApiError> {
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let essence = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    let is_json = essence == "application/json" || essence.ends_with("+json");
+    let is_text = essence == "text/plain";
+    if !is_json && !is_text {
+        let got = if content_type.is_empty() {
+            "no Content-Type".to_owned()
+        } else {
+            format!("Content-Type `{}`", shorten(content_type))
+        };
+        return Err(ApiError::UnsupportedMediaType(format!(
+            "got {got}; send application/json ({{\"data\": ...}}) or text/plain (the body is the data)"
+        )));
+    }
+    let limit = state.config.max_body_bytes;
+    let too_large = || {
+        metrics::counter!("herald_rejected_total", "limit" => "body_size").increment(1);
+        ApiError::TooLarge {
+            code: "body_too_large",
+            message: format!("the request body is over the {limit}-byte limit"),
+        }
+    };
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(too_large());
+    }
+    let bytes = match Limited::new(body, limit).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => return Err(too_large()),
+        Err(e) => {
+            return Err(ApiError::bad_request("unreadable_body", format!("the request body could not be read: {e}")));
+        }
+    };
+    if is_json {
+        return Ok(Payload::Json(bytes));
+    }
+    String::from_utf8(bytes.to_vec())
+        .map(Payload::Text)
+        .map_err(|_| ApiError::bad_request("invalid_utf8", "a text/plain body must be UTF-8"))
+}
+
+fn publish_error(error: PublishError) -> ApiError {
+    metrics::counter!("herald_publish_failures_total").increment(1);
+    match error {
+        PublishError::Store(e) => {
+            tracing::error!(error = %e, "publish failed: store unavailable");
+            ApiError::unavailable(
+                "store_unavailable",
+                "the store cannot take events right now; retry shortly (nothing was published)",
+            )
+        }
+        PublishError::ShuttingDown => {
+            ApiError::unavailable("shutting_down", "the server is shutting down; retry on another node or shortly")
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! The accept loop and the server's lifecycle: accept within the connection
+//! bound, serve, and at shutdown stop accepting, end every stream, let
+//! in-flight requests finish within the grace period, and flush the hub.
+
+use std::{future::Future, time::Duration};
+
+use axum::Router;
+use tokio::{io::AsyncWriteExt as _, net::TcpListener};
+use tokio_util::task::TaskTracker;
+
+use crate::{connection, limits::ConnectionLimit, state::AppState};
+
+/// How often idle topics and expired history are swept.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Serves `router` on `listener` until `shutdown` completes, then drains.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    router: Router,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let limit = ConnectionLimit::new(state.config.max_connections);
+    let tracker = TaskTracker::new();
+    tokio::spawn(sweep(state.clone()));
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(error) => {
+                    // Out of file descriptors, most likely: wait instead of spinning.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let Some(permit) = limit.acquire() else {
+            metrics::counter!("herald_rejected_total", "limit" => "connections").increment(1);
+            tracker.spawn(refuse(stream));
+            continue;
+        };
+        metrics::counter!("herald_connections_opened_total").increment(1);
+        tracker.spawn(connection::serve(stream, peer, router.clone(), state.clone(), permit));
+    }
+    drop(listener);
+    tracing::info!("shutting down: ending streams, finishing in-flight requests");
+    state.shutdown.cancel();
+    tracker.close();
+    let grace = state.config.shutdown_grace;
+    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+        tracing::warn!(open = tracker.len(), "connections still open after the {grace:?} grace period; closing them");
+    }
+    state.hub.shutdown().await;
+    tracing::info!("shutdown complete");
+    Ok(())
+}
+
+/// Answers a connection over the bound with a 503 and closes it.
+async fn refuse(mut stream: tokio::net::TcpStream) {
+    const BODY: &str =
+        r#"{"error":{"code":"too_many_connections","message":"the server is at its connection limit; retry shortly"}}"#;
+    let response = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{BODY}",
+        BODY.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        stream.write_all(response.as_bytes()).await?;
+        stream.shutdown().await
+    })
+    .await;
+}
+
+/// Drops idle topics and applies store retention, until shutdown.
+async fn sweep(state: AppState) {
+    let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = state.shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let now = herald_core::now_ms();
+        state.hub.sweep_idle_topics(now);
+        if let Err(error) = state.hub.store().enforce_retention(now).await {
+            tracing::warn!(%error, "retention sweep failed");
+        }
+    }
+}
