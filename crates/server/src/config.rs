@@ -173,9 +173,10 @@ pub struct Settings {
 /// Takes each unset scalar setting from the file table.
 macro_rules! fill_from_file {
     ($settings:ident, $table:ident, [$($field:ident),* $(,)?], [$($list:ident),* $(,)?]) => {
-        $( if $settings.$field.is_none() { $settings.$field = $table.remove(&key(stringify!($field))); } )*
-        $( if $settings.$list.is_empty() {
-            if let Some(value) = $table.remove(&key(stringify!($list))) {
+        $( let value = $table.remove(&key(stringify!($field)));
+           if $settings.$field.is_none() { $settings.$field = value; } )*
+        $( if let Some(value) = $table.remove(&key(stringify!($list))) {
+            if $settings.$list.is_empty() {
                 $settings.$list = value.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect();
             }
         } )*
