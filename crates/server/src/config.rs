@@ -81,6 +81,10 @@ pub struct Settings {
     /// Keep events in memory only (lost at exit).
     #[arg(long, env = "HERALD_MEMORY", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub memory: Option<String>,
+    /// SQLite durability: `full` (fsync every commit) or `normal` (opt-in: a
+    /// power loss may lose the last acknowledged commits) [default: full].
+    #[arg(long, env = "HERALD_SQLITE_SYNCHRONOUS", value_name = "MODE")]
+    pub sqlite_synchronous: Option<String>,
     /// HMAC secret for HS256/384/512 tokens.
     #[arg(long, env = "HERALD_JWT_SECRET", value_name = "SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
@@ -278,6 +282,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Events in memory only.
     pub memory: bool,
+    /// SQLite durability.
+    pub sqlite_synchronous: crate::store::Synchronous,
     /// Token verification key.
     pub jwt_key: JwtKey,
     /// Accepted token algorithm.
@@ -403,6 +409,8 @@ impl Config {
         });
         let data_dir = PathBuf::from(s.data_dir.as_deref().unwrap_or(defaults::DATA_DIR));
         let memory = p.parse("memory", s.memory.as_deref(), false, parse_bool);
+        let sqlite_synchronous =
+            p.parse("sqlite_synchronous", s.sqlite_synchronous.as_deref(), crate::store::Synchronous::Full, str::parse);
         let secret = s.jwt_secret.clone().filter(|v| !v.is_empty());
         let jwt_key = match (&secret, &s.jwt_public_key) {
             (Some(_), Some(_)) => {
@@ -485,6 +493,7 @@ impl Config {
             listen,
             data_dir,
             memory,
+            sqlite_synchronous,
             jwt_key,
             jwt_algorithm,
             jwt_issuer: s.jwt_issuer.clone(),

@@ -13,6 +13,7 @@ pub mod limits;
 mod routes;
 pub mod secret;
 mod server;
+pub mod store;
 pub mod sse;
 pub mod state;
 

@@ -11,6 +11,7 @@ use herald_server::{
     auth::{TokenSpec, Verifier, mint},
     config::{JwtKey, Settings, defaults, parse_duration},
     secret,
+    store::SqliteStore,
 };
 use jsonwebtoken::{Algorithm, EncodingKey};
 
@@ -97,7 +98,16 @@ async fn run(config: Config) -> anyhow::Result<()> {
         _ => None,
     };
     let verifier = Verifier::new(&config, generated.as_ref()).map_err(anyhow::Error::msg)?;
-    let store: Arc<dyn EventStore> = Arc::new(MemoryStore::new(config.retention));
+    let sqlite = if config.memory {
+        None
+    } else {
+        let store = SqliteStore::open(&config.data_dir, config.retention, config.sqlite_synchronous).await;
+        Some(Arc::new(store.map_err(anyhow::Error::msg)?))
+    };
+    let store: Arc<dyn EventStore> = match &sqlite {
+        Some(sqlite) => Arc::clone(sqlite) as Arc<dyn EventStore>,
+        None => Arc::new(MemoryStore::new(config.retention)),
+    };
     let hub = Hub::start(Arc::clone(&store), config.hub.clone()).await.context("cannot open the store")?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -118,6 +128,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
     }
     let state = AppState::new(hub, config, verifier);
     herald_server::serve(listener, state, shutdown_signal()).await?;
+    if let Some(sqlite) = sqlite {
+        sqlite.close().await;
+    }
     Ok(())
 }
 

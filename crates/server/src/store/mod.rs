@@ -1,0 +1,6 @@
+//! Storage adapters behind herald-core's `EventStore`: SQLite (the default)
+//! and, from herald-core, memory.
+
+mod sqlite;
+
+pub use sqlite::{SqliteStore, Synchronous};

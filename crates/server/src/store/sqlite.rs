@@ -1,0 +1,430 @@
+//! The embedded default store: SQLite in WAL mode, under `--data-dir`.
+//!
+//! Invariants:
+//! - One commit per call to `append`, which the hub makes with every publish
+//!   queued meanwhile (group commit). `synchronous=FULL` by default, so a
+//!   commit is on disk before any publisher hears 201.
+//! - `meta.last_seq` is written in the same transaction as the events, so
+//!   sequence numbers are never reused across restarts, whatever retention
+//!   deletes.
+//! - Retention deletes in small transactions, so a sweep never holds the
+//!   write lock for long in front of publishes.
+//! - Start-up reads two rows, not the history: the hub's rings warm lazily.
+
+use std::{
+    path::{Path, PathBuf},
+    str::FromStr as _,
+    sync::atomic::{AtomicBool, AtomicU64, Ordering},
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use herald_core::{
+    Appended, Epoch, Event, EventDraft, EventId, EventStore, EventType, Gap, Retention, Selection, StoreError,
+    StoreRead, TopicName, TopicPattern, now_ms,
+};
+use sqlx::{
+    AssertSqlSafe, Row as _, SqlitePool,
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous},
+};
+
+/// The database file inside the data dir.
+pub const DATABASE_FILE: &str = "herald.db";
+
+/// Rows deleted per retention transaction.
+const RETENTION_CHUNK: i64 = 5_000;
+
+/// Row counts per multi-row INSERT: a batch is split into these, so only a
+/// few distinct statements are ever prepared (and cached).
+const INSERT_CHUNKS: [usize; 4] = [512, 64, 8, 1];
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
+
+/// How hard SQLite syncs a commit to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Synchronous {
+    /// fsync on every commit: nothing acknowledged is lost, even on power loss.
+    #[default]
+    Full,
+    /// An opt-in trade: in WAL mode a process crash loses nothing, but a power
+    /// loss or kernel crash may lose the last commits that were acknowledged.
+    Normal,
+}
+
+impl std::str::FromStr for Synchronous {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "full" => Ok(Self::Full),
+            "normal" => Ok(Self::Normal),
+            _ => Err(format!("`{s}` is not full or normal")),
+        }
+    }
+}
+
+/// Events in a SQLite database.
+#[derive(Debug)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+    path: PathBuf,
+    epoch: Epoch,
+    retention: Retention,
+    /// The highest sequence number committed. Only the hub's writer appends.
+    last_seq: AtomicU64,
+    /// A commit failed: re-read `last_seq` from the database before the next.
+    resync: AtomicBool,
+}
+
+fn unavailable(error: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(error.to_string())
+}
+
+impl SqliteStore {
+    /// Opens (creating if need be) the database in `dir` and applies the
+    /// migrations. Errors say what is wrong with the directory or database.
+    pub async fn open(dir: &Path, retention: Retention, synchronous: Synchronous) -> Result<Self, String> {
+        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create the data dir {}: {e}", dir.display()))?;
+        let probe = dir.join(".herald-write-check");
+        std::fs::write(&probe, b"ok")
+            .and_then(|()| std::fs::remove_file(&probe))
+            .map_err(|e| format!("the data dir {} is not writable: {e}", dir.display()))?;
+        let path = dir.join(DATABASE_FILE);
+        let options = SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(match synchronous {
+                Synchronous::Full => SqliteSynchronous::Full,
+                Synchronous::Normal => SqliteSynchronous::Normal,
+            })
+            .busy_timeout(Duration::from_secs(5))
+            .pragma("temp_store", "memory");
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .min_connections(1)
+            .connect_with(options)
+            .await
+            .map_err(|e| format!("cannot open the database {}: {e}", path.display()))?;
+        MIGRATOR.run(&pool).await.map_err(|e| match e {
+            sqlx::migrate::MigrateError::VersionMissing(version) => format!(
+                "the database {} has schema version {version}, newer than this Herald knows: run a newer herald, or point --data-dir elsewhere",
+                path.display()
+            ),
+            other => format!(
+                "the database {} cannot be used ({other}); it may be corrupt: restore it from a backup or move it away",
+                path.display()
+            ),
+        })?;
+        let (epoch, last_seq) =
+            Self::identity(&pool).await.map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        Ok(Self { pool, path, epoch, retention, last_seq: AtomicU64::new(last_seq), resync: AtomicBool::new(false) })
+    }
+
+    /// The store's epoch (drawn on first use) and last sequence number.
+    async fn identity(pool: &SqlitePool) -> Result<(Epoch, u64), sqlx::Error> {
+        let fresh = Epoch::random().0.to_string();
+        sqlx::query("INSERT OR IGNORE INTO meta (key, value) VALUES ('epoch', ?), ('last_seq', '0')")
+            .bind(fresh)
+            .execute(pool)
+            .await?;
+        let epoch: String = sqlx::query_scalar("SELECT value FROM meta WHERE key = 'epoch'").fetch_one(pool).await?;
+        let epoch = epoch.parse::<u32>().map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+        Ok((Epoch(epoch), Self::stored_last_seq(pool).await?))
+    }
+
+    async fn stored_last_seq(pool: &SqlitePool) -> Result<u64, sqlx::Error> {
+        let text: String = sqlx::query_scalar("SELECT value FROM meta WHERE key = 'last_seq'").fetch_one(pool).await?;
+        text.parse::<u64>().map_err(|e| sqlx::Error::Decode(Box::new(e)))
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Flushes the WAL into the database and closes every connection.
+    pub async fn close(&self) {
+        if let Err(error) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&self.pool).await {
+            tracing::warn!(%error, "WAL checkpoint at close failed");
+        }
+        self.pool.close().await;
+    }
+
+    fn event_from_row(&self, row: &SqliteRow) -> Result<Event, sqlx::Error> {
+        let seq: i64 = row.try_get(0)?;
+        let topic: String = row.try_get(1)?;
+        let event_type: Option<String> = row.try_get(2)?;
+        let data: String = row.try_get(3)?;
+        let retry_ms: Option<i64> = row.try_get(4)?;
+        let time_ms: i64 = row.try_get(5)?;
+        let decode = |e: String| sqlx::Error::Decode(e.into());
+        let topic = TopicName::from_str(&topic).map_err(|e| decode(e.to_string()))?;
+        let event_type = event_type.map(|t| EventType::new(&t).map_err(|e| decode(e.to_string()))).transpose()?;
+        Ok(Event::from_parts(
+            EventId::new(self.epoch, seq as u64),
+            topic,
+            event_type.as_ref(),
+            &data,
+            retry_ms.map(|r| r as u64),
+            time_ms as u64,
+        ))
+    }
+
+    async fn append_in_transaction(&self, drafts: &[EventDraft]) -> Result<Vec<Appended>, sqlx::Error> {
+        let now = now_ms();
+        let ttl = u64::try_from(self.retention.idempotency_ttl.as_millis()).unwrap_or(u64::MAX);
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        if self.resync.load(Ordering::Acquire) {
+            let stored = Self::stored_last_seq(&self.pool).await?;
+            self.last_seq.store(stored, Ordering::Release);
+        }
+        let mut seq = self.last_seq.load(Ordering::Acquire);
+        let mut results = Vec::with_capacity(drafts.len());
+        let mut new_rows: Vec<(&EventDraft, Event)> = Vec::with_capacity(drafts.len());
+        for draft in drafts {
+            if let Some(key) = &draft.idempotency_key {
+                let seen = sqlx::query("SELECT seq, topic FROM idempotency_keys WHERE key = ? AND expires_ms > ?")
+                    .bind(key)
+                    .bind(now as i64)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                let earlier = new_rows.iter().find(|(d, _)| d.idempotency_key.as_ref() == Some(key));
+                if let Some((_, event)) = earlier {
+                    results.push(Appended::Duplicate { id: event.id, topic: event.topic.clone() });
+                    continue;
+                }
+                if let Some(row) = seen {
+                    let first: i64 = row.try_get(0)?;
+                    let topic: String = row.try_get(1)?;
+                    let topic = TopicName::from_str(&topic).map_err(|e| sqlx::Error::Decode(e.to_string().into()))?;
+                    results.push(Appended::Duplicate { id: EventId::new(self.epoch, first as u64), topic });
+                    continue;
+                }
+            }
+            seq += 1;
+            let event = Event::new(EventId::new(self.epoch, seq), draft, now);
+            results.push(Appended::New(event.clone()));
+            new_rows.push((draft, event));
+        }
+        let mut rest = &new_rows[..];
+        while !rest.is_empty() {
+            let size = INSERT_CHUNKS.into_iter().find(|&n| n <= rest.len()).unwrap_or(1);
+            let (chunk, tail) = rest.split_at(size);
+            let sql = format!(
+                "INSERT INTO events (seq, topic, event_type, data, retry_ms, time_ms) VALUES {}",
+                vec!["(?, ?, ?, ?, ?, ?)"; size].join(", ")
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for (draft, event) in chunk {
+                query = query
+                    .bind(event.id.seq as i64)
+                    .bind(event.topic.as_str().to_owned())
+                    .bind(draft.event_type.as_ref().map(|t| t.as_str().to_owned()))
+                    .bind(draft.data.clone())
+                    .bind(draft.retry_ms.map(|r| r as i64))
+                    .bind(now as i64);
+            }
+            query.execute(&mut *tx).await?;
+            rest = tail;
+        }
+        for (draft, event) in &new_rows {
+            if let Some(key) = &draft.idempotency_key {
+                sqlx::query(
+                    "INSERT OR REPLACE INTO idempotency_keys (key, seq, topic, expires_ms) VALUES (?, ?, ?, ?)",
+                )
+                .bind(key.clone())
+                .bind(event.id.seq as i64)
+                .bind(event.topic.as_str().to_owned())
+                .bind(now.saturating_add(ttl).min(i64::MAX as u64) as i64)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        let mut per_topic: Vec<(&str, i64)> = Vec::new();
+        for (_, event) in &new_rows {
+            match per_topic.iter_mut().find(|(t, _)| *t == event.topic.as_str()) {
+                Some((_, n)) => *n += 1,
+                None => per_topic.push((event.topic.as_str(), 1)),
+            }
+        }
+        for (topic, count) in per_topic {
+            sqlx::query(
+                "INSERT INTO topics (name, events) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET events = events + excluded.events",
+            )
+            .bind(topic.to_owned())
+            .bind(count)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if !new_rows.is_empty() {
+            sqlx::query("UPDATE meta SET value = ? WHERE key = 'last_seq'")
+                .bind(seq.to_string())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        self.last_seq.store(seq, Ordering::Release);
+        self.resync.store(false, Ordering::Release);
+        Ok(results)
+    }
+
+    /// `(sql, binds)` selecting the topics of `selection` in column `column`.
+    fn topic_filter(selection: &Selection, column: &str) -> (String, Vec<String>) {
+        let mut terms = Vec::new();
+        let mut binds = Vec::new();
+        if !selection.topics.is_empty() {
+            terms.push(format!("{column} IN ({})", vec!["?"; selection.topics.len()].join(", ")));
+            binds.extend(selection.topics.iter().map(ToString::to_string));
+        }
+        for pattern in &selection.patterns {
+            if let TopicPattern::Prefix(prefix) = pattern {
+                if prefix.is_empty() {
+                    terms.push("1".into());
+                } else {
+                    // Topic names are ASCII below 0x7f, so this range is the prefix.
+                    terms.push(format!("({column} >= ? AND {column} < ?)"));
+                    binds.push(prefix.to_string());
+                    binds.push(format!("{prefix}\u{7f}"));
+                }
+            }
+        }
+        if terms.is_empty() {
+            terms.push("0".into());
+        }
+        (format!("({})", terms.join(" OR ")), binds)
+    }
+
+    async fn read_rows(
+        &self,
+        selection: &Selection,
+        after: u64,
+        upto: u64,
+        limit: usize,
+    ) -> Result<StoreRead, sqlx::Error> {
+        let (filter, binds) = Self::topic_filter(selection, "topic");
+        let sql = format!(
+            "SELECT seq, topic, event_type, data, retry_ms, time_ms FROM events WHERE seq > ? AND seq <= ? AND {filter} ORDER BY seq LIMIT ?"
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql)).bind(after as i64).bind(upto as i64);
+        for bind in binds {
+            query = query.bind(bind);
+        }
+        let rows = query.bind((limit as i64).saturating_add(1)).fetch_all(&self.pool).await?;
+        let mut read = StoreRead::default();
+        for row in rows.iter().take(limit) {
+            read.events.push(self.event_from_row(row)?);
+        }
+        read.truncated = rows.len() > limit;
+        let (filter, binds) = Self::topic_filter(selection, "name");
+        let sql = format!("SELECT name, trimmed_through FROM topics WHERE trimmed_through > ? AND {filter}");
+        let mut query = sqlx::query(AssertSqlSafe(sql)).bind(after as i64);
+        for bind in binds {
+            query = query.bind(bind);
+        }
+        for row in query.fetch_all(&self.pool).await? {
+            let topic: String = row.try_get(0)?;
+            let through: i64 = row.try_get(1)?;
+            read.gaps.push(Gap { topic, through: through as u64 });
+        }
+        Ok(read)
+    }
+
+    /// Deletes the oldest events of `topic` up to `through`, in chunks.
+    async fn trim_topic(&self, topic: &str, through: i64) -> Result<u64, sqlx::Error> {
+        let mut removed = 0;
+        loop {
+            let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+            let chunk = sqlx::query(
+                "DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE topic = ? AND seq <= ? ORDER BY seq LIMIT ?)",
+            )
+            .bind(topic.to_owned())
+            .bind(through)
+            .bind(RETENTION_CHUNK)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            sqlx::query(
+                "UPDATE topics SET events = max(events - ?, 0), trimmed_through = max(trimmed_through, ?) WHERE name = ?",
+            )
+            .bind(chunk as i64)
+            .bind(through)
+            .bind(topic.to_owned())
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            removed += chunk;
+            if chunk < RETENTION_CHUNK as u64 {
+                return Ok(removed);
+            }
+        }
+    }
+
+    async fn retain(&self, now: u64) -> Result<u64, sqlx::Error> {
+        sqlx::query("DELETE FROM idempotency_keys WHERE expires_ms <= ?").bind(now as i64).execute(&self.pool).await?;
+        let mut removed = 0;
+        // By count: topics over their share.
+        let max = self.retention.max_events_per_topic as i64;
+        let over: Vec<(String, i64)> =
+            sqlx::query_as("SELECT name, events FROM topics WHERE events > ?").bind(max).fetch_all(&self.pool).await?;
+        for (topic, count) in over {
+            let through: Option<i64> =
+                sqlx::query_scalar("SELECT seq FROM events WHERE topic = ? ORDER BY seq LIMIT 1 OFFSET ?")
+                    .bind(topic.clone())
+                    .bind(count - max - 1)
+                    .fetch_optional(&self.pool)
+                    .await?;
+            if let Some(through) = through {
+                removed += self.trim_topic(&topic, through).await?;
+            }
+        }
+        // By age: events are in time order by seq, so the expired ones are a prefix.
+        if let Some(max_age) = self.retention.max_age {
+            let cutoff = now.saturating_sub(u64::try_from(max_age.as_millis()).unwrap_or(u64::MAX)) as i64;
+            let expired: Vec<(String, i64)> = sqlx::query_as(
+                "SELECT topic, MAX(seq) FROM events WHERE seq < coalesce((SELECT seq FROM events WHERE time_ms >= ? ORDER BY seq LIMIT 1), 9223372036854775807) GROUP BY topic",
+            )
+            .bind(cutoff)
+            .fetch_all(&self.pool)
+            .await?;
+            for (topic, through) in expired {
+                removed += self.trim_topic(&topic, through).await?;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+#[async_trait]
+impl EventStore for SqliteStore {
+    fn epoch(&self) -> Epoch {
+        self.epoch
+    }
+
+    async fn last_seq(&self) -> Result<u64, StoreError> {
+        Ok(self.last_seq.load(Ordering::Acquire))
+    }
+
+    async fn append(&self, drafts: &[EventDraft]) -> Result<Vec<Appended>, StoreError> {
+        let started = std::time::Instant::now();
+        let result = self.append_in_transaction(drafts).await;
+        metrics::histogram!("herald_store_commit_seconds").record(started.elapsed().as_secs_f64());
+        metrics::histogram!("herald_store_batch_events").record(drafts.len() as f64);
+        result.map_err(|error| {
+            self.resync.store(true, Ordering::Release);
+            tracing::error!(%error, events = drafts.len(), "SQLite commit failed");
+            unavailable(error)
+        })
+    }
+
+    async fn read(&self, selection: &Selection, after: u64, upto: u64, limit: usize) -> Result<StoreRead, StoreError> {
+        self.read_rows(selection, after, upto, limit).await.map_err(unavailable)
+    }
+
+    async fn enforce_retention(&self, now_ms: u64) -> Result<u64, StoreError> {
+        self.retain(now_ms).await.map_err(unavailable)
+    }
+
+    fn describe(&self) -> String {
+        format!("sqlite:{}", self.path.display())
+    }
+}
