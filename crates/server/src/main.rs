@@ -82,6 +82,7 @@ fn load_config(settings: Settings) -> Result<Config, Vec<String>> {
 fn serve(settings: Settings) -> Result<(), Vec<String>> {
     let config = load_config(settings)?;
     tracing_subscriber::fmt()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&config.log).map_err(|e| vec![format!("--log: {e}")])?)
         .init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -93,6 +94,7 @@ fn serve(settings: Settings) -> Result<(), Vec<String>> {
 
 async fn run(config: Config) -> anyhow::Result<()> {
     raise_open_file_limit(config.max_connections);
+    survive_file_size_limit();
     let generated = match config.jwt_key {
         JwtKey::Generated => Some(secret::load_or_generate(&config.data_dir).map_err(anyhow::Error::msg)?),
         _ => None,
@@ -154,6 +156,26 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = interrupt.await;
+}
+
+/// Turns SIGXFSZ (a write past `ulimit -f`) from a crash into an I/O error:
+/// the store then answers 503 and recovers once the limit is raised, as for
+/// a full disk.
+fn survive_file_size_limit() {
+    #[cfg(target_os = "linux")]
+    {
+        const SIGXFSZ: i32 = 25;
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(SIGXFSZ)) {
+            Ok(mut signal) => {
+                tokio::spawn(async move {
+                    while signal.recv().await.is_some() {
+                        tracing::error!("file size limit reached (SIGXFSZ): writes fail until `ulimit -f` is raised");
+                    }
+                });
+            }
+            Err(error) => tracing::warn!(%error, "cannot handle SIGXFSZ"),
+        }
+    }
 }
 
 /// Raises the open-file soft limit to the hard limit, and says how many

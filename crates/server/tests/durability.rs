@@ -1,0 +1,355 @@
+//! Durability of the SQLite store, with the real `herald` binary as a
+//! subprocess: restarts, `kill -9` in the middle of concurrent publishing,
+//! idempotency across restarts, start-up errors, and I/O errors at run time.
+
+use std::{
+    collections::HashMap,
+    io::{BufRead as _, BufReader},
+    path::Path,
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::{Arc, Mutex, mpsc},
+    time::{Duration, Instant},
+};
+
+use eventsource_stream::Eventsource as _;
+use futures::StreamExt as _;
+use herald_server::auth::{TokenSpec, mint};
+use jsonwebtoken::{Algorithm, EncodingKey};
+
+const SECRET: &str = "durability-test-secret-0123456789abcdef";
+
+fn token() -> String {
+    let spec = TokenSpec {
+        subject: "test".into(),
+        publish: vec!["*".into()],
+        subscribe: vec!["*".into()],
+        admin: true,
+        ttl: Duration::from_secs(3600),
+    };
+    mint(&spec, Algorithm::HS256, &EncodingKey::from_secret(SECRET.as_bytes())).unwrap()
+}
+
+/// A running `herald serve` on a data dir.
+struct Herald {
+    child: Child,
+    base: String,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Herald {
+    fn command(dir: &Path, extra: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_herald"));
+        command
+            .args(["serve", "--listen", "127.0.0.1:0", "--jwt-secret", SECRET, "--data-dir"])
+            .arg(dir)
+            .args(extra)
+            .env("HERALD_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        command
+    }
+
+    fn start(dir: &Path, extra: &[&str]) -> Self {
+        let mut child = Self::command(dir, extra).spawn().expect("herald starts");
+        let stdout = child.stdout.take().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (found, address) = mpsc::channel();
+        let lines = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(at) = line.find("listening on http://") {
+                    let _ = found.send(line[at + "listening on ".len()..].trim().to_owned());
+                }
+                lines.lock().unwrap().push(line);
+            }
+        });
+        let Ok(base) = address.recv_timeout(Duration::from_secs(30)) else {
+            let _ = child.kill();
+            let output = child.wait_with_output().unwrap();
+            panic!("herald did not start: {}", String::from_utf8_lossy(&output.stderr));
+        };
+        Self { child, base, log }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn stop(mut self) -> ExitStatus {
+        Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "herald did not exit after SIGTERM; log: {:?}",
+                self.log.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Herald {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn publish(
+    client: &reqwest::Client,
+    herald: &Herald,
+    topic: &str,
+    data: &str,
+    key: Option<&str>,
+) -> reqwest::Result<reqwest::Response> {
+    let mut request = client
+        .post(herald.url(&format!("/topics/{topic}/events")))
+        .bearer_auth(token())
+        .header("content-type", "text/plain")
+        .body(data.to_owned());
+    if let Some(key) = key {
+        request = request.header("idempotency-key", key);
+    }
+    request.send().await
+}
+
+async fn publish_ok(client: &reqwest::Client, herald: &Herald, topic: &str, data: &str) -> String {
+    let response = publish(client, herald, topic, data, None).await.unwrap();
+    assert_eq!(response.status(), 201);
+    response.json::<serde_json::Value>().await.unwrap()["id"].as_str().unwrap().to_owned()
+}
+
+/// Reads `(id, data)` pairs from a stream until `until` returns true.
+async fn read_events(
+    client: &reqwest::Client,
+    url: String,
+    last_id: &str,
+    until: impl Fn(&str, &str) -> bool,
+) -> Vec<(String, String)> {
+    let response = client.get(url).bearer_auth(token()).header("last-event-id", last_id).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let mut stream = response.bytes_stream().eventsource();
+    let mut got = Vec::new();
+    let read = async {
+        while let Some(event) = stream.next().await {
+            let event = event.unwrap();
+            if event.event != "message" {
+                continue;
+            }
+            let done = until(&event.id, &event.data);
+            got.push((event.id, event.data));
+            if done {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), read).await.expect("stream ended early or stalled");
+    got
+}
+
+fn epoch_of(id: &str) -> &str {
+    id.split('-').next().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_resumes_by_last_event_id_and_never_reuses_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = reqwest::Client::new();
+    let herald = Herald::start(dir.path(), &[]);
+    let mut ids = Vec::new();
+    for n in 0..20 {
+        ids.push(publish_ok(&client, &herald, "restart", &format!("event {n}")).await);
+    }
+    assert!(herald.stop().success());
+
+    let herald = Herald::start(dir.path(), &[]);
+    let last = ids.last().unwrap().clone();
+    let got = read_events(&client, herald.url("/topics/restart/events"), &ids[9], |id, _| id == last).await;
+    let expected: Vec<(String, String)> = (10..20).map(|n| (ids[n].clone(), format!("event {n}"))).collect();
+    assert_eq!(got, expected);
+    let next = publish_ok(&client, &herald, "restart", "after").await;
+    assert_eq!(epoch_of(&next), epoch_of(&last), "the epoch survives a restart");
+    assert!(next > last, "{next} must sort after {last}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_publishing_loses_no_acknowledged_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = reqwest::Client::builder().pool_max_idle_per_host(32).build().unwrap();
+    let mut acknowledged: HashMap<String, String> = HashMap::new();
+    // A different kill moment each round, from the clock.
+    let seed = Instant::now().elapsed().subsec_nanos() as u64 ^ std::process::id() as u64;
+    for round in 0..3u64 {
+        let herald = Arc::new(Herald::start(dir.path(), &[]));
+        let publishers: Vec<_> = (0..16)
+            .map(|p| {
+                let (client, herald) = (client.clone(), Arc::clone(&herald));
+                tokio::spawn(async move {
+                    let mut acked = Vec::new();
+                    for n in 0.. {
+                        let data = format!("r{round}-p{p}-n{n}");
+                        match publish(&client, &herald, &format!("crash.{}", p % 4), &data, None).await {
+                            Ok(response) if response.status() == 201 => {
+                                let Ok(body) = response.json::<serde_json::Value>().await else { break };
+                                acked.push((body["id"].as_str().unwrap().to_owned(), data));
+                            }
+                            _ => break,
+                        }
+                    }
+                    acked
+                })
+            })
+            .collect();
+        let kill_after = Duration::from_millis(150 + (seed.wrapping_mul(round + 7) % 600));
+        tokio::time::sleep(kill_after).await;
+        let pid = herald.child.id().to_string();
+        assert!(Command::new("kill").args(["-KILL", &pid]).status().unwrap().success());
+        for publisher in publishers {
+            for (id, data) in publisher.await.unwrap() {
+                assert!(acknowledged.insert(id, data).is_none(), "an id was acknowledged twice");
+            }
+        }
+        drop(herald);
+        assert!(!acknowledged.is_empty(), "round {round} published nothing before the kill at {kill_after:?}");
+
+        // Restart and replay everything: each acknowledged event, exactly once, intact.
+        let herald = Herald::start(dir.path(), &[]);
+        let sentinel = publish_ok(&client, &herald, "crash.end", "sentinel").await;
+        let epoch = epoch_of(&sentinel).to_owned();
+        let start = format!("{epoch}-0000000000000000");
+        let got = read_events(&client, herald.url("/events?topic=crash.*"), &start, |id, _| id == sentinel).await;
+        let mut seen = HashMap::new();
+        let mut previous = String::new();
+        for (id, data) in &got {
+            assert!(*id > previous, "ids out of order: {id} after {previous}");
+            previous.clone_from(id);
+            assert!(seen.insert(id.clone(), data.clone()).is_none(), "{id} delivered twice");
+        }
+        for (id, data) in &acknowledged {
+            assert_eq!(
+                seen.get(id),
+                Some(data),
+                "acknowledged event {id} lost or changed after kill -9 (round {round})"
+            );
+        }
+        assert!(herald.stop().success());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_keys_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = reqwest::Client::new();
+    let herald = Herald::start(dir.path(), &[]);
+    let first = publish(&client, &herald, "orders", "once", Some("order-42")).await.unwrap();
+    assert_eq!(first.status(), 201);
+    let first: serde_json::Value = first.json().await.unwrap();
+    assert!(herald.stop().success());
+
+    let herald = Herald::start(dir.path(), &[]);
+    let again = publish(&client, &herald, "orders", "once", Some("order-42")).await.unwrap();
+    assert_eq!(again.status(), 201);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    let again: serde_json::Value = again.json().await.unwrap();
+    assert_eq!(again["id"], first["id"]);
+    let other = publish_ok(&client, &herald, "orders", "next").await;
+    // Only one "once" is stored: replay from the start shows it once, then "next".
+    let start = format!("{}-0000000000000000", epoch_of(&other));
+    let got = read_events(&client, herald.url("/topics/orders/events"), &start, |id, _| id == other).await;
+    assert_eq!(got.iter().map(|(_, d)| d.as_str()).collect::<Vec<_>>(), ["once", "next"]);
+}
+
+fn start_fails(dir: &Path) -> String {
+    let output = Herald::command(dir, &[]).output().unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "herald should exit 1; stdout: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn an_unusable_data_dir_or_database_stops_start_up_with_a_clear_message() {
+    // A data dir that cannot be created: its parent is a file.
+    let scratch = tempfile::tempdir().unwrap();
+    let file = scratch.path().join("plain-file");
+    std::fs::write(&file, "x").unwrap();
+    let stderr = start_fails(&file.join("data"));
+    assert!(stderr.contains("cannot create the data dir"), "{stderr}");
+
+    // A read-only data dir (as root, run the server as `nobody`, whom the mode binds).
+    let readonly = scratch.path().join("readonly");
+    std::fs::create_dir(&readonly).unwrap();
+    // `nobody` must be able to reach the directory, and not write in it.
+    std::fs::set_permissions(scratch.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&readonly, std::os::unix::fs::PermissionsExt::from_mode(0o555)).unwrap();
+    let mut command = Herald::command(&readonly, &[]);
+    if std::fs::write(readonly.join("probe"), "x").is_ok() {
+        std::fs::remove_file(readonly.join("probe")).unwrap();
+        std::os::unix::process::CommandExt::uid(&mut command, 65534);
+    }
+    let output = command.output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("is not writable"), "{stderr}");
+
+    // A corrupt database.
+    let corrupt = scratch.path().join("corrupt");
+    std::fs::create_dir(&corrupt).unwrap();
+    std::fs::write(corrupt.join("herald.db"), vec![0x5a; 8192]).unwrap();
+    let stderr = start_fails(&corrupt);
+    assert!(stderr.contains("corrupt") || stderr.contains("not a database"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_from_a_newer_herald_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let herald = Herald::start(dir.path(), &[]);
+    assert!(herald.stop().success());
+    let options = sqlx::sqlite::SqliteConnectOptions::new().filename(dir.path().join("herald.db"));
+    let mut conn = sqlx::ConnectOptions::connect(&options).await.unwrap();
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES (9999, 'future', 1, x'00', 0)",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    drop(conn);
+    let stderr = start_fails(dir.path());
+    assert!(stderr.contains("newer than this Herald"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_error_answers_503_turns_unready_and_recovers_by_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = reqwest::Client::new();
+    let herald = Herald::start(dir.path(), &["--max-event-bytes", "1000000", "--max-body-bytes", "2000000"]);
+    let before = publish_ok(&client, &herald, "io", "before").await;
+    let pid = herald.child.id().to_string();
+    // Writes may not grow any file now: the WAL cannot take a large event.
+    assert!(Command::new("prlimit").args(["--pid", &pid, "--fsize=4096:unlimited"]).status().unwrap().success());
+    let big = "x".repeat(900_000);
+    let failed = publish(&client, &herald, "io", &big, None).await.unwrap();
+    assert_eq!(failed.status(), 503);
+    let body: serde_json::Value = failed.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "store_unavailable");
+    let ready = client.get(herald.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+
+    assert!(Command::new("prlimit").args(["--pid", &pid, "--fsize=unlimited:unlimited"]).status().unwrap().success());
+    let after = publish_ok(&client, &herald, "io", &big).await;
+    assert!(after > before);
+    assert_eq!(client.get(herald.url("/readyz")).send().await.unwrap().status(), 200);
+    // Nothing acknowledged was lost, and the failed publish left no trace.
+    let start = format!("{}-0000000000000000", epoch_of(&after));
+    let got = read_events(&client, herald.url("/topics/io/events"), &start, |id, _| id == after).await;
+    assert_eq!(got.len(), 2);
+    assert_eq!((got[0].1.as_str(), got[1].1.len()), ("before", big.len()));
+}
