@@ -149,6 +149,28 @@ pub struct HubStats {
     pub watermark: u64,
 }
 
+/// One open event stream, as the dashboard lists it. The server fills it;
+/// the dashboard reads it without knowing about sockets.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ConnectionSnapshot {
+    /// The stream's id, for the disconnect action.
+    pub id: u64,
+    /// The client's address.
+    pub remote: String,
+    /// The client's `User-Agent`.
+    pub user_agent: String,
+    /// The token's subject, if a token was used.
+    pub subject: Option<String>,
+    /// What it subscribed to.
+    pub topics: Vec<String>,
+    /// When it connected (ms since the Unix epoch).
+    pub connected_ms: u64,
+    /// Events written to it.
+    pub events_sent: u64,
+    /// Events published hub-wide that it has not caught up with.
+    pub lag: u64,
+}
+
 /// Counters kept by the hub and its subscriptions.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
@@ -502,7 +524,11 @@ impl HubInner {
     async fn commit(&self, requests: &mut Vec<PublishRequest>, fan_out: &Handle) {
         let counts: Vec<usize> = requests.iter().map(|r| r.drafts.len()).collect();
         let drafts: Vec<EventDraft> = requests.iter_mut().flat_map(|r| std::mem::take(&mut r.drafts)).collect();
-        let result = match self.store.append(&drafts).await {
+        let started = std::time::Instant::now();
+        let appended = self.store.append(&drafts).await;
+        metrics::histogram!("herald_store_commit_seconds").record(started.elapsed().as_secs_f64());
+        metrics::histogram!("herald_store_commit_events").record(drafts.len() as f64);
+        let result = match appended {
             Ok(appended) if appended.len() == drafts.len() => Ok(appended),
             Ok(appended) => Err(StoreError::Unavailable(format!(
                 "store returned {} results for {} events",

@@ -21,7 +21,7 @@ mod topic;
 
 pub use event::{Event, EventDraft, EventType, EventTypeError, MAX_EVENT_TYPE_LEN, RESERVED_PREFIX, now_ms};
 pub use grants::Grants;
-pub use hub::{Hub, HubConfig, HubStats, PublishError, Published, SubscribeError, TopicStats};
+pub use hub::{ConnectionSnapshot, Hub, HubConfig, HubStats, PublishError, Published, SubscribeError, TopicStats};
 pub use id::{Epoch, EventId, MalformedId, Resume};
 pub use memory_store::{MemoryStore, Retention};
 pub use name::{MAX_TOPIC_NAME_LEN, TopicError, TopicName, TopicPattern};

@@ -75,6 +75,9 @@ pub struct Settings {
     /// Address to listen on [default: 127.0.0.1:8080].
     #[arg(long, env = "HERALD_LISTEN", value_name = "ADDR")]
     pub listen: Option<String>,
+    /// Serve /metrics and /admin on this address only, off the public listener.
+    #[arg(long, env = "HERALD_INTERNAL_LISTEN", value_name = "ADDR")]
+    pub internal_listen: Option<String>,
     /// Directory for the database and the generated signing key [default: ./herald-data].
     #[arg(long, env = "HERALD_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<String>,
@@ -278,6 +281,8 @@ pub enum JwtKey {
 pub struct Config {
     /// Address to listen on.
     pub listen: SocketAddr,
+    /// Address for /metrics and /admin alone; `None` serves them publicly.
+    pub internal_listen: Option<SocketAddr>,
     /// Data directory (database, generated key).
     pub data_dir: PathBuf,
     /// Events in memory only.
@@ -407,6 +412,11 @@ impl Config {
         let listen = p.parse("listen", s.listen.as_deref(), defaults_listen(), |t| {
             t.parse::<SocketAddr>().map_err(|_| format!("`{t}` is not an address like 127.0.0.1:8080 or [::]:8080"))
         });
+        let internal_listen = s.internal_listen.as_deref().map(|text| {
+            p.parse("internal_listen", Some(text), defaults_listen(), |t| {
+                t.parse::<SocketAddr>().map_err(|_| format!("`{t}` is not an address like 127.0.0.1:9090"))
+            })
+        });
         let data_dir = PathBuf::from(s.data_dir.as_deref().unwrap_or(defaults::DATA_DIR));
         let memory = p.parse("memory", s.memory.as_deref(), false, parse_bool);
         let sqlite_synchronous =
@@ -491,6 +501,7 @@ impl Config {
         }
         let config = Self {
             listen,
+            internal_listen,
             data_dir,
             memory,
             sqlite_synchronous,

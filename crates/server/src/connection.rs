@@ -39,8 +39,11 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, router: Router, state: A
     let _permit = permit;
     let (in_flight, watch_in_flight) = watch::channel(0usize);
     let in_flight = Arc::new(in_flight);
+    let stalled = Stalled::default();
+    let stall_flag = stalled.clone();
     let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
         request.extensions_mut().insert(ConnectInfo(peer));
+        request.extensions_mut().insert(stall_flag.clone());
         let busy = Busy::new(&in_flight);
         let response = router.clone().oneshot(request.map(Body::new));
         async move {
@@ -51,28 +54,33 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, router: Router, state: A
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(state.config.header_timeout);
     builder.http2().timer(TokioTimer::new());
-    let io = TokioIo::new(StallGuard::new(stream, state.config.stall_timeout));
+    let io = TokioIo::new(StallGuard::new(stream, state.config.stall_timeout, stalled.clone()));
     let connection = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(connection);
-    let mut closing = false;
-    loop {
+    let mut closing = None;
+    let reason = loop {
         tokio::select! {
             result = connection.as_mut() => {
-                if let Err(error) = result {
-                    tracing::debug!(%peer, %error, "connection ended with an error");
-                }
-                break;
+                break match result {
+                    _ if stalled.is_set() => "lagged",
+                    Err(error) => {
+                        tracing::debug!(%peer, %error, "connection ended with an error");
+                        closing.unwrap_or("error")
+                    }
+                    Ok(()) => closing.unwrap_or("client_gone"),
+                };
             }
-            () = state.shutdown.cancelled(), if !closing => {
+            () = state.shutdown.cancelled(), if closing.is_none() => {
                 connection.as_mut().graceful_shutdown();
-                closing = true;
+                closing = Some("shutdown");
             }
-            () = idle_for(watch_in_flight.clone(), state.config.idle_timeout), if !closing => {
+            () = idle_for(watch_in_flight.clone(), state.config.idle_timeout), if closing.is_none() => {
                 connection.as_mut().graceful_shutdown();
-                closing = true;
+                closing = Some("idle");
             }
         }
-    }
+    };
+    metrics::counter!("herald_connections_closed_total", "reason" => reason).increment(1);
 }
 
 /// Completes once no request has been in flight for `timeout`.
@@ -130,16 +138,28 @@ impl http_body::Body for Tracked {
     }
 }
 
+/// Set when a connection is cut for stalling, so its stream can say why it ended.
+#[derive(Debug, Clone, Default)]
+pub struct Stalled(Arc<std::sync::atomic::AtomicBool>);
+
+impl Stalled {
+    /// Whether the connection was cut because the client stopped reading.
+    pub fn is_set(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 /// A socket whose writes fail once they have made no progress for `timeout`.
 struct StallGuard {
     stream: TcpStream,
     timeout: Duration,
     stalled_since: Option<Pin<Box<Sleep>>>,
+    stalled: Stalled,
 }
 
 impl StallGuard {
-    fn new(stream: TcpStream, timeout: Duration) -> Self {
-        Self { stream, timeout, stalled_since: None }
+    fn new(stream: TcpStream, timeout: Duration, stalled: Stalled) -> Self {
+        Self { stream, timeout, stalled_since: None, stalled }
     }
 
     fn guard<T>(&mut self, cx: &mut Context<'_>, result: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
@@ -153,6 +173,7 @@ impl StallGuard {
                 let timer = self.stalled_since.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
                 ready!(timer.as_mut().poll(cx));
                 metrics::counter!("herald_lagged_disconnects_total").increment(1);
+                self.stalled.0.store(true, std::sync::atomic::Ordering::Relaxed);
                 Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "client stopped reading")))
             }
         }

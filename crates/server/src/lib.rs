@@ -6,16 +6,19 @@
 
 pub mod auth;
 pub mod config;
-mod connection;
+pub mod connection;
 pub mod error;
 pub mod extract;
 pub mod limits;
+pub mod metrics;
+mod ops;
+pub mod registry;
 mod routes;
 pub mod secret;
 mod server;
-pub mod store;
 pub mod sse;
 pub mod state;
+pub mod store;
 
 use axum::{
     Router,
@@ -27,8 +30,19 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 pub use config::Config;
 pub use state::AppState;
 
-/// The public API's router.
+/// The public API's router, with `/metrics` and `/admin` unless they have
+/// a listener of their own (`--internal-listen`).
 pub fn app(state: AppState) -> Router {
+    let router = api(state.clone()).merge(herald_admin::inspector());
+    if state.config.internal_listen.is_some() { router } else { router.merge(ops::router(state)) }
+}
+
+/// `/metrics` and `/admin` alone, for the internal listener.
+pub fn ops_app(state: AppState) -> Router {
+    ops::router(state)
+}
+
+fn api(state: AppState) -> Router {
     let router = Router::new()
         .route("/topics/{topic}/events", get(routes::events::one_topic).post(routes::publish::one))
         .route("/events", get(routes::events::many))
@@ -52,8 +66,22 @@ pub async fn serve(
     state: AppState,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let router = app(state.clone());
-    server::serve(listener, state, router, shutdown).await
+    serve_all(listener, None, state, shutdown).await
+}
+
+/// Runs the API on `public`, and `/metrics` and `/admin` on `internal` when
+/// given, until `shutdown` completes; then drains both.
+pub async fn serve_all(
+    public: tokio::net::TcpListener,
+    internal: Option<tokio::net::TcpListener>,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> std::io::Result<()> {
+    let mut listeners = vec![(public, app(state.clone()))];
+    if let Some(internal) = internal {
+        listeners.push((internal, ops_app(state.clone())));
+    }
+    server::serve(listeners, state, shutdown).await
 }
 
 /// CORS for the configured origins; credentials allowed for the cookie.

@@ -116,6 +116,19 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let address = listener.local_addr()?;
     tracing::info!("Herald listening on http://{address}");
+    let internal = match config.internal_listen {
+        Some(internal) => {
+            let listener = tokio::net::TcpListener::bind(internal)
+                .await
+                .with_context(|| format!("cannot listen on {internal} (--internal-listen)"))?;
+            tracing::info!("metrics and dashboard on http://{}/metrics and /admin", listener.local_addr()?);
+            Some(listener)
+        }
+        None => {
+            tracing::info!("metrics and dashboard on http://{address}/metrics and /admin");
+            None
+        }
+    };
     tracing::info!("store: {}", store.describe());
     if generated.is_some() {
         let dir = if config.data_dir == std::path::Path::new(defaults::DATA_DIR) {
@@ -129,7 +142,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         );
     }
     let state = AppState::new(hub, config, verifier);
-    herald_server::serve(listener, state, shutdown_signal()).await?;
+    herald_server::serve_all(listener, internal, state, shutdown_signal()).await?;
     if let Some(sqlite) = sqlite {
         sqlite.close().await;
     }

@@ -6,27 +6,56 @@ use std::{future::Future, time::Duration};
 
 use axum::Router;
 use tokio::{io::AsyncWriteExt as _, net::TcpListener};
-use tokio_util::task::TaskTracker;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use crate::{connection, limits::ConnectionLimit, state::AppState};
+use crate::{connection, state::AppState};
 
 /// How often idle topics and expired history are swept.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 
-/// Serves `router` on `listener` until `shutdown` completes, then drains.
+/// Serves each router on its listener until `shutdown` completes, then drains.
 pub async fn serve(
-    listener: TcpListener,
+    listeners: Vec<(TcpListener, Router)>,
     state: AppState,
-    router: Router,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let limit = ConnectionLimit::new(state.config.max_connections);
     let tracker = TaskTracker::new();
+    let stop_accepting = CancellationToken::new();
     tokio::spawn(sweep(state.clone()));
-    tokio::pin!(shutdown);
+    let accepting: Vec<_> = listeners
+        .into_iter()
+        .map(|(listener, router)| {
+            tokio::spawn(accept_loop(listener, router, state.clone(), tracker.clone(), stop_accepting.clone()))
+        })
+        .collect();
+    shutdown.await;
+    stop_accepting.cancel();
+    for accept in accepting {
+        let _ = accept.await;
+    }
+    tracing::info!("shutting down: ending streams, finishing in-flight requests");
+    state.shutdown.cancel();
+    tracker.close();
+    let grace = state.config.shutdown_grace;
+    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+        tracing::warn!(open = tracker.len(), "connections still open after the {grace:?} grace period; closing them");
+    }
+    state.hub.shutdown().await;
+    tracing::info!("shutdown complete");
+    Ok(())
+}
+
+/// Accepts connections within the connection bound until told to stop.
+async fn accept_loop(
+    listener: TcpListener,
+    router: Router,
+    state: AppState,
+    tracker: TaskTracker,
+    stop: CancellationToken,
+) {
     loop {
         let (stream, peer) = tokio::select! {
-            () = &mut shutdown => break,
+            () = stop.cancelled() => return,
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(error) => {
@@ -38,7 +67,7 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
-        let Some(permit) = limit.acquire() else {
+        let Some(permit) = state.connections.acquire() else {
             metrics::counter!("herald_rejected_total", "limit" => "connections").increment(1);
             tracker.spawn(refuse(stream));
             continue;
@@ -46,17 +75,6 @@ pub async fn serve(
         metrics::counter!("herald_connections_opened_total").increment(1);
         tracker.spawn(connection::serve(stream, peer, router.clone(), state.clone(), permit));
     }
-    drop(listener);
-    tracing::info!("shutting down: ending streams, finishing in-flight requests");
-    state.shutdown.cancel();
-    tracker.close();
-    let grace = state.config.shutdown_grace;
-    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
-        tracing::warn!(open = tracker.len(), "connections still open after the {grace:?} grace period; closing them");
-    }
-    state.hub.shutdown().await;
-    tracing::info!("shutdown complete");
-    Ok(())
 }
 
 /// Answers a connection over the bound with a 503 and closes it.

@@ -16,7 +16,7 @@ use herald_core::{Subscription, now_ms, sse};
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 
-use crate::limits::StreamPermit;
+use crate::{connection::Stalled, limits::StreamPermit, registry::Registration};
 
 /// The event type sent when the token of an open stream expires.
 pub const EXPIRED_EVENT: &str = "herald.expired";
@@ -34,6 +34,10 @@ pub enum CloseReason {
     MaxDuration,
     /// The store failed while the stream caught up.
     StoreError,
+    /// The client stopped reading and its connection was cut.
+    Lagged,
+    /// An operator disconnected it from the dashboard.
+    Admin,
 }
 
 impl CloseReason {
@@ -44,6 +48,8 @@ impl CloseReason {
             Self::Shutdown => "shutdown",
             Self::MaxDuration => "max_duration",
             Self::StoreError => "store_error",
+            Self::Lagged => "lagged",
+            Self::Admin => "admin",
         }
     }
 }
@@ -61,13 +67,19 @@ pub struct StreamOptions {
     pub max_duration: Option<Duration>,
 }
 
+/// What a stream holds on to while it is open, and drops when it ends.
+#[derive(Debug)]
+pub struct StreamTies {
+    /// Counts the stream against its client IP.
+    pub permit: StreamPermit,
+    /// Lists it on the dashboard; its token ends it on an operator's disconnect.
+    pub registration: Registration,
+    /// Set if the connection is cut for stalling.
+    pub stalled: Option<Stalled>,
+}
+
 /// The response body streaming `subscription`.
-pub fn body(
-    subscription: Subscription,
-    options: StreamOptions,
-    shutdown: CancellationToken,
-    permit: StreamPermit,
-) -> Body {
+pub fn body(subscription: Subscription, options: StreamOptions, shutdown: CancellationToken, ties: StreamTies) -> Body {
     let now = Instant::now();
     let expires_at = options.expires_at.map(|exp| {
         let now_secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
@@ -84,7 +96,7 @@ pub fn body(
         last_write: now,
         started: false,
         closed: None,
-        _permit: permit,
+        ties,
     };
     Body::from_stream(futures_util::stream::unfold(stream, |mut stream| async move {
         let chunk = stream.next_chunk().await?;
@@ -102,7 +114,7 @@ struct EventStream {
     last_write: Instant,
     started: bool,
     closed: Option<CloseReason>,
-    _permit: StreamPermit,
+    ties: StreamTies,
 }
 
 async fn sleep_until_some(deadline: Option<Instant>) {
@@ -127,6 +139,7 @@ impl EventStream {
         let chunk = tokio::select! {
             biased;
             () = self.shutdown.cancelled() => self.close(CloseReason::Shutdown, sse::comment("server shutting down; reconnect")),
+            () = self.ties.registration.entry.disconnect.cancelled() => self.close(CloseReason::Admin, sse::comment("disconnected by an operator")),
             () = sleep_until_some(self.expires_at) => {
                 let data = r#"{"reason":"token_expired","message":"the token expired; reconnect with a fresh token"}"#;
                 self.close(CloseReason::TokenExpired, sse::event_frame(None, Some(EXPIRED_EVENT), data, None))
@@ -138,6 +151,9 @@ impl EventStream {
                     let mut out = BytesMut::with_capacity(size);
                     delivery.frames().for_each(|frame| out.extend_from_slice(frame));
                     metrics::counter!("herald_events_delivered_total").increment(delivery.events.len() as u64);
+                    let entry = &self.ties.registration.entry;
+                    entry.events_sent.fetch_add(delivery.events.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    entry.lag.store(self.subscription.lag(), std::sync::atomic::Ordering::Relaxed);
                     metrics::counter!("herald_gaps_total").increment(delivery.notices.len() as u64);
                     if let Some(first) = delivery.events.first() {
                         let age = now_ms().saturating_sub(first.time_ms);
@@ -165,7 +181,8 @@ impl EventStream {
 
 impl Drop for EventStream {
     fn drop(&mut self) {
-        let reason = self.closed.unwrap_or(CloseReason::ClientGone);
+        let stalled = self.ties.stalled.as_ref().is_some_and(Stalled::is_set);
+        let reason = self.closed.unwrap_or(if stalled { CloseReason::Lagged } else { CloseReason::ClientGone });
         metrics::gauge!("herald_streams_open").decrement(1.0);
         metrics::counter!("herald_streams_closed_total", "reason" => reason.label()).increment(1);
     }

@@ -3,9 +3,15 @@
 use std::sync::Arc;
 
 use herald_core::Hub;
+use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::{auth::Verifier, config::Config, limits::StreamLimits};
+use crate::{
+    auth::Verifier,
+    config::Config,
+    limits::{ConnectionLimit, StreamLimits},
+    registry::StreamRegistry,
+};
 
 /// The server's shared state. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -20,18 +26,29 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Open streams per client IP.
     pub streams: Arc<StreamLimits>,
+    /// Open connections.
+    pub connections: Arc<ConnectionLimit>,
+    /// Open streams, for the dashboard.
+    pub registry: Arc<StreamRegistry>,
+    /// The Prometheus recorder's handle.
+    pub metrics: PrometheusHandle,
+    /// When the server started (ms since the Unix epoch).
+    pub started_ms: u64,
 }
 
 impl AppState {
     /// State for a server running `hub` with `config` and `verifier`.
     pub fn new(hub: Hub, config: Config, verifier: Verifier) -> Self {
-        let streams = Arc::new(StreamLimits::new(config.max_streams_per_ip));
         Self {
             hub,
+            streams: Arc::new(StreamLimits::new(config.max_streams_per_ip)),
+            connections: ConnectionLimit::new(config.max_connections),
             config: Arc::new(config),
             verifier: Arc::new(verifier),
             shutdown: CancellationToken::new(),
-            streams,
+            registry: Arc::default(),
+            metrics: crate::metrics::handle(),
+            started_ms: herald_core::now_ms(),
         }
     }
 }

@@ -1,6 +1,9 @@
 //! `GET /topics/{topic}/events` and `GET /events?topic=…`: event streams.
 
+use std::net::IpAddr;
+
 use axum::{
+    Extension,
     extract::{Path, State, rejection::PathRejection},
     http::{HeaderMap, HeaderValue, StatusCode, Uri, header},
     response::{IntoResponse, Response},
@@ -9,6 +12,7 @@ use herald_core::{Resume, Selection, Subscription, TopicPattern};
 
 use crate::{
     auth::AuthError,
+    connection::Stalled,
     error::ApiError,
     extract::{Caller, ClientIp, query_values},
     routes::{shorten, topic_from_path},
@@ -22,11 +26,13 @@ pub async fn one_topic(
     caller: Caller,
     ClientIp(ip): ClientIp,
     path: Result<Path<String>, PathRejection>,
+    stalled: Option<Extension<Stalled>>,
     headers: HeaderMap,
     uri: Uri,
 ) -> Result<Response, ApiError> {
     let topic = topic_from_path(path)?;
-    open(&state, &caller, ip, vec![TopicPattern::Exact(topic)], &headers, &uri)
+    let request = StreamRequest { ip, headers: &headers, uri: &uri, stalled: stalled.map(|e| e.0) };
+    open(&state, &caller, &request, vec![TopicPattern::Exact(topic)])
 }
 
 /// A stream of several topics and patterns: `?topic=a&topic=orders.*`.
@@ -34,6 +40,7 @@ pub async fn many(
     State(state): State<AppState>,
     caller: Caller,
     ClientIp(ip): ClientIp,
+    stalled: Option<Extension<Stalled>>,
     headers: HeaderMap,
     uri: Uri,
 ) -> Result<Response, ApiError> {
@@ -50,17 +57,25 @@ pub async fn many(
             "name at least one topic: /events?topic=NAME (repeat it; patterns like orders.* are allowed)",
         ));
     }
-    open(&state, &caller, ip, patterns, &headers, &uri)
+    let request = StreamRequest { ip, headers: &headers, uri: &uri, stalled: stalled.map(|e| e.0) };
+    open(&state, &caller, &request, patterns)
+}
+
+/// Where a stream request came from and what it said.
+struct StreamRequest<'a> {
+    ip: IpAddr,
+    headers: &'a HeaderMap,
+    uri: &'a Uri,
+    stalled: Option<Stalled>,
 }
 
 fn open(
     state: &AppState,
     caller: &Caller,
-    ip: std::net::IpAddr,
+    request: &StreamRequest<'_>,
     patterns: Vec<TopicPattern>,
-    headers: &HeaderMap,
-    uri: &Uri,
 ) -> Result<Response, ApiError> {
+    let StreamRequest { ip, headers, uri, .. } = *request;
     let max = state.config.max_topics_per_subscription;
     if patterns.len() > max {
         metrics::counter!("herald_rejected_total", "limit" => "topics_per_subscription").increment(1);
@@ -87,6 +102,7 @@ fn open(
             state.config.max_streams_per_ip
         )));
     };
+    let topics: Vec<String> = patterns.iter().map(ToString::to_string).collect();
     let subscription = Subscription::open(&state.hub, Selection::new(patterns), resume).map_err(|e| {
         metrics::counter!("herald_rejected_total", "limit" => "topics").increment(1);
         ApiError::unavailable("too_many_topics", e.to_string())
@@ -97,7 +113,11 @@ fn open(
         expires_at: caller.0.as_ref().and_then(|g| g.expires_at),
         max_duration: state.config.stream_max_duration,
     };
-    let body = sse::body(subscription, options, state.shutdown.clone(), permit);
+    let user_agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let subject = caller.0.as_ref().and_then(|g| g.subject.clone());
+    let registration = state.registry.register(ip, user_agent.chars().take(200).collect(), subject, topics);
+    let ties = sse::StreamTies { permit, registration, stalled: request.stalled.clone() };
+    let body = sse::body(subscription, options, state.shutdown.clone(), ties);
     let mut response = (StatusCode::OK, body).into_response();
     let h = response.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));

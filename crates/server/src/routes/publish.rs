@@ -68,7 +68,11 @@ pub async fn one(
         }
     };
     check_size(&state, &draft, "")?;
+    let started = std::time::Instant::now();
     let published = state.hub.publish(EventDraft { idempotency_key: key, ..draft }).await.map_err(publish_error)?;
+    metrics::histogram!("herald_publish_latency_seconds").record(started.elapsed().as_secs_f64());
+    let result = if published.duplicate { "duplicate" } else { "created" };
+    metrics::counter!("herald_events_published_total", "result" => result).increment(1);
     let mut response = (StatusCode::CREATED, Json(receipt(&published))).into_response();
     if published.duplicate {
         response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
@@ -119,7 +123,10 @@ pub async fn batch(
         check_size(&state, &draft, &at)?;
         drafts.push(draft);
     }
+    let started = std::time::Instant::now();
     let published = state.hub.publish_batch(drafts).await.map_err(publish_error)?;
+    metrics::histogram!("herald_publish_latency_seconds").record(started.elapsed().as_secs_f64());
+    metrics::counter!("herald_events_published_total", "result" => "created").increment(published.len() as u64);
     let receipts: Vec<Value> = published.iter().map(receipt).collect();
     Ok((StatusCode::CREATED, Json(receipts)).into_response())
 }
@@ -235,7 +242,7 @@ async fn read_payload(state: &AppState, headers: &HeaderMap, body: Body) -> Resu
 }
 
 fn publish_error(error: PublishError) -> ApiError {
-    metrics::counter!("herald_publish_failures_total").increment(1);
+    metrics::counter!("herald_events_published_total", "result" => "failed").increment(1);
     match error {
         PublishError::Store(e) => {
             tracing::error!(error = %e, "publish failed: store unavailable");

@@ -405,11 +405,7 @@ impl EventStore for SqliteStore {
     }
 
     async fn append(&self, drafts: &[EventDraft]) -> Result<Vec<Appended>, StoreError> {
-        let started = std::time::Instant::now();
-        let result = self.append_in_transaction(drafts).await;
-        metrics::histogram!("herald_store_commit_seconds").record(started.elapsed().as_secs_f64());
-        metrics::histogram!("herald_store_batch_events").record(drafts.len() as f64);
-        result.map_err(|error| {
+        self.append_in_transaction(drafts).await.map_err(|error| {
             self.resync.store(true, Ordering::Release);
             tracing::error!(%error, events = drafts.len(), "SQLite commit failed");
             unavailable(error)

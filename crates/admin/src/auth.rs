@@ -1,0 +1,127 @@
+//! Who may see the dashboard: an admin token from the header, the query
+//! (once; then the cookie), or the `herald_token` cookie.
+
+use axum::{
+    Form,
+    extract::{FromRequestParts, OriginalUri, State},
+    http::{HeaderValue, StatusCode, header, request::Parts},
+    response::{Html, IntoResponse, Redirect, Response},
+};
+use herald_core::Grants;
+use serde::Deserialize;
+
+use crate::{Admin, pages};
+
+/// The cookie that keeps the token.
+pub(crate) const COOKIE: &str = "herald_token";
+
+/// An operator with the admin grant.
+pub(crate) struct Operator(pub(crate) Grants);
+
+/// Why the dashboard was refused: a login page (401), a "not an admin"
+/// page (403), or a redirect that moves a query token into the cookie.
+pub(crate) enum Refused {
+    Login(String),
+    NotAdmin,
+    Redirect(Response),
+}
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        match self {
+            Self::Login(why) => (StatusCode::UNAUTHORIZED, Html(pages::login_page(&why))).into_response(),
+            Self::NotAdmin => (
+                StatusCode::FORBIDDEN,
+                Html(pages::login_page("this token has no admin grant; mint one with `herald token --admin`")),
+            )
+                .into_response(),
+            Self::Redirect(response) => response,
+        }
+    }
+}
+
+fn cookie(parts: &Parts) -> Option<String> {
+    parts
+        .headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == COOKIE)
+        .map(|(_, v)| v.to_owned())
+}
+
+fn query_token(parts: &Parts) -> Option<String> {
+    form_urlencoded::parse(parts.uri.query().unwrap_or_default().as_bytes())
+        .find(|(k, _)| k == "access_token")
+        .map(|(_, v)| v.into_owned())
+}
+
+/// `Set-Cookie` keeping `token` for the dashboard and the streams it opens.
+pub(crate) fn set_cookie(token: &str) -> HeaderValue {
+    let value = format!("{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age=86400");
+    HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static("herald_token=; Path=/"))
+}
+
+impl FromRequestParts<Admin> for Operator {
+    type Rejection = Refused;
+
+    async fn from_request_parts(parts: &mut Parts, admin: &Admin) -> Result<Self, Self::Rejection> {
+        let bearer = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .map(str::to_owned);
+        let from_query = query_token(parts);
+        let Some(token) = bearer.clone().or_else(|| from_query.clone()).or_else(|| cookie(parts)) else {
+            return Err(Refused::Login("paste an admin token to sign in".into()));
+        };
+        let grants = admin.source.authorize(&token).map_err(Refused::Login)?;
+        if !grants.admin {
+            return Err(Refused::NotAdmin);
+        }
+        if bearer.is_none() && from_query.is_some() && parts.method == axum::http::Method::GET {
+            // Keep the token in the cookie and drop it from the address bar.
+            let path = parts
+                .extensions
+                .get::<OriginalUri>()
+                .map_or_else(|| parts.uri.path().to_owned(), |u| u.path().to_owned());
+            let mut redirect = Redirect::to(&path).into_response();
+            redirect.headers_mut().insert(header::SET_COOKIE, set_cookie(&token));
+            return Err(Refused::Redirect(redirect));
+        }
+        Ok(Self(grants))
+    }
+}
+
+#[derive(Deserialize)]
+pub(crate) struct LoginForm {
+    token: String,
+}
+
+/// `POST /admin/login`: checks the pasted token and keeps it in the cookie.
+pub(crate) async fn login(State(admin): State<Admin>, Form(form): Form<LoginForm>) -> Response {
+    let token = form.token.trim();
+    match admin.source.authorize(token) {
+        Ok(grants) if grants.admin => {
+            tracing::info!(subject = grants.subject.as_deref().unwrap_or("-"), "dashboard sign-in");
+            let mut redirect = Redirect::to("/admin").into_response();
+            redirect.headers_mut().insert(header::SET_COOKIE, set_cookie(token));
+            redirect
+        }
+        Ok(_) => Refused::NotAdmin.into_response(),
+        Err(why) => Refused::Login(why).into_response(),
+    }
+}
+
+/// `GET /admin/logout`: forgets the cookie.
+pub(crate) async fn logout() -> Response {
+    let mut redirect = Redirect::to("/admin").into_response();
+    redirect.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_static("herald_token=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
+    );
+    redirect
+}

@@ -1,0 +1,82 @@
+//! Herald's operator dashboard, mounted at `/admin`.
+//!
+//! It reads the hub's snapshots and the metrics exposition through
+//! [`AdminSource`]; it knows nothing about sockets or SQL. Rendering takes
+//! no lock that publishing needs: every figure comes from a snapshot.
+//!
+//! Access needs a token with the admin grant, from `Authorization: Bearer`,
+//! from `?access_token=` once (it is then kept in the `herald_token` cookie),
+//! or from that cookie. The one write action, disconnecting a stream, asks
+//! for confirmation in the page and is logged.
+
+mod assets;
+mod auth;
+mod exposition;
+mod live;
+mod pages;
+
+use std::sync::Arc;
+
+use axum::{
+    Router,
+    routing::{get, post},
+};
+use herald_core::{ConnectionSnapshot, Grants, Hub};
+use tokio_util::sync::CancellationToken;
+
+pub use exposition::{MetricRow, parse_exposition};
+pub use live::Sample;
+
+/// What the dashboard reads from the server.
+pub trait AdminSource: Send + Sync + 'static {
+    /// The hub, for its snapshots.
+    fn hub(&self) -> &Hub;
+    /// The open event streams.
+    fn connections(&self) -> Vec<ConnectionSnapshot>;
+    /// Ends stream `id`; false if there is none.
+    fn disconnect(&self, id: u64) -> bool;
+    /// Open TCP connections now.
+    fn tcp_connections(&self) -> usize;
+    /// The Prometheus exposition, as `/metrics` serves it.
+    fn metrics_text(&self) -> String;
+    /// Verifies a token; the error says why it was refused.
+    fn authorize(&self, token: &str) -> Result<Grants, String>;
+    /// When the server started (ms since the Unix epoch).
+    fn started_ms(&self) -> u64;
+    /// Cancelled at shutdown: the sampler and live streams stop.
+    fn shutdown(&self) -> CancellationToken;
+}
+
+/// Shared by the dashboard's handlers.
+#[derive(Clone)]
+pub(crate) struct Admin {
+    pub(crate) source: Arc<dyn AdminSource>,
+    pub(crate) live: Arc<live::Live>,
+}
+
+/// The dashboard's router, to nest under `/admin`. Starts the sampler that
+/// feeds the live charts (needs a Tokio runtime).
+pub fn router(source: Arc<dyn AdminSource>) -> Router {
+    let live = live::Live::start(Arc::clone(&source));
+    let admin = Admin { source, live };
+    Router::new()
+        .route("/", get(pages::overview))
+        .route("/topics/{topic}", get(pages::topic))
+        .route("/connections", get(pages::connections))
+        .route("/connections/{id}/disconnect", post(pages::disconnect))
+        .route("/metrics", get(pages::metrics))
+        .route("/live", get(live::stream))
+        .route("/login", post(auth::login))
+        .route("/logout", get(auth::logout))
+        .route("/assets/{file}", get(assets::serve))
+        .with_state(admin)
+}
+
+/// The public topic inspector page (`/inspector`): subscribe to a topic in
+/// the browser and publish a test event with a pasted token.
+pub fn inspector() -> Router {
+    Router::new().route("/inspector", get(assets::inspector))
+}
+
+/// The version shown on the dashboard.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

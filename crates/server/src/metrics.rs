@@ -1,0 +1,100 @@
+//! Prometheus metrics: one process-wide recorder, every metric described
+//! (HELP and unit), histograms with explicit buckets, and no label with
+//! unbounded values (no per-topic label; per-topic detail is the dashboard's).
+
+use std::sync::OnceLock;
+
+use herald_core::Hub;
+use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+const LATENCY_BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0];
+
+/// The recorder's handle, installing the recorder on first use.
+pub fn handle() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+                .and_then(|b| {
+                    b.set_buckets_for_metric(Matcher::Full("herald_store_commit_events".into()), BATCH_BUCKETS)
+                });
+            let handle = match builder {
+                Ok(builder) => match builder.install_recorder() {
+                    Ok(handle) => handle,
+                    Err(error) => {
+                        tracing::warn!(%error, "metrics recorder not installed; /metrics will be empty");
+                        PrometheusBuilder::new().build_recorder().handle()
+                    }
+                },
+                Err(error) => {
+                    tracing::warn!(%error, "metrics buckets rejected");
+                    PrometheusBuilder::new().build_recorder().handle()
+                }
+            };
+            describe();
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    describe_gauge!("herald_connections_open", "Open TCP connections.");
+    describe_counter!("herald_connections_opened_total", "TCP connections accepted.");
+    describe_counter!(
+        "herald_connections_closed_total",
+        "TCP connections closed, by reason (client_gone, idle, lagged, shutdown, error)."
+    );
+    describe_gauge!("herald_streams_open", "Open event streams.");
+    describe_counter!(
+        "herald_streams_closed_total",
+        "Event streams ended, by reason (client_gone, lagged, token_expired, shutdown, max_duration, store_error, admin)."
+    );
+    describe_counter!(
+        "herald_lagged_disconnects_total",
+        "Connections cut because the client stopped reading for the stall timeout."
+    );
+    describe_gauge!("herald_subscriptions", "Open subscriptions in the hub.");
+    describe_gauge!("herald_topics", "Topics held in memory.");
+    describe_counter!(
+        "herald_events_published_total",
+        "Publish outcomes by result (created, duplicate, rejected, failed)."
+    );
+    describe_counter!("herald_events_delivered_total", "Events written to subscribers' streams.");
+    describe_counter!("herald_stream_bytes_total", Unit::Bytes, "Bytes written to event streams.");
+    describe_histogram!("herald_publish_latency_seconds", Unit::Seconds, "Publish request to durable acknowledgement.");
+    describe_histogram!(
+        "herald_delivery_latency_seconds",
+        Unit::Seconds,
+        "Durable commit to write on a subscriber's socket (oldest event of each write)."
+    );
+    describe_counter!("herald_replays_total", "Resumed subscriptions caught up, by source (ring or store).");
+    describe_counter!(
+        "herald_gaps_total",
+        "herald.gap notices sent (history no longer retained or unknown Last-Event-ID)."
+    );
+    describe_counter!("herald_auth_failures_total", "Rejected tokens, by reason.");
+    describe_counter!("herald_rejected_total", "Requests refused by a limit, by limit.");
+    describe_histogram!("herald_store_commit_events", "Events per store commit (group commit size).");
+    describe_histogram!("herald_store_commit_seconds", Unit::Seconds, "Time of one store commit.");
+    describe_gauge!("herald_ring_events", "Events buffered in all topics' rings.");
+    describe_gauge!("herald_ring_bytes", Unit::Bytes, "Bytes buffered in all topics' rings.");
+    describe_gauge!("herald_store_healthy", "1 when the last store commit succeeded, else 0.");
+}
+
+/// The exposition, with the hub's gauges and counters read now.
+pub fn render(handle: &PrometheusHandle, hub: &Hub, connections_open: usize) -> String {
+    let stats = hub.stats();
+    metrics::gauge!("herald_connections_open").set(connections_open as f64);
+    metrics::gauge!("herald_subscriptions").set(stats.subscriptions as f64);
+    metrics::gauge!("herald_topics").set(stats.topics as f64);
+    metrics::gauge!("herald_ring_events").set(stats.ring_events as f64);
+    metrics::gauge!("herald_ring_bytes").set(stats.ring_bytes as f64);
+    metrics::gauge!("herald_store_healthy").set(if hub.store_healthy() { 1.0 } else { 0.0 });
+    metrics::counter!("herald_replays_total", "source" => "ring").absolute(stats.replays_ring);
+    metrics::counter!("herald_replays_total", "source" => "store").absolute(stats.replays_store);
+    handle.render()
+}
