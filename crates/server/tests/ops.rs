@@ -1,0 +1,254 @@
+//! The operators' side, against the real binary (a process of its own, so
+//! the metrics recorder holds this test's figures only): the Prometheus
+//! exposition checked by `promtool`, dashboard access control, the
+//! disconnect action, `--internal-listen`, and the dashboard in headless
+//! Chromium.
+
+mod process;
+
+use std::{
+    io::Write as _,
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use eventsource_stream::Eventsource as _;
+use futures::StreamExt as _;
+use process::{Herald, token, token_with};
+
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+        .unwrap_or_else(|| panic!("no series {series} in:\n{text}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+async fn wait_for(mut check: impl AsyncFnMut() -> bool, what: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_exposition_passes_promtool_and_counts_what_subscribers_received() {
+    let dir = tempfile::tempdir().unwrap();
+    let herald = Herald::start(dir.path(), &["--memory"]);
+    let client = reqwest::Client::new();
+    let mut readers = Vec::new();
+    for _ in 0..3 {
+        let response = client.get(herald.url("/topics/m/events")).bearer_auth(token()).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        let mut events = response.bytes_stream().eventsource();
+        readers.push(tokio::spawn(async move {
+            let mut got = 0;
+            while got < 50 {
+                let event =
+                    tokio::time::timeout(Duration::from_secs(10), events.next()).await.unwrap().unwrap().unwrap();
+                if event.event == "message" {
+                    got += 1;
+                }
+            }
+            (got, events)
+        }));
+    }
+    wait_for(
+        async || {
+            let text = client.get(herald.url("/metrics")).send().await.unwrap().text().await.unwrap();
+            text.contains("herald_streams_open 3")
+        },
+        "three open streams",
+    )
+    .await;
+    for n in 0..50 {
+        let r = client
+            .post(herald.url("/topics/m/events"))
+            .bearer_auth(token())
+            .header("content-type", "text/plain")
+            .body(n.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    }
+    let mut open = Vec::new();
+    for reader in readers {
+        let (got, events) = reader.await.unwrap();
+        assert_eq!(got, 50);
+        open.push(events);
+    }
+    // A bad token, to see the auth failure counted.
+    let denied = client.get(herald.url("/topics/m/events")).bearer_auth("not-a-token").send().await.unwrap();
+    assert_eq!(denied.status(), 401);
+
+    let response = client.get(herald.url("/metrics")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    let text = response.text().await.unwrap();
+    assert_eq!(metric(&text, "herald_events_delivered_total"), 150.0, "delivered = what the subscribers received");
+    assert_eq!(metric(&text, "herald_events_published_total{result=\"created\"}"), 50.0);
+    assert_eq!(metric(&text, "herald_streams_open"), 3.0);
+    assert_eq!(metric(&text, "herald_subscriptions"), 3.0);
+    assert_eq!(metric(&text, "herald_auth_failures_total{reason=\"malformed\"}"), 1.0);
+    assert_eq!(metric(&text, "herald_publish_latency_seconds_count"), 50.0);
+    assert!(metric(&text, "herald_store_commit_events_sum") >= 50.0);
+    assert!(metric(&text, "herald_delivery_latency_seconds_count") >= 3.0);
+    for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
+        let name = line.split(' ').nth(2).unwrap();
+        assert!(text.contains(&format!("# HELP {name} ")), "{name} has no HELP");
+    }
+    assert!(!text.contains("topic=\""), "no per-topic labels");
+
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool is installed by scripts/install-test-deps");
+    promtool.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let checked = promtool.wait_with_output().unwrap();
+    assert!(
+        checked.status.success(),
+        "promtool check metrics failed:\n{}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    drop(open);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_needs_an_admin_token_and_disconnects_on_confirmation() {
+    let dir = tempfile::tempdir().unwrap();
+    let herald = Herald::start(dir.path(), &["--memory"]);
+    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+
+    let anonymous = client.get(herald.url("/admin")).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let page = anonymous.text().await.unwrap();
+    assert!(page.contains("action=\"/admin/login\""), "a login page: {page}");
+
+    let user = token_with("user", &["*"], &["*"], false, Duration::from_secs(600));
+    let forbidden = client.get(herald.url("/admin")).bearer_auth(&user).send().await.unwrap();
+    assert_eq!(forbidden.status(), 403);
+    assert!(forbidden.text().await.unwrap().contains("no admin grant"));
+
+    let expired = token_with("ops", &[], &[], true, Duration::from_secs(1));
+    tokio::time::sleep(Duration::from_millis(7_100)).await; // past exp and the 5 s leeway
+    let refused = client.get(herald.url("/admin")).bearer_auth(&expired).send().await.unwrap();
+    assert_eq!(refused.status(), 401);
+    assert!(refused.text().await.unwrap().contains("expired"));
+    for path in ["/admin/connections", "/admin/metrics", "/admin/live", "/admin/topics/x"] {
+        assert_eq!(client.get(herald.url(path)).send().await.unwrap().status(), 401, "{path}");
+    }
+
+    // ?access_token= once: moved into an HttpOnly cookie, and the address cleaned.
+    let admin = token_with("ops", &["*"], &["*"], true, Duration::from_secs(600));
+    let moved = client.get(herald.url(&format!("/admin/connections?access_token={admin}"))).send().await.unwrap();
+    assert_eq!(moved.status(), 303);
+    assert_eq!(moved.headers()["location"], "/admin/connections");
+    let cookie = moved.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(cookie.starts_with("herald_token=") && cookie.contains("HttpOnly"));
+    let cookie = cookie.split(';').next().unwrap().to_owned();
+    let overview = client.get(herald.url("/admin")).header("cookie", &cookie).send().await.unwrap();
+    assert_eq!(overview.status(), 200);
+    assert!(overview.text().await.unwrap().contains("id=\"m-streams\""));
+
+    // A stream to disconnect: listed with its subject and user agent.
+    let stream = client
+        .get(herald.url("/topics/d/events"))
+        .bearer_auth(&user)
+        .header("user-agent", "ops-test/1")
+        .send()
+        .await
+        .unwrap();
+    let mut events = stream.bytes_stream();
+    let _opened = events.next().await;
+    let list = client
+        .get(herald.url("/admin/connections"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(list.contains("ops-test/1") && list.contains(">user<"), "{list}");
+    let id = list.split("data-disconnect=\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
+    let unconfirmed = client
+        .post(herald.url(&format!("/admin/connections/{id}/disconnect")))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unconfirmed.status(), 400);
+    let done = client
+        .post(herald.url(&format!("/admin/connections/{id}/disconnect")))
+        .header("cookie", &cookie)
+        .header("x-herald-confirm", "disconnect")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(done.status(), 204);
+    let rest = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut text = String::new();
+        while let Some(Ok(chunk)) = events.next().await {
+            text.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        text
+    })
+    .await
+    .expect("the stream ends after a disconnect");
+    assert!(rest.contains("disconnected by an operator"), "{rest}");
+    let text = client.get(herald.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert_eq!(metric(&text, "herald_streams_closed_total{reason=\"admin\"}"), 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn internal_listen_moves_metrics_and_the_dashboard_off_the_public_listener() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let internal = format!("127.0.0.1:{port}");
+    let herald = Herald::start(dir.path(), &["--memory", "--internal-listen", &internal]);
+    let client = reqwest::Client::new();
+    assert_eq!(client.get(herald.url("/metrics")).send().await.unwrap().status(), 404);
+    assert_eq!(client.get(herald.url("/admin")).send().await.unwrap().status(), 404);
+    assert_eq!(client.get(herald.url("/healthz")).send().await.unwrap().status(), 200);
+    let metrics = client.get(format!("http://{internal}/metrics")).send().await.unwrap();
+    assert_eq!(metrics.status(), 200);
+    assert!(metrics.text().await.unwrap().contains("# HELP herald_subscriptions "));
+    assert_eq!(client.get(format!("http://{internal}/admin")).send().await.unwrap().status(), 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_works_in_headless_chromium() {
+    let dir = tempfile::tempdir().unwrap();
+    let herald = Herald::start(dir.path(), &["--memory"]);
+    let shots = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/screenshots");
+    let _ = std::fs::remove_dir_all(&shots);
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/dashboard.mjs");
+    let admin = token_with("ops", &[], &[], true, Duration::from_secs(600));
+    let user = token_with("browser-test", &["*"], &["*"], false, Duration::from_secs(600));
+    let run = tokio::process::Command::new("node")
+        .arg(&script)
+        .env("HERALD_URL", &herald.base)
+        .env("ADMIN_TOKEN", admin)
+        .env("USER_TOKEN", user)
+        .env("SCREENSHOT_DIR", &shots)
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(90), run).await.expect("the browser test hung").unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "dashboard e2e failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("dashboard e2e: ok"), "{stdout}");
+    for page in ["overview", "topic", "connections", "metrics", "inspector", "overview-dark", "overview-phone", "login"]
+    {
+        let file = shots.join(format!("{page}.png"));
+        let size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+        assert!(size > 5_000, "{} missing or empty", file.display());
+    }
+}
