@@ -269,3 +269,73 @@ async fn a_write_error_answers_503_turns_unready_and_recovers_by_itself() {
     assert_eq!(got.len(), 2);
     assert_eq!((got[0].1.as_str(), got[1].1.len()), ("before", big.len()));
 }
+
+/// A hub on a SQLite store in `dir`, in process.
+async fn sqlite_hub(
+    dir: &Path,
+    retention: herald_core::Retention,
+) -> (herald_core::Hub, Arc<herald_server::store::SqliteStore>) {
+    let store =
+        herald_server::store::SqliteStore::open(dir, retention, herald_server::store::Synchronous::Full).await.unwrap();
+    let store = Arc::new(store);
+    let config = herald_core::HubConfig {
+        ring: herald_core::RingLimits { max_events: 4, max_bytes: 1 << 20 },
+        ..herald_core::HubConfig::default()
+    };
+    let hub = herald_core::Hub::start(Arc::clone(&store) as Arc<dyn herald_core::EventStore>, config).await.unwrap();
+    (hub, store)
+}
+
+async fn replay_all(hub: &herald_core::Hub, topic: &str) -> (Vec<String>, Vec<String>) {
+    let selection = herald_core::Selection::new([topic.parse().unwrap()]);
+    let start = herald_core::EventId::new(hub.epoch(), 0);
+    let mut sub = herald_core::Subscription::open(hub, selection, herald_core::Resume::After(start)).unwrap();
+    let (mut notices, mut data) = (Vec::new(), Vec::new());
+    while sub.cursor().seq < hub.last_id().seq {
+        let delivery = tokio::time::timeout(Duration::from_secs(5), sub.next()).await.unwrap().unwrap();
+        notices.extend(delivery.notices.iter().map(|n| String::from_utf8_lossy(n).into_owned()));
+        data.extend(delivery.events.iter().map(|e| {
+            let frame = String::from_utf8_lossy(&e.frame).into_owned();
+            frame.lines().find_map(|l| l.strip_prefix("data: ")).unwrap_or_default().to_owned()
+        }));
+    }
+    (notices, data)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_by_count_and_by_age_trims_history_and_reports_the_gap() {
+    let dir = tempfile::tempdir().unwrap();
+    let retention = herald_core::Retention {
+        max_events_per_topic: 5,
+        max_age: Some(Duration::from_secs(3600)),
+        idempotency_ttl: Duration::from_secs(60),
+    };
+    let (hub, store) = sqlite_hub(dir.path(), retention).await;
+    let drafts = |topic: &str, n: usize| -> Vec<herald_core::EventDraft> {
+        (0..n).map(|i| herald_core::EventDraft::new(topic.parse().unwrap(), format!("{topic}-{i}"))).collect()
+    };
+    hub.publish_batch(drafts("kept", 20)).await.unwrap();
+    hub.publish_batch(drafts("other", 3)).await.unwrap();
+    use herald_core::EventStore as _;
+    let removed = store.enforce_retention(herald_core::now_ms()).await.unwrap();
+    assert_eq!(removed, 15, "20 - 5 events of `kept`; `other` is under the bound");
+    let (notices, data) = replay_all(&hub, "kept").await;
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    assert!(notices[0].starts_with("event: herald.gap\n") && notices[0].contains("\"topic\":\"kept\""));
+    assert_eq!(data, (15..20).map(|i| format!("kept-{i}")).collect::<Vec<_>>());
+    let (notices, data) = replay_all(&hub, "other").await;
+    assert!(notices.is_empty());
+    assert_eq!(data.len(), 3);
+
+    // An hour and a bit later, everything has aged out; ids still go on.
+    let later = herald_core::now_ms() + 3_700_000;
+    assert_eq!(store.enforce_retention(later).await.unwrap(), 8);
+    let (notices, data) = replay_all(&hub, "other").await;
+    assert_eq!((notices.len(), data.len()), (1, 0));
+    let next = hub.publish(drafts("other", 1).remove(0)).await.unwrap();
+    assert_eq!(next.id.seq, 24, "sequence numbers are never reused after retention");
+    hub.shutdown().await;
+    store.close().await;
+    let (hub, _store) = sqlite_hub(dir.path(), retention).await;
+    assert_eq!(hub.last_id().seq, 24);
+}
