@@ -15,8 +15,8 @@ use crate::{
     live::{Sample, TopicRow},
 };
 
-/// What every page shows in its frame.
-struct Frame {
+/// What every page shows in its frame (the base template reads `frame.*`).
+pub(crate) struct Frame {
     nav: &'static str,
     version: &'static str,
     store: String,
@@ -58,12 +58,7 @@ fn millis(value: Option<f64>) -> String {
 #[derive(Template)]
 #[template(path = "overview.html")]
 pub(crate) struct OverviewPage {
-    nav: &'static str,
-    version: &'static str,
-    store: String,
-    store_healthy: bool,
-    started_ms: u64,
-    uptime: String,
+    frame: Frame,
     sample: Sample,
     p50: String,
     p99: String,
@@ -73,12 +68,7 @@ pub(crate) struct OverviewPage {
 #[derive(Template)]
 #[template(path = "topic.html")]
 pub(crate) struct TopicPage {
-    nav: &'static str,
-    version: &'static str,
-    store: String,
-    store_healthy: bool,
-    started_ms: u64,
-    uptime: String,
+    frame: Frame,
     name: String,
     subscribers: usize,
     buffered: usize,
@@ -89,24 +79,14 @@ pub(crate) struct TopicPage {
 #[derive(Template)]
 #[template(path = "connections.html")]
 pub(crate) struct ConnectionsPage {
-    nav: &'static str,
-    version: &'static str,
-    store: String,
-    store_healthy: bool,
-    started_ms: u64,
-    uptime: String,
+    frame: Frame,
     connections: Vec<ConnectionSnapshot>,
 }
 
 #[derive(Template)]
 #[template(path = "metrics.html")]
 pub(crate) struct MetricsPage {
-    nav: &'static str,
-    version: &'static str,
-    store: String,
-    store_healthy: bool,
-    started_ms: u64,
-    uptime: String,
+    frame: Frame,
     rows: Vec<MetricRow>,
 }
 
@@ -133,16 +113,11 @@ fn html(rendered: askama::Result<String>) -> Response {
 
 /// `GET /admin`.
 pub(crate) async fn overview(State(admin): State<Admin>, _operator: Operator) -> Response {
-    let Frame { nav, version, store, store_healthy, started_ms, uptime } = Frame::new(&admin, "overview");
+    let frame = Frame::new(&admin, "overview");
     let latest = admin.live.latest();
     html(
         OverviewPage {
-            nav,
-            version,
-            store,
-            store_healthy,
-            started_ms,
-            uptime,
+            frame,
             p50: millis(latest.sample.p50_ms),
             p99: millis(latest.sample.p99_ms),
             sample: latest.sample.clone(),
@@ -157,7 +132,7 @@ pub(crate) async fn topic(State(admin): State<Admin>, _operator: Operator, Path(
     let Ok(topic) = name.parse::<herald_core::TopicName>() else {
         return (StatusCode::BAD_REQUEST, "not a topic name").into_response();
     };
-    let Frame { nav, version, store, store_healthy, started_ms, uptime } = Frame::new(&admin, "topic");
+    let frame = Frame::new(&admin, "topic");
     let stats = admin.source.hub().topic_stats(topic.as_str());
     let connections = admin
         .source
@@ -167,12 +142,7 @@ pub(crate) async fn topic(State(admin): State<Admin>, _operator: Operator, Path(
         .collect();
     html(
         TopicPage {
-            nav,
-            version,
-            store,
-            store_healthy,
-            started_ms,
-            uptime,
+            frame,
             subscribers: stats.as_ref().map_or(0, |s| s.subscribers),
             buffered: stats.as_ref().map_or(0, |s| s.buffered),
             last_id: stats.and_then(|s| s.last_id).map_or_else(|| "–".into(), |id| id.to_string()),
@@ -185,16 +155,14 @@ pub(crate) async fn topic(State(admin): State<Admin>, _operator: Operator, Path(
 
 /// `GET /admin/connections`.
 pub(crate) async fn connections(State(admin): State<Admin>, _operator: Operator) -> Response {
-    let Frame { nav, version, store, store_healthy, started_ms, uptime } = Frame::new(&admin, "connections");
     let connections = admin.source.connections();
-    html(ConnectionsPage { nav, version, store, store_healthy, started_ms, uptime, connections }.render())
+    html(ConnectionsPage { frame: Frame::new(&admin, "connections"), connections }.render())
 }
 
 /// `GET /admin/metrics`: the exposition as a table.
 pub(crate) async fn metrics(State(admin): State<Admin>, _operator: Operator) -> Response {
-    let Frame { nav, version, store, store_healthy, started_ms, uptime } = Frame::new(&admin, "metrics");
     let rows = parse_exposition(&admin.source.metrics_text());
-    html(MetricsPage { nav, version, store, store_healthy, started_ms, uptime, rows }.render())
+    html(MetricsPage { frame: Frame::new(&admin, "metrics"), rows }.render())
 }
 
 /// `POST /admin/connections/{id}/disconnect`. The page asks for confirmation
@@ -221,6 +189,10 @@ pub(crate) async fn disconnect(
 mod tests {
     use super::*;
 
+    fn frame(nav: &'static str, store: &str, store_healthy: bool, up: u64) -> Frame {
+        Frame { nav, version: VERSION, store: store.into(), store_healthy, started_ms: 0, uptime: uptime(up) }
+    }
+
     fn connection() -> ConnectionSnapshot {
         ConnectionSnapshot {
             id: 7,
@@ -236,17 +208,9 @@ mod tests {
 
     #[test]
     fn pages_render_their_data_and_escape_it() {
-        let page = ConnectionsPage {
-            nav: "connections",
-            version: VERSION,
-            store: "memory".into(),
-            store_healthy: true,
-            started_ms: 0,
-            uptime: uptime(65),
-            connections: vec![connection()],
-        }
-        .render()
-        .unwrap();
+        let page = ConnectionsPage { frame: frame("connections", "memory", true, 65), connections: vec![connection()] }
+            .render()
+            .unwrap();
         assert!(page.contains("alice") && page.contains("orders.*") && page.contains("data-disconnect=\"7\""));
         assert!(page.contains("&#60;script&#62;") || page.contains("&lt;script&gt;"), "user agent is escaped");
         assert!(!page.contains("<script>alert"));
@@ -261,12 +225,7 @@ mod tests {
             publish_rate: 2.0,
         }];
         let page = OverviewPage {
-            nav: "overview",
-            version: VERSION,
-            store: "sqlite:/x".into(),
-            store_healthy: false,
-            started_ms: 0,
-            uptime: uptime(7200),
+            frame: frame("overview", "sqlite:/x", false, 7200),
             sample,
             p50: millis(Some(1.234)),
             p99: millis(None),
