@@ -5,7 +5,10 @@
 use std::{future::Future, time::Duration};
 
 use axum::Router;
-use tokio::{io::AsyncWriteExt as _, net::TcpListener};
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    net::TcpListener,
+};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{connection, state::AppState};
@@ -85,6 +88,20 @@ async fn refuse(mut stream: tokio::net::TcpStream) {
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{BODY}",
         BODY.len()
     );
+    // Read the request head first (briefly, bounded): an HTTP client takes an
+    // answer that arrives before its request as a protocol error, and closing
+    // with the request unread resets the connection, losing the answer.
+    let _ = tokio::time::timeout(Duration::from_millis(500), async {
+        let mut head = Vec::new();
+        let mut buf = [0u8; 2048];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16 * 1024 {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
         stream.write_all(response.as_bytes()).await?;
         stream.shutdown().await
