@@ -93,6 +93,7 @@ fn serve(settings: Settings) -> Result<(), Vec<String>> {
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
+    let shutdown = shutdown_signal()?;
     raise_open_file_limit(config.max_connections);
     survive_file_size_limit();
     let generated = match config.jwt_key {
@@ -142,33 +143,26 @@ async fn run(config: Config) -> anyhow::Result<()> {
         );
     }
     let state = AppState::new(hub, config, verifier);
-    herald_server::serve_all(listener, internal, state, shutdown_signal()).await?;
+    herald_server::serve_all(listener, internal, state, shutdown).await?;
     if let Some(sqlite) = sqlite {
         sqlite.close().await;
     }
     Ok(())
 }
 
-/// Completes on SIGTERM or Ctrl-C.
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(signal) => signal,
-            Err(error) => {
-                tracing::error!(%error, "cannot listen for SIGTERM");
-                let _ = interrupt.await;
-                return;
-            }
-        };
+/// Completes on SIGTERM or Ctrl-C. The handlers are installed now, before
+/// the server says it is listening, so an early signal still shuts it down
+/// cleanly instead of killing it.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    Ok(async move {
         tokio::select! {
-            _ = interrupt => {}
-            _ = terminate.recv() => {}
+            _ = terminate.recv() => tracing::info!("SIGTERM received"),
+            _ = interrupt.recv() => tracing::info!("SIGINT received"),
         }
-    }
-    #[cfg(not(unix))]
-    let _ = interrupt.await;
+    })
 }
 
 /// Turns SIGXFSZ (a write past `ulimit -f`) from a crash into an I/O error:
