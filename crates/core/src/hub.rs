@@ -204,7 +204,8 @@ pub(crate) struct HubInner {
     pub(crate) store: Arc<dyn EventStore>,
     pub(crate) epoch: Epoch,
     /// Every event with a sequence up to here is in its ring or its store.
-    watermark: AtomicU64,
+    /// Shared with every topic: a wake must not count an event it cannot see.
+    watermark: Arc<AtomicU64>,
     pub(crate) config: HubConfig,
     next_subscriber: AtomicU64,
     pub(crate) counters: Counters,
@@ -242,7 +243,7 @@ impl Hub {
             watchers: RwLock::default(),
             epoch: store.epoch(),
             store,
-            watermark: AtomicU64::new(watermark),
+            watermark: Arc::new(AtomicU64::new(watermark)),
             next_subscriber: AtomicU64::new(1),
             counters: Counters::default(),
             store_ok: AtomicBool::new(true),
@@ -407,7 +408,7 @@ impl HubInner {
     /// A new topic, attached to every pattern subscription that selects it.
     /// Called under the topic's shard lock, before it is visible.
     fn create_topic(&self, name: TopicName, floor: u64) -> Arc<Topic> {
-        let topic = Arc::new(Topic::new(name, self.config.ring, floor, now_ms()));
+        let topic = Arc::new(Topic::new(name, self.config.ring, floor, now_ms(), Arc::clone(&self.watermark)));
         for watcher in self.watchers.read().iter() {
             if watcher.patterns.iter().any(|p| p.matches(topic.name().as_str())) {
                 topic.attach(watcher.id, &watcher.signal);

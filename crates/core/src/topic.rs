@@ -36,12 +36,14 @@ pub struct Topic {
     /// A deferred wake is scheduled and has not started yet.
     wake_pending: AtomicBool,
     latest_seq: AtomicU64,
+    /// The hub's watermark: events above it are not visible to readers yet.
+    visible: Arc<AtomicU64>,
     published: AtomicU64,
     last_activity_ms: AtomicU64,
 }
 
 impl Topic {
-    pub(crate) fn new(name: TopicName, limits: RingLimits, floor: u64, now_ms: u64) -> Self {
+    pub(crate) fn new(name: TopicName, limits: RingLimits, floor: u64, now_ms: u64, visible: Arc<AtomicU64>) -> Self {
         Self {
             name,
             ring: Mutex::new(RingBuffer::new(limits, floor)),
@@ -49,6 +51,7 @@ impl Topic {
             armed: Mutex::default(),
             wake_pending: AtomicBool::new(false),
             latest_seq: AtomicU64::new(floor),
+            visible,
             published: AtomicU64::new(0),
             last_activity_ms: AtomicU64::new(now_ms),
         }
@@ -118,7 +121,12 @@ impl Topic {
     }
 
     fn wake_armed(&self) {
-        let latest = self.latest_seq.load(Ordering::Acquire);
+        // Only readers behind an event they can see now: a reader woken for
+        // one still above the watermark would find nothing, sleep, and no
+        // longer be armed for it (the wake that follows its commit would
+        // then pass it by).
+        let visible = self.visible.load(Ordering::Acquire);
+        let latest = self.latest_seq.load(Ordering::Acquire).min(visible);
         let ready: Vec<Arc<Notify>> =
             self.armed.lock().extract_if(|_, (_, cursor)| *cursor < latest).map(|(_, (signal, _))| signal).collect();
         ready.iter().for_each(|signal| signal.notify_one());

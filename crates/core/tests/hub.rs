@@ -306,3 +306,43 @@ fn events_carry_their_frame() {
     let e = Event::new(EventId::new(herald_core::Epoch(1), 1), &EventDraft::new(topic("a"), "hi"), 0);
     assert_eq!(&e.frame[..], b"id: 00000001-0000000000000001\ndata: hi\n\n");
 }
+
+/// Wakes of large audiences run on a task of their own, concurrently with
+/// the next commit. Such a wake must not take a reader for an event still
+/// above the watermark: the reader would find nothing, sleep, and miss the
+/// wake of that event's own commit (found by the fan-out benchmark as
+/// streams stalling until their next heartbeat).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_of_a_large_audience_never_sleep_through_a_visible_event() {
+    let hub = hub_with(RingLimits { max_events: 4096, max_bytes: 8 << 20 }, Retention::default()).await;
+    let readers: Vec<_> = (0..300)
+        .map(|_| {
+            let mut sub = Subscription::open(&hub, select(&["crowd"]), Resume::Live).unwrap();
+            tokio::spawn(async move {
+                let mut got = 0;
+                while got < 2000 {
+                    let delivery =
+                        next_within(&mut sub, Duration::from_secs(5)).await.expect("a reader slept through events");
+                    got += delivery.events.len();
+                }
+                got
+            })
+        })
+        .collect();
+    let publishers: Vec<_> = (0..4)
+        .map(|p| {
+            let hub = hub.clone();
+            tokio::spawn(async move {
+                for n in 0..500 {
+                    hub.publish(EventDraft::new(topic("crowd"), format!("{p}-{n}"))).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for publisher in publishers {
+        publisher.await.unwrap();
+    }
+    for reader in readers {
+        assert_eq!(reader.await.unwrap(), 2000);
+    }
+}
