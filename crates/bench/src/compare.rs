@@ -446,23 +446,12 @@ pub fn main(args: &CompareArgs) -> anyhow::Result<bool> {
     args.herald = std::fs::canonicalize(&args.herald).unwrap_or(args.herald);
     let mut lab = Lab { args: args.clone(), work_dir, next_port: args.port, starts: 0, token, nchan_template };
     let mut records: Vec<RunRecord> = Vec::new();
-    let mut all_ok = true;
-    for &scenario in &args.scenarios {
-        for run in 0..args.runs {
-            for &server in args.servers.iter().filter(|s| scenario.applies_to(**s)) {
-                let running = lab.start(server)?;
-                let label = format!("{} · {} · run {}", scenario.name(), server.name(), run + 1);
-                let config = scenario.config(&running.endpoints, running.child.id(), label, args.progress)?;
-                let report = run_blocking(config, args.threads);
-                running.stop();
-                let report = report?;
-                eprintln!("{}", one_line(&report, scenario));
-                all_ok &= report.ok;
-                records.push(RunRecord { scenario, server, run, report });
-                std::thread::sleep(Duration::from_millis(500));
-            }
-        }
+    let outcome = run_all(&mut lab, &args, &mut records);
+    if args.work_dir.is_none() {
+        let _ = std::fs::remove_dir_all(&lab.work_dir);
     }
+    outcome?;
+    let all_ok = records.iter().all(|r| r.report.ok);
     let medians = medians(&args, &records);
     let table = markdown(&args, &medians);
     print!("{table}");
@@ -473,10 +462,29 @@ pub fn main(args: &CompareArgs) -> anyhow::Result<bool> {
         let results = Results { runs_per_scenario: args.runs, medians, reports: records };
         std::fs::write(path, serde_json::to_string_pretty(&results)? + "\n")?;
     }
-    if args.work_dir.is_none() {
-        let _ = std::fs::remove_dir_all(&lab.work_dir);
-    }
     Ok(all_ok)
+}
+
+/// Every scenario, run after run, server after server; each server is
+/// stopped before the next starts, whatever happened.
+fn run_all(lab: &mut Lab, args: &CompareArgs, records: &mut Vec<RunRecord>) -> anyhow::Result<()> {
+    for &scenario in &args.scenarios {
+        for run in 0..args.runs {
+            for &server in args.servers.iter().filter(|s| scenario.applies_to(**s)) {
+                let running = lab.start(server)?;
+                let label = format!("{} · {} · run {}", scenario.name(), server.name(), run + 1);
+                let report = scenario
+                    .config(&running.endpoints, running.child.id(), label, args.progress)
+                    .and_then(|config| run_blocking(config, args.threads));
+                running.stop();
+                let report = report?;
+                eprintln!("{}", one_line(&report, scenario));
+                records.push(RunRecord { scenario, server, run, report });
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn one_line(report: &Report, scenario: Scenario) -> String {
