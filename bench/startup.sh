@@ -24,7 +24,8 @@ wait_ready() {
 }
 
 echo "filling $dir with $events events (batches of 10000 over 100 topics)…"
-$herald serve --listen 127.0.0.1:$port --data-dir "$dir" --jwt-secret "$secret" --retention-events 1000000 --log warn &
+$herald serve --listen 127.0.0.1:$port --data-dir "$dir" --jwt-secret "$secret" --retention-events 1000000 \
+  --max-body-bytes 4000000 --log warn &
 wait_ready
 python3 - "$events" > "$dir/batch.json" <<'PY'
 import json, sys
