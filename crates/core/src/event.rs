@@ -98,12 +98,6 @@ impl EventDraft {
     pub fn new(topic: TopicName, data: impl Into<String>) -> Self {
         Self { topic, event_type: None, data: data.into(), retry_ms: None, idempotency_key: None }
     }
-
-    /// Sets the event type.
-    pub fn with_type(mut self, event_type: EventType) -> Self {
-        self.event_type = Some(event_type);
-        self
-    }
 }
 
 /// A stored event: its id, topic, time and ready-to-send SSE frame.

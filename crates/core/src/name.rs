@@ -128,14 +128,6 @@ impl TopicPattern {
             (Self::Prefix(p), Self::Prefix(q)) => q.starts_with(&**p),
         }
     }
-
-    /// The exact topic, when this pattern names one.
-    pub fn as_exact(&self) -> Option<&TopicName> {
-        match self {
-            Self::Exact(name) => Some(name),
-            Self::Prefix(_) => None,
-        }
-    }
 }
 
 impl FromStr for TopicPattern {

@@ -148,16 +148,6 @@ impl Subscription {
         self.hub.watermark().saturating_sub(self.cursor)
     }
 
-    /// The topics this subscription is attached to now.
-    pub fn topics(&self) -> impl Iterator<Item = &TopicName> {
-        self.topics.keys()
-    }
-
-    /// What it selected.
-    pub fn selection(&self) -> &Selection {
-        &self.selection
-    }
-
     fn rearm(&mut self) {
         for name in self.to_rearm.drain(..) {
             if let Some(topic) = self.topics.get(&name) {

@@ -10,6 +10,7 @@
 //! - At shutdown the connection finishes in-flight requests and closes.
 
 use std::{
+    future::Future as _,
     io,
     net::SocketAddr,
     pin::Pin,
@@ -214,5 +215,3 @@ impl AsyncWrite for StallGuard {
         Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
-
-use std::future::Future as _;

@@ -96,16 +96,6 @@ impl StreamRegistry {
     pub fn disconnect(&self, id: u64) -> bool {
         self.entries.get(&id).map(|e| e.disconnect.cancel()).is_some()
     }
-
-    /// Open streams now.
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    /// Whether no stream is open.
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
 }
 
 impl Drop for Registration {

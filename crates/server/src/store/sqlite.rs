@@ -137,11 +137,6 @@ impl SqliteStore {
         text.parse::<u64>().map_err(|e| sqlx::Error::Decode(Box::new(e)))
     }
 
-    /// The database file.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Flushes the WAL into the database and closes every connection.
     pub async fn close(&self) {
         if let Err(error) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&self.pool).await {
