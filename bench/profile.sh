@@ -17,7 +17,7 @@ store=${STORE:-memory}
 port=${PORT:-18950}
 out=${OUT:-/tmp/herald-perf-$scenario-$store}
 secret=profile-secret-of-at-least-32-bytes-long
-herald=target/release/herald
+herald=${HERALD:-target/release/herald}
 bench=target/release/herald-bench
 
 work=$(mktemp -d)
@@ -36,7 +36,7 @@ token=$("$herald" token --sub profile --publish '*' --subscribe '*' --jwt-secret
 url="http://127.0.0.1:$port/topics/bench/events"
 
 case $scenario in
-    fanout) args=(run -u "$url" -p "$url" -n 1000 -m 4000 -k 4) ;;
+    fanout) args=(run -u "$url" -p "$url" -n 1000 -m ${M:-4000} -k ${K:-4}) ;;
     publish) args=(publish -p "$url" -m 40000 -k 32) ;;
     *) echo "unknown scenario $scenario (fanout, publish)" >&2; exit 2 ;;
 esac

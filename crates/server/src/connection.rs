@@ -1,5 +1,6 @@
 //! One client connection: HTTP/1.1 or HTTP/2 over a socket guarded against
-//! slow clients.
+//! slow clients. A first request that opens an event stream is served
+//! directly (see `direct`); everything else by hyper.
 //!
 //! - A request head must arrive within `--header-timeout` (slowloris).
 //! - A keep-alive connection with no request in flight for
@@ -28,16 +29,97 @@ use hyper_util::{
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::TcpStream,
+    runtime::Handle,
     sync::watch,
     time::Sleep,
 };
+use tokio_util::task::TaskTracker;
 use tower::ServiceExt as _;
 
-use crate::{limits::ConnectionPermit, state::AppState};
+use crate::{
+    direct::{self, FirstRequest},
+    limits::ConnectionPermit,
+    state::AppState,
+};
 
-/// Serves one accepted connection until it ends.
-pub async fn serve(stream: TcpStream, peer: SocketAddr, router: Router, state: AppState, permit: ConnectionPermit) {
-    let _permit = permit;
+/// Where event streams served directly run: a runtime of their own, so the
+/// writes of a large fan-out queue behind each other, not in front of
+/// publishes and new connections (the OS shares the cores between the two
+/// runtimes' threads, and favours the one that was waiting).
+#[derive(Debug, Clone)]
+pub struct StreamTasks {
+    /// The streams' runtime.
+    pub runtime: Handle,
+    /// Tracks them for the graceful drain.
+    pub tracker: TaskTracker,
+}
+
+impl StreamTasks {
+    /// Starts the streams' runtime; it stops, abandoning what still runs on
+    /// it, when the returned guard drops.
+    pub fn start(tracker: TaskTracker) -> io::Result<(Self, StreamRuntime)> {
+        let runtime = tokio::runtime::Builder::new_multi_thread().thread_name("herald-streams").enable_all().build()?;
+        Ok((Self { runtime: runtime.handle().clone(), tracker }, StreamRuntime(Some(runtime))))
+    }
+}
+
+/// Owns the streams' runtime; dropping it (in async code too) stops it.
+#[derive(Debug)]
+pub struct StreamRuntime(Option<tokio::runtime::Runtime>);
+
+impl Drop for StreamRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// Serves one accepted connection until it ends, or hands it to `streams`.
+pub async fn serve(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    router: Router,
+    state: AppState,
+    permit: ConnectionPermit,
+    streams: StreamTasks,
+) {
+    let reason = match direct::read_first(&mut stream, state.config.header_timeout).await {
+        FirstRequest::Stream(request) => {
+            // Moved to the streams' runtime: the socket re-registers with its reactor.
+            let Ok(stream) = stream.into_std() else { return closed("error") };
+            let stall_timeout = state.config.stall_timeout;
+            let task = streams.tracker.track_future(async move {
+                let _permit = permit;
+                let reason = match TcpStream::from_std(stream) {
+                    Ok(stream) => direct::serve(stream, peer, request, router, stall_timeout).await,
+                    Err(_) => "error",
+                };
+                closed(reason);
+            });
+            streams.runtime.spawn(task);
+            return;
+        }
+        // Boxed: only connections that need hyper carry its state.
+        FirstRequest::Other(read) => Box::pin(serve_with_hyper(stream, read, peer, router, state)).await,
+        FirstRequest::Gone(reason) => reason,
+    };
+    drop(permit);
+    closed(reason);
+}
+
+fn closed(reason: &'static str) {
+    metrics::counter!("herald_connections_closed_total", "reason" => reason).increment(1);
+}
+
+/// Serves a connection with hyper; `read` is what was read of it already.
+async fn serve_with_hyper(
+    stream: TcpStream,
+    read: Vec<u8>,
+    peer: SocketAddr,
+    router: Router,
+    state: AppState,
+) -> &'static str {
     let (in_flight, watch_in_flight) = watch::channel(0usize);
     let in_flight = Arc::new(in_flight);
     let stalled = Stalled::default();
@@ -55,14 +137,14 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, router: Router, state: A
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(state.config.header_timeout);
     builder.http2().timer(TokioTimer::new());
-    let io = TokioIo::new(StallGuard::new(stream, state.config.stall_timeout, stalled.clone()));
+    let io = TokioIo::new(StallGuard::new(stream, read, state.config.stall_timeout, stalled.clone()));
     let connection = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(connection);
     let mut closing = None;
-    let reason = loop {
+    loop {
         tokio::select! {
             result = connection.as_mut() => {
-                break match result {
+                return match result {
                     _ if stalled.is_set() => "lagged",
                     Err(error) => {
                         tracing::debug!(%peer, %error, "connection ended with an error");
@@ -80,8 +162,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, router: Router, state: A
                 closing = Some("idle");
             }
         }
-    };
-    metrics::counter!("herald_connections_closed_total", "reason" => reason).increment(1);
+    }
 }
 
 /// Completes once no request has been in flight for `timeout`.
@@ -148,19 +229,27 @@ impl Stalled {
     pub fn is_set(&self) -> bool {
         self.0.load(std::sync::atomic::Ordering::Relaxed)
     }
+
+    pub(crate) fn set(&self) {
+        metrics::counter!("herald_lagged_disconnects_total").increment(1);
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
-/// A socket whose writes fail once they have made no progress for `timeout`.
+/// A socket whose writes fail once they have made no progress for `timeout`;
+/// reads start with the bytes read before hyper took it over.
 struct StallGuard {
     stream: TcpStream,
+    unread: Vec<u8>,
+    consumed: usize,
     timeout: Duration,
     stalled_since: Option<Pin<Box<Sleep>>>,
     stalled: Stalled,
 }
 
 impl StallGuard {
-    fn new(stream: TcpStream, timeout: Duration, stalled: Stalled) -> Self {
-        Self { stream, timeout, stalled_since: None, stalled }
+    fn new(stream: TcpStream, unread: Vec<u8>, timeout: Duration, stalled: Stalled) -> Self {
+        Self { stream, unread, consumed: 0, timeout, stalled_since: None, stalled }
     }
 
     fn guard<T>(&mut self, cx: &mut Context<'_>, result: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
@@ -173,8 +262,7 @@ impl StallGuard {
                 let timeout = self.timeout;
                 let timer = self.stalled_since.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
                 ready!(timer.as_mut().poll(cx));
-                metrics::counter!("herald_lagged_disconnects_total").increment(1);
-                self.stalled.0.store(true, std::sync::atomic::Ordering::Relaxed);
+                self.stalled.set();
                 Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "client stopped reading")))
             }
         }
@@ -183,6 +271,16 @@ impl StallGuard {
 
 impl AsyncRead for StallGuard {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        if self.consumed < self.unread.len() {
+            let n = buf.remaining().min(self.unread.len() - self.consumed);
+            buf.put_slice(&self.unread[self.consumed..self.consumed + n]);
+            self.consumed += n;
+            if self.consumed == self.unread.len() {
+                self.unread = Vec::new();
+                self.consumed = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
         Pin::new(&mut self.stream).poll_read(cx, buf)
     }
 }

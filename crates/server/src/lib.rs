@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod config;
 pub mod connection;
+mod direct;
 pub mod error;
 pub mod extract;
 pub mod limits;

@@ -46,7 +46,7 @@ fn describe() {
     describe_counter!("herald_connections_opened_total", "TCP connections accepted.");
     describe_counter!(
         "herald_connections_closed_total",
-        "TCP connections closed, by reason (client_gone, idle, lagged, shutdown, error)."
+        "TCP connections closed, by reason (client_gone, idle, lagged, shutdown, error, stream_ended: an event stream or its error answer ended and the server closed the connection)."
     );
     describe_gauge!("herald_streams_open", "Open event streams.");
     describe_counter!(

@@ -11,7 +11,10 @@ use tokio::{
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use crate::{connection, state::AppState};
+use crate::{
+    connection::{self, StreamTasks},
+    state::AppState,
+};
 
 /// How often idle topics and expired history are swept.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
@@ -23,12 +26,13 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let tracker = TaskTracker::new();
+    let (streams, stream_runtime) = StreamTasks::start(tracker.clone())?;
     let stop_accepting = CancellationToken::new();
     tokio::spawn(sweep(state.clone()));
     let accepting: Vec<_> = listeners
         .into_iter()
         .map(|(listener, router)| {
-            tokio::spawn(accept_loop(listener, router, state.clone(), tracker.clone(), stop_accepting.clone()))
+            tokio::spawn(accept_loop(listener, router, state.clone(), streams.clone(), stop_accepting.clone()))
         })
         .collect();
     shutdown.await;
@@ -43,6 +47,7 @@ pub async fn serve(
     if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
         tracing::warn!(open = tracker.len(), "connections still open after the {grace:?} grace period; closing them");
     }
+    drop(stream_runtime);
     state.hub.shutdown().await;
     tracing::info!("shutdown complete");
     Ok(())
@@ -53,9 +58,10 @@ async fn accept_loop(
     listener: TcpListener,
     router: Router,
     state: AppState,
-    tracker: TaskTracker,
+    streams: StreamTasks,
     stop: CancellationToken,
 ) {
+    let tracker = &streams.tracker;
     loop {
         let (stream, peer) = tokio::select! {
             () = stop.cancelled() => return,
@@ -76,7 +82,7 @@ async fn accept_loop(
             continue;
         };
         metrics::counter!("herald_connections_opened_total").increment(1);
-        tracker.spawn(connection::serve(stream, peer, router.clone(), state.clone(), permit));
+        tracker.spawn(connection::serve(stream, peer, router.clone(), state.clone(), permit, streams.clone()));
     }
 }
 

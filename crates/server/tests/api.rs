@@ -97,6 +97,56 @@ async fn streams_have_sse_headers_and_open_with_retry_and_a_comment() {
 }
 
 #[tokio::test]
+async fn a_stream_reads_the_same_whether_it_opens_a_connection_or_follows_another_request() {
+    // A stream that is its connection's first request is served directly on
+    // the socket; one after another request (here pipelined) is hyper's.
+    let server = TestServer::start_with(|c| c.heartbeat = HOUR).await;
+    let token = server.root_token();
+    let get = format!("GET /topics/same/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n");
+    let mut direct = TcpStream::connect(server.addr).await.unwrap();
+    direct.write_all(get.as_bytes()).await.unwrap();
+    let mut after_another = TcpStream::connect(server.addr).await.unwrap();
+    after_another.write_all(format!("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n{get}").as_bytes()).await.unwrap();
+    let mut heads = Vec::new();
+    for stream in [&mut direct, &mut after_another] {
+        let opened = show(&read_until(stream, b"herald stream open").await);
+        let head = opened.rsplit_once("HTTP/1.1 200 OK\r\n").expect("a 200 for the stream").1;
+        let head = head.split_once("\r\n\r\n").expect("a whole head").0.to_ascii_lowercase();
+        heads.push(head);
+    }
+    for head in &heads {
+        for line in
+            ["content-type: text/event-stream", "cache-control: no-cache", "transfer-encoding: chunked", "date: "]
+        {
+            assert!(head.contains(line), "{line:?} in {head:?}");
+        }
+    }
+    let id = server.publish_data("same", "hello").await;
+    let frame = format!("id: {id}\ndata: hello\n\n");
+    read_until(&mut direct, frame.as_bytes()).await;
+    read_until(&mut after_another, frame.as_bytes()).await;
+
+    // A client that hangs up is noticed at once, not at the next heartbeat.
+    assert_eq!(server.state.streams.open_for(LOCALHOST), 2);
+    drop(direct);
+    within(Duration::from_secs(5), "the closed stream to be released", async {
+        while server.state.streams.open_for(LOCALHOST) != 1 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+
+    // An error answer to a first request is whole, and closes the connection.
+    let answer = show(&raw_exchange(server.addr, b"GET /topics/same/events HTTP/1.1\r\nHost: x\r\n\r\n").await);
+    let (head, body) = answer.split_once("\r\n\r\n").expect("a head and a body");
+    assert!(head.starts_with("HTTP/1.1 401 Unauthorized\r\n"), "{answer}");
+    assert!(head.contains(&format!("content-length: {}", body.len())), "{answer}");
+    assert!(head.contains("connection: close"), "{answer}");
+    let error: Value = serde_json::from_str(body).expect("a JSON error");
+    assert_eq!(error["error"]["code"], "missing_token", "{error}");
+}
+
+#[tokio::test]
 async fn one_stream_of_several_topics_delivers_in_id_order() {
     let server = TestServer::start().await;
     let mut sse = server.subscribe("/events?topic=a&topic=b").await;
