@@ -21,7 +21,7 @@ use axum::{
     Router,
     body::Body,
     extract::ConnectInfo,
-    http::{HeaderName, HeaderValue, Method, Request, Response, Version, header},
+    http::{HeaderName, HeaderValue, Method, Request, Version, header, response::Parts},
 };
 use http_body::Body as _;
 use http_body_util::BodyExt as _;
@@ -130,20 +130,25 @@ pub async fn serve(
     let mut request = *request;
     request.extensions_mut().insert(ConnectInfo(peer));
     request.extensions_mut().insert(stalled.clone());
-    let Ok(response) = router.oneshot(request).await;
+    // Boxed, like the head below: neither stays in the task while it streams.
+    let Ok(response) = Box::pin(router.oneshot(request)).await;
     let (parts, body) = response.into_parts();
-    let head = Response::from_parts(parts, ());
     let mut out = Writer { stream: &mut stream, stall_timeout, stalled: &stalled };
     let result = if body.size_hint().exact().is_none() {
-        match out.write(&mut [IoSlice::new(&encode_head(&head, None))]).await {
-            Ok(()) => pump(&mut out, body).await,
+        let head = encode_head(&parts, None);
+        drop(parts);
+        match out.write(&mut [IoSlice::new(&head)]).await {
+            Ok(()) => {
+                drop(head);
+                pump(&mut out, body).await
+            }
             Err(error) => Err(error),
         }
     } else {
         match body.collect().await {
             Ok(whole) => {
                 let whole = whole.to_bytes();
-                out.write(&mut [IoSlice::new(&encode_head(&head, Some(whole.len()))), IoSlice::new(&whole)]).await
+                out.write(&mut [IoSlice::new(&encode_head(&parts, Some(whole.len()))), IoSlice::new(&whole)]).await
             }
             Err(error) => Err(io::Error::other(error)),
         }
@@ -226,11 +231,11 @@ impl Writer<'_> {
 
 /// The status line and headers, with `date`, and the body's framing: chunked
 /// for a stream, else its length and `connection: close`.
-fn encode_head(response: &Response<()>, length: Option<usize>) -> Vec<u8> {
+fn encode_head(response: &Parts, length: Option<usize>) -> Vec<u8> {
     let mut head = Vec::with_capacity(256);
-    let status = response.status();
+    let status = response.status;
     let _ = write!(head, "HTTP/1.1 {} {}\r\n", status.as_str(), status.canonical_reason().unwrap_or(""));
-    for (name, value) in response.headers() {
+    for (name, value) in &response.headers {
         if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING || name == header::CONNECTION {
             continue;
         }

@@ -35,7 +35,7 @@ pub struct StreamEntry {
     pub events_sent: AtomicU64,
     /// Backlog at the last write.
     pub lag: AtomicU64,
-    /// Cancelled by an operator's disconnect.
+    /// Cancelled by an operator's disconnect, and at shutdown.
     pub disconnect: CancellationToken,
 }
 
@@ -48,9 +48,10 @@ pub struct Registration {
 }
 
 impl StreamRegistry {
-    /// Adds a stream.
+    /// Adds a stream; its disconnect token is a child of `shutdown`.
     pub fn register(
         self: &Arc<Self>,
+        shutdown: &CancellationToken,
         remote: IpAddr,
         user_agent: String,
         subject: Option<String>,
@@ -66,7 +67,7 @@ impl StreamRegistry {
             connected_ms: herald_core::now_ms(),
             events_sent: AtomicU64::new(0),
             lag: AtomicU64::new(0),
-            disconnect: CancellationToken::new(),
+            disconnect: shutdown.child_token(),
         });
         self.entries.insert(id, Arc::clone(&entry));
         Registration { registry: Arc::clone(self), entry }

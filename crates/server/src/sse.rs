@@ -7,13 +7,16 @@
 
 use std::{
     convert::Infallible,
+    pin::Pin,
+    sync::{OnceLock, atomic::Ordering},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use axum::body::Body;
 use bytes::{Bytes, BytesMut};
-use herald_core::{Subscription, now_ms, sse};
-use tokio::time::{Instant, sleep_until};
+use herald_core::{Delivery, StoreError, Subscription, now_ms, sse};
+use metrics::{Counter, Gauge, Histogram};
+use tokio::time::{Instant, Sleep, sleep_until};
 use tokio_util::sync::CancellationToken;
 
 use crate::{connection::Stalled, limits::StreamPermit, registry::Registration};
@@ -78,26 +81,56 @@ pub struct StreamTies {
     pub stalled: Option<Stalled>,
 }
 
-/// The response body streaming `subscription`.
+/// The stream metrics, looked up once rather than by name on every write.
+struct StreamMetrics {
+    open: Gauge,
+    delivered: Counter,
+    gaps: Counter,
+    bytes: Counter,
+    latency: Histogram,
+}
+
+impl StreamMetrics {
+    fn get() -> &'static Self {
+        static METRICS: OnceLock<StreamMetrics> = OnceLock::new();
+        METRICS.get_or_init(|| Self {
+            open: metrics::gauge!("herald_streams_open"),
+            delivered: metrics::counter!("herald_events_delivered_total"),
+            gaps: metrics::counter!("herald_gaps_total"),
+            bytes: metrics::counter!("herald_stream_bytes_total"),
+            latency: metrics::histogram!("herald_delivery_latency_seconds"),
+        })
+    }
+}
+
+/// The response body streaming `subscription`. It ends when the
+/// registration's disconnect token (a child of the server's shutdown token)
+/// is cancelled, among other reasons.
 pub fn body(subscription: Subscription, options: StreamOptions, shutdown: CancellationToken, ties: StreamTies) -> Body {
     let now = Instant::now();
     let expires_at = options.expires_at.map(|exp| {
         let now_secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         now + Duration::from_secs(exp.saturating_sub(now_secs))
     });
-    metrics::gauge!("herald_streams_open").increment(1.0);
-    let stream = EventStream {
+    let metrics = StreamMetrics::get();
+    metrics.open.increment(1.0);
+    // Sent at once, so clients and proxies see the stream open.
+    let mut opening = BytesMut::from(&sse::retry(u64::try_from(options.retry.as_millis()).unwrap_or(u64::MAX))[..]);
+    opening.extend_from_slice(b": herald stream open\n\n");
+    let mut stream = EventStream {
         subscription,
         heartbeat: options.heartbeat,
-        retry: options.retry,
         expires_at,
         ends_at: options.max_duration.map(|d| now + d),
+        timer: Box::pin(sleep_until(now)),
         shutdown,
         last_write: now,
-        started: false,
+        opening: Some(opening.freeze()),
         closed: None,
         ties,
+        metrics,
     };
+    stream.rearm_timer();
     Body::from_stream(futures_util::stream::unfold(stream, |mut stream| async move {
         let chunk = stream.next_chunk().await?;
         Some((Ok::<_, Infallible>(chunk), stream))
@@ -107,21 +140,19 @@ pub fn body(subscription: Subscription, options: StreamOptions, shutdown: Cancel
 struct EventStream {
     subscription: Subscription,
     heartbeat: Duration,
-    retry: Duration,
     expires_at: Option<Instant>,
     ends_at: Option<Instant>,
+    /// One timer for the earliest of the next heartbeat, the token's expiry
+    /// and the stream's end; set again only when it fires.
+    timer: Pin<Box<Sleep>>,
+    /// Told apart from an operator's disconnect by this, when the
+    /// registration's token is cancelled.
     shutdown: CancellationToken,
     last_write: Instant,
-    started: bool,
+    opening: Option<Bytes>,
     closed: Option<CloseReason>,
     ties: StreamTies,
-}
-
-async fn sleep_until_some(deadline: Option<Instant>) {
-    match deadline {
-        Some(at) => sleep_until(at).await,
-        None => std::future::pending().await,
-    }
+    metrics: &'static StreamMetrics,
 }
 
 impl EventStream {
@@ -129,48 +160,83 @@ impl EventStream {
         if self.closed.is_some() {
             return None;
         }
-        if !self.started {
-            self.started = true;
-            // Sent at once, so clients and proxies see the stream open.
-            let mut open = BytesMut::from(&sse::retry(u64::try_from(self.retry.as_millis()).unwrap_or(u64::MAX))[..]);
-            open.extend_from_slice(b": herald stream open\n\n");
-            return Some(open.freeze());
-        }
-        let chunk = tokio::select! {
-            biased;
-            () = self.shutdown.cancelled() => self.close(CloseReason::Shutdown, sse::comment("server shutting down; reconnect")),
-            () = self.ties.registration.entry.disconnect.cancelled() => self.close(CloseReason::Admin, sse::comment("disconnected by an operator")),
-            () = sleep_until_some(self.expires_at) => {
-                let data = r#"{"reason":"token_expired","message":"the token expired; reconnect with a fresh token"}"#;
-                self.close(CloseReason::TokenExpired, sse::event_frame(None, Some(EXPIRED_EVENT), data, None))
-            }
-            () = sleep_until_some(self.ends_at) => self.close(CloseReason::MaxDuration, sse::comment("stream time limit reached; reconnect")),
-            delivery = self.subscription.next() => match delivery {
-                Ok(delivery) => {
-                    let size = delivery.frames().map(Bytes::len).sum();
-                    let mut out = BytesMut::with_capacity(size);
-                    delivery.frames().for_each(|frame| out.extend_from_slice(frame));
-                    metrics::counter!("herald_events_delivered_total").increment(delivery.events.len() as u64);
-                    let entry = &self.ties.registration.entry;
-                    entry.events_sent.fetch_add(delivery.events.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                    entry.lag.store(self.subscription.lag(), std::sync::atomic::Ordering::Relaxed);
-                    metrics::counter!("herald_gaps_total").increment(delivery.notices.len() as u64);
-                    if let Some(first) = delivery.events.first() {
-                        let age = now_ms().saturating_sub(first.time_ms);
-                        metrics::histogram!("herald_delivery_latency_seconds").record(age as f64 / 1000.0);
-                    }
-                    out.freeze()
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "stream ended: the store failed while catching up");
-                    self.close(CloseReason::StoreError, sse::comment("store unavailable; reconnect to resume"))
-                }
-            },
-            () = sleep_until(self.last_write + self.heartbeat) => Bytes::from_static(b":\n"),
+        let chunk = match self.opening.take() {
+            Some(opening) => opening,
+            None => self.wait_for_chunk().await,
         };
         self.last_write = Instant::now();
-        metrics::counter!("herald_stream_bytes_total").increment(chunk.len() as u64);
+        self.metrics.bytes.increment(chunk.len() as u64);
         Some(chunk)
+    }
+
+    async fn wait_for_chunk(&mut self) -> Bytes {
+        loop {
+            tokio::select! {
+                biased;
+                () = self.ties.registration.entry.disconnect.cancelled() => {
+                    return if self.shutdown.is_cancelled() {
+                        self.close(CloseReason::Shutdown, sse::comment("server shutting down; reconnect"))
+                    } else {
+                        self.close(CloseReason::Admin, sse::comment("disconnected by an operator"))
+                    };
+                }
+                () = self.timer.as_mut() => {
+                    if let Some(chunk) = self.on_timer() {
+                        return chunk;
+                    }
+                }
+                delivery = self.subscription.next() => return self.encode(delivery),
+            }
+        }
+    }
+
+    /// What is due when the timer fires, if anything; then sets it again.
+    fn on_timer(&mut self) -> Option<Bytes> {
+        let now = Instant::now();
+        let due = if self.expires_at.is_some_and(|at| at <= now) {
+            let data = r#"{"reason":"token_expired","message":"the token expired; reconnect with a fresh token"}"#;
+            Some(self.close(CloseReason::TokenExpired, sse::event_frame(None, Some(EXPIRED_EVENT), data, None)))
+        } else if self.ends_at.is_some_and(|at| at <= now) {
+            Some(self.close(CloseReason::MaxDuration, sse::comment("stream time limit reached; reconnect")))
+        } else if self.last_write + self.heartbeat <= now {
+            self.last_write = now;
+            Some(Bytes::from_static(b":\n"))
+        } else {
+            None
+        };
+        self.rearm_timer();
+        due
+    }
+
+    fn rearm_timer(&mut self) {
+        let next =
+            [self.expires_at, self.ends_at].into_iter().flatten().fold(self.last_write + self.heartbeat, Instant::min);
+        self.timer.as_mut().reset(next);
+    }
+
+    /// A delivery's frames as one chunk, counted.
+    fn encode(&mut self, delivery: Result<Delivery, StoreError>) -> Bytes {
+        let delivery = match delivery {
+            Ok(delivery) => delivery,
+            Err(error) => {
+                tracing::warn!(%error, "stream ended: the store failed while catching up");
+                return self.close(CloseReason::StoreError, sse::comment("store unavailable; reconnect to resume"));
+            }
+        };
+        let size = delivery.frames().map(Bytes::len).sum();
+        let mut out = BytesMut::with_capacity(size);
+        delivery.frames().for_each(|frame| out.extend_from_slice(frame));
+        let events = delivery.events.len() as u64;
+        self.metrics.delivered.increment(events);
+        self.metrics.gaps.increment(delivery.notices.len() as u64);
+        let entry = &self.ties.registration.entry;
+        entry.events_sent.fetch_add(events, Ordering::Relaxed);
+        entry.lag.store(self.subscription.lag(), Ordering::Relaxed);
+        if let Some(first) = delivery.events.first() {
+            let age = now_ms().saturating_sub(first.time_ms);
+            self.metrics.latency.record(age as f64 / 1000.0);
+        }
+        out.freeze()
     }
 
     fn close(&mut self, reason: CloseReason, last_words: Bytes) -> Bytes {
@@ -183,7 +249,7 @@ impl Drop for EventStream {
     fn drop(&mut self) {
         let stalled = self.ties.stalled.as_ref().is_some_and(Stalled::is_set);
         let reason = self.closed.unwrap_or(if stalled { CloseReason::Lagged } else { CloseReason::ClientGone });
-        metrics::gauge!("herald_streams_open").decrement(1.0);
+        self.metrics.open.decrement(1.0);
         metrics::counter!("herald_streams_closed_total", "reason" => reason.label()).increment(1);
     }
 }

@@ -115,7 +115,8 @@ fn open(
     };
     let user_agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or_default();
     let subject = caller.0.as_ref().and_then(|g| g.subject.clone());
-    let registration = state.registry.register(ip, user_agent.chars().take(200).collect(), subject, topics);
+    let registration =
+        state.registry.register(&state.shutdown, ip, user_agent.chars().take(200).collect(), subject, topics);
     let ties = sse::StreamTies { permit, registration, stalled: request.stalled.clone() };
     let body = sse::body(subscription, options, state.shutdown.clone(), ties);
     let mut response = (StatusCode::OK, body).into_response();
