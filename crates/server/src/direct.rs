@@ -12,8 +12,11 @@
 //! with the bytes already read, so hyper stays the one full HTTP server.
 
 use std::{
+    future::Future as _,
     io::{self, IoSlice, Write as _},
     net::SocketAddr,
+    pin::Pin,
+    task::{Poll, ready},
     time::{Duration, SystemTime},
 };
 
@@ -26,8 +29,9 @@ use axum::{
 use http_body::Body as _;
 use http_body_util::BodyExt as _;
 use tokio::{
-    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    io::{AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _},
     net::TcpStream,
+    time::{Sleep, sleep},
 };
 use tower::ServiceExt as _;
 
@@ -127,31 +131,20 @@ pub async fn serve(
     stall_timeout: Duration,
 ) -> &'static str {
     let stalled = Stalled::default();
-    let mut request = *request;
-    request.extensions_mut().insert(ConnectInfo(peer));
-    request.extensions_mut().insert(stalled.clone());
-    // Boxed, like the head below: neither stays in the task while it streams.
-    let Ok(response) = Box::pin(router.oneshot(request)).await;
-    let (parts, body) = response.into_parts();
+    // Boxed: the request and the router's future stay out of the task's
+    // size, which an open stream keeps for its whole life.
+    let answer = Box::pin(answer(*request, peer, &stalled, router)).await;
     let mut out = Writer { stream: &mut stream, stall_timeout, stalled: &stalled };
-    let result = if body.size_hint().exact().is_none() {
-        let head = encode_head(&parts, None);
-        drop(parts);
-        match out.write(&mut [IoSlice::new(&head)]).await {
+    let result = match answer {
+        Answer::Stream(head, body) => match out.write(&mut [IoSlice::new(&head)]).await {
             Ok(()) => {
                 drop(head);
                 pump(&mut out, body).await
             }
             Err(error) => Err(error),
-        }
-    } else {
-        match body.collect().await {
-            Ok(whole) => {
-                let whole = whole.to_bytes();
-                out.write(&mut [IoSlice::new(&encode_head(&parts, Some(whole.len()))), IoSlice::new(&whole)]).await
-            }
-            Err(error) => Err(io::Error::other(error)),
-        }
+        },
+        Answer::Whole(response) => out.write(&mut [IoSlice::new(&response)]).await,
+        Answer::Failed(error) => Err(error),
     };
     match result {
         _ if stalled.is_set() => "lagged",
@@ -161,6 +154,35 @@ pub async fn serve(
         }
         Err(error) if error.kind() == io::ErrorKind::Other => "error",
         Err(_) => "client_gone",
+    }
+}
+
+/// The router's answer, ready to write.
+enum Answer {
+    /// The head of a stream, and its body.
+    Stream(Vec<u8>, Body),
+    /// A whole response with `connection: close`.
+    Whole(Vec<u8>),
+    /// The body failed before it was whole.
+    Failed(io::Error),
+}
+
+async fn answer(mut request: Request<Body>, peer: SocketAddr, stalled: &Stalled, router: Router) -> Answer {
+    request.extensions_mut().insert(ConnectInfo(peer));
+    request.extensions_mut().insert(stalled.clone());
+    let Ok(response) = router.oneshot(request).await;
+    let (parts, body) = response.into_parts();
+    if body.size_hint().exact().is_none() {
+        return Answer::Stream(encode_head(&parts, None), body);
+    }
+    match body.collect().await {
+        Ok(whole) => {
+            let whole = whole.to_bytes();
+            let mut response = encode_head(&parts, Some(whole.len()));
+            response.extend_from_slice(&whole);
+            Answer::Whole(response)
+        }
+        Err(error) => Answer::Failed(io::Error::other(error)),
     }
 }
 
@@ -215,17 +237,28 @@ struct Writer<'a> {
 
 impl Writer<'_> {
     async fn write(&mut self, mut slices: &mut [IoSlice<'_>]) -> io::Result<()> {
-        while !slices.is_empty() {
-            let Ok(written) = tokio::time::timeout(self.stall_timeout, self.stream.write_vectored(slices)).await else {
-                self.stalled.set();
-                return Err(io::Error::new(io::ErrorKind::TimedOut, "client stopped reading"));
-            };
-            match written? {
-                0 => return Err(io::ErrorKind::WriteZero.into()),
-                written => IoSlice::advance_slices(&mut slices, written),
+        // Made only when a write cannot go through at once.
+        let mut stall: Option<Pin<Box<Sleep>>> = None;
+        std::future::poll_fn(|cx| {
+            while !slices.is_empty() {
+                match Pin::new(&mut *self.stream).poll_write_vectored(cx, slices) {
+                    Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                    Poll::Ready(Ok(written)) => {
+                        IoSlice::advance_slices(&mut slices, written);
+                        stall = None;
+                    }
+                    Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+                    Poll::Pending => {
+                        let timeout = self.stall_timeout;
+                        ready!(stall.get_or_insert_with(|| Box::pin(sleep(timeout))).as_mut().poll(cx));
+                        self.stalled.set();
+                        return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "client stopped reading")));
+                    }
+                }
             }
-        }
-        Ok(())
+            Poll::Ready(Ok(()))
+        })
+        .await
     }
 }
 
