@@ -42,6 +42,9 @@ use crate::{
     state::AppState,
 };
 
+/// The nice value of the streams' threads.
+const STREAM_NICE: i32 = 10;
+
 /// Where event streams served directly run: a runtime of their own, so the
 /// writes of a large fan-out queue behind each other, not in front of
 /// publishes and new connections (the OS shares the cores between the two
@@ -58,7 +61,18 @@ impl StreamTasks {
     /// Starts the streams' runtime; it stops, abandoning what still runs on
     /// it, when the returned guard drops.
     pub fn start(tracker: TaskTracker) -> io::Result<(Self, StreamRuntime)> {
-        let runtime = tokio::runtime::Builder::new_multi_thread().thread_name("herald-streams").enable_all().build()?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .thread_name("herald-streams")
+            .on_thread_start(|| {
+                // Under full load, publishes, commits and new connections go
+                // first; streams take the rest, and their writes then carry
+                // more events each. On Linux this sets the calling thread's nice.
+                if let Err(error) = rustix::process::setpriority_process(None, STREAM_NICE) {
+                    tracing::debug!(%error, "cannot lower the stream threads' priority");
+                }
+            })
+            .enable_all()
+            .build()?;
         Ok((Self { runtime: runtime.handle().clone(), tracker }, StreamRuntime(Some(runtime))))
     }
 }
