@@ -24,7 +24,7 @@ use herald_core::{
     StoreRead, TopicName, TopicPattern, now_ms,
 };
 use sqlx::{
-    AssertSqlSafe, Row as _, SqlitePool,
+    AssertSqlSafe, ConnectOptions as _, Connection as _, Row as _, SqliteConnection, SqlitePool,
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous},
 };
 
@@ -34,8 +34,8 @@ pub const DATABASE_FILE: &str = "herald.db";
 /// Rows deleted per retention transaction.
 const RETENTION_CHUNK: i64 = 5_000;
 
-/// Row counts per multi-row INSERT: a batch is split into these, so only a
-/// few distinct statements are ever prepared (and cached).
+/// Row counts per multi-row INSERT: a commit's events are split into these,
+/// so its statements come in few shapes, each prepared once and cached.
 const INSERT_CHUNKS: [usize; 4] = [512, 64, 8, 1];
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
@@ -65,7 +65,12 @@ impl std::str::FromStr for Synchronous {
 /// Events in a SQLite database.
 #[derive(Debug)]
 pub struct SqliteStore {
+    /// Reads and retention.
     pool: SqlitePool,
+    /// Appends: only the hub's writer appends, so taking it never waits, and
+    /// a commit skips the pool's checkout and health check.
+    /// `None` once closed.
+    writer: tokio::sync::Mutex<Option<SqliteConnection>>,
     path: PathBuf,
     epoch: Epoch,
     retention: Retention,
@@ -73,6 +78,16 @@ pub struct SqliteStore {
     last_seq: AtomicU64,
     /// A commit failed: re-read `last_seq` from the database before the next.
     resync: AtomicBool,
+}
+
+/// Appends `rows` copies of `row`, comma-separated.
+fn push_rows(sql: &mut String, rows: usize, row: &str) {
+    for i in 0..rows {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(row);
+    }
 }
 
 fn unavailable(error: impl std::fmt::Display) -> StoreError {
@@ -102,7 +117,7 @@ impl SqliteStore {
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .min_connections(1)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .map_err(|e| format!("cannot open the database {}: {e}", path.display()))?;
         MIGRATOR.run(&pool).await.map_err(|e| match e {
@@ -117,7 +132,17 @@ impl SqliteStore {
         })?;
         let (epoch, last_seq) =
             Self::identity(&pool).await.map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        Ok(Self { pool, path, epoch, retention, last_seq: AtomicU64::new(last_seq), resync: AtomicBool::new(false) })
+        let writer =
+            options.connect().await.map_err(|e| format!("cannot open the database {}: {e}", path.display()))?;
+        Ok(Self {
+            pool,
+            writer: tokio::sync::Mutex::new(Some(writer)),
+            path,
+            epoch,
+            retention,
+            last_seq: AtomicU64::new(last_seq),
+            resync: AtomicBool::new(false),
+        })
     }
 
     /// The store's epoch (drawn on first use) and last sequence number.
@@ -132,13 +157,16 @@ impl SqliteStore {
         Ok((Epoch(epoch), Self::stored_last_seq(pool).await?))
     }
 
-    async fn stored_last_seq(pool: &SqlitePool) -> Result<u64, sqlx::Error> {
-        let text: String = sqlx::query_scalar("SELECT value FROM meta WHERE key = 'last_seq'").fetch_one(pool).await?;
+    async fn stored_last_seq(db: impl sqlx::SqliteExecutor<'_>) -> Result<u64, sqlx::Error> {
+        let text: String = sqlx::query_scalar("SELECT value FROM meta WHERE key = 'last_seq'").fetch_one(db).await?;
         text.parse::<u64>().map_err(|e| sqlx::Error::Decode(Box::new(e)))
     }
 
     /// Flushes the WAL into the database and closes every connection.
     pub async fn close(&self) {
+        if let Some(writer) = self.writer.lock().await.take() {
+            let _ = writer.close().await;
+        }
         if let Err(error) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&self.pool).await {
             tracing::warn!(%error, "WAL checkpoint at close failed");
         }
@@ -165,12 +193,34 @@ impl SqliteStore {
         ))
     }
 
+    /// Appends `drafts` in one transaction on the writer connection, rolling
+    /// back whatever a failure left open.
     async fn append_in_transaction(&self, drafts: &[EventDraft]) -> Result<Vec<Appended>, sqlx::Error> {
+        let mut writer = self.writer.lock().await;
+        let Some(writer) = writer.as_mut() else { return Err(sqlx::Error::PoolClosed) };
+        let appended = self.append_on(writer, drafts).await;
+        if appended.is_err() {
+            let _ = sqlx::query("ROLLBACK").execute(&mut *writer).await;
+        }
+        appended
+    }
+
+    async fn append_on(
+        &self,
+        writer: &mut SqliteConnection,
+        drafts: &[EventDraft],
+    ) -> Result<Vec<Appended>, sqlx::Error> {
         let now = now_ms();
         let ttl = u64::try_from(self.retention.idempotency_ttl.as_millis()).unwrap_or(u64::MAX);
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        if self.resync.load(Ordering::Acquire) {
-            let stored = Self::stored_last_seq(&self.pool).await?;
+        // Reads inside the transaction need it begun first; the common
+        // commit begins in its one round trip.
+        let keyed = drafts.iter().any(|d| d.idempotency_key.is_some());
+        let resync = self.resync.load(Ordering::Acquire);
+        if keyed || resync {
+            sqlx::query("BEGIN IMMEDIATE").execute(&mut *writer).await?;
+        }
+        if resync {
+            let stored = Self::stored_last_seq(&mut *writer).await?;
             self.last_seq.store(stored, Ordering::Release);
         }
         let mut seq = self.last_seq.load(Ordering::Acquire);
@@ -178,16 +228,16 @@ impl SqliteStore {
         let mut new_rows: Vec<(&EventDraft, Event)> = Vec::with_capacity(drafts.len());
         for draft in drafts {
             if let Some(key) = &draft.idempotency_key {
-                let seen = sqlx::query("SELECT seq, topic FROM idempotency_keys WHERE key = ? AND expires_ms > ?")
-                    .bind(key)
-                    .bind(now as i64)
-                    .fetch_optional(&mut *tx)
-                    .await?;
                 let earlier = new_rows.iter().find(|(d, _)| d.idempotency_key.as_ref() == Some(key));
                 if let Some((_, event)) = earlier {
                     results.push(Appended::Duplicate { id: event.id, topic: event.topic.clone() });
                     continue;
                 }
+                let seen = sqlx::query("SELECT seq, topic FROM idempotency_keys WHERE key = ? AND expires_ms > ?")
+                    .bind(key)
+                    .bind(now as i64)
+                    .fetch_optional(&mut *writer)
+                    .await?;
                 if let Some(row) = seen {
                     let first: i64 = row.try_get(0)?;
                     let topic: String = row.try_get(1)?;
@@ -201,40 +251,6 @@ impl SqliteStore {
             results.push(Appended::New(event.clone()));
             new_rows.push((draft, event));
         }
-        let mut rest = &new_rows[..];
-        while !rest.is_empty() {
-            let size = INSERT_CHUNKS.into_iter().find(|&n| n <= rest.len()).unwrap_or(1);
-            let (chunk, tail) = rest.split_at(size);
-            let sql = format!(
-                "INSERT INTO events (seq, topic, event_type, data, retry_ms, time_ms) VALUES {}",
-                vec!["(?, ?, ?, ?, ?, ?)"; size].join(", ")
-            );
-            let mut query = sqlx::query(AssertSqlSafe(sql));
-            for (draft, event) in chunk {
-                query = query
-                    .bind(event.id.seq as i64)
-                    .bind(event.topic.as_str().to_owned())
-                    .bind(draft.event_type.as_ref().map(|t| t.as_str().to_owned()))
-                    .bind(draft.data.clone())
-                    .bind(draft.retry_ms.map(|r| r as i64))
-                    .bind(now as i64);
-            }
-            query.execute(&mut *tx).await?;
-            rest = tail;
-        }
-        for (draft, event) in &new_rows {
-            if let Some(key) = &draft.idempotency_key {
-                sqlx::query(
-                    "INSERT OR REPLACE INTO idempotency_keys (key, seq, topic, expires_ms) VALUES (?, ?, ?, ?)",
-                )
-                .bind(key.clone())
-                .bind(event.id.seq as i64)
-                .bind(event.topic.as_str().to_owned())
-                .bind(now.saturating_add(ttl).min(i64::MAX as u64) as i64)
-                .execute(&mut *tx)
-                .await?;
-            }
-        }
         let mut per_topic: Vec<(&str, i64)> = Vec::new();
         for (_, event) in &new_rows {
             match per_topic.iter_mut().find(|(t, _)| *t == event.topic.as_str()) {
@@ -242,22 +258,55 @@ impl SqliteStore {
                 None => per_topic.push((event.topic.as_str(), 1)),
             }
         }
+        let keys: Vec<(&str, &Event)> =
+            new_rows.iter().filter_map(|(draft, event)| Some((draft.idempotency_key.as_deref()?, event))).collect();
+        // Every statement of the commit in one query: one round trip to
+        // SQLite's thread, however many events and topics.
+        let mut sql = String::new();
+        if !(keyed || resync) {
+            sql.push_str("BEGIN IMMEDIATE;\n");
+        }
+        let mut rest = new_rows.len();
+        while rest > 0 {
+            let size = INSERT_CHUNKS.into_iter().find(|&n| n <= rest).unwrap_or(1);
+            sql.push_str("INSERT INTO events (seq, topic, event_type, data, retry_ms, time_ms) VALUES ");
+            push_rows(&mut sql, size, "(?, ?, ?, ?, ?, ?)");
+            sql.push_str(";\n");
+            rest -= size;
+        }
+        if !keys.is_empty() {
+            sql.push_str("INSERT OR REPLACE INTO idempotency_keys (key, seq, topic, expires_ms) VALUES ");
+            push_rows(&mut sql, keys.len(), "(?, ?, ?, ?)");
+            sql.push_str(";\n");
+        }
+        if !per_topic.is_empty() {
+            sql.push_str("INSERT INTO topics (name, events) VALUES ");
+            push_rows(&mut sql, per_topic.len(), "(?, ?)");
+            sql.push_str(" ON CONFLICT (name) DO UPDATE SET events = events + excluded.events;\n");
+        }
+        sql.push_str("UPDATE meta SET value = ? WHERE key = 'last_seq';\nCOMMIT;");
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for (draft, event) in &new_rows {
+            query = query
+                .bind(event.id.seq as i64)
+                .bind(event.topic.as_str().to_owned())
+                .bind(draft.event_type.as_ref().map(|t| t.as_str().to_owned()))
+                .bind(draft.data.clone())
+                .bind(draft.retry_ms.map(|r| r as i64))
+                .bind(now as i64);
+        }
+        let expires = now.saturating_add(ttl).min(i64::MAX as u64) as i64;
+        for (key, event) in keys {
+            query = query
+                .bind(key.to_owned())
+                .bind(event.id.seq as i64)
+                .bind(event.topic.as_str().to_owned())
+                .bind(expires);
+        }
         for (topic, count) in per_topic {
-            sqlx::query(
-                "INSERT INTO topics (name, events) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET events = events + excluded.events",
-            )
-            .bind(topic.to_owned())
-            .bind(count)
-            .execute(&mut *tx)
-            .await?;
+            query = query.bind(topic.to_owned()).bind(count);
         }
-        if !new_rows.is_empty() {
-            sqlx::query("UPDATE meta SET value = ? WHERE key = 'last_seq'")
-                .bind(seq.to_string())
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
+        query.bind(seq.to_string()).execute(&mut *writer).await?;
         self.last_seq.store(seq, Ordering::Release);
         self.resync.store(false, Ordering::Release);
         Ok(results)
