@@ -1,6 +1,9 @@
 //! Request extractors: who is calling ([`Caller`]) and from where ([`ClientIp`]).
 
-use std::net::{IpAddr, SocketAddr};
+use std::{
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+};
 
 use axum::{
     extract::{ConnectInfo, FromRequestParts},
@@ -16,11 +19,11 @@ pub const TOKEN_COOKIE: &str = "herald_token";
 /// The caller's verified token, if it sent one. A token that was sent but
 /// is invalid rejects the request (401), even where none is needed.
 #[derive(Debug, Clone)]
-pub struct Caller(pub Option<Grants>);
+pub struct Caller(pub Option<Arc<Grants>>);
 
 impl Caller {
     /// The grants, or 401 if no token was sent.
-    pub fn require(self) -> Result<Grants, ApiError> {
+    pub fn require(self) -> Result<Arc<Grants>, ApiError> {
         self.0.ok_or(ApiError::Unauthorized(AuthError::Missing))
     }
 
@@ -28,7 +31,7 @@ impl Caller {
     pub fn with_public(&self, state: &AppState) -> Grants {
         let public = Grants::anonymous(&state.config.public_subscribe);
         match &self.0 {
-            Some(grants) => public.merge(grants.clone()),
+            Some(grants) => public.merge(Grants::clone(grants)),
             None => public,
         }
     }

@@ -55,7 +55,7 @@ impl herald_admin::AdminSource for Source {
     }
 
     fn authorize(&self, token: &str) -> Result<Grants, String> {
-        self.0.verifier.verify(token).map_err(|e| e.to_string())
+        self.0.verifier.verify(token).map(|grants| (*grants).clone()).map_err(|e| e.to_string())
     }
 
     fn started_ms(&self) -> u64 {
