@@ -234,9 +234,28 @@ pub async fn execute(config: RunConfig) -> Report {
             headers: config.pub_headers.clone(),
         })
     });
+    // Publishers get a thread of their own: queued behind a thousand busy
+    // subscriber tasks, each next request would wait for the load
+    // generator, and the figure would measure it instead of the server.
+    let publisher_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("bench-publishers")
+        .enable_all()
+        .build();
+    let publisher_runtime = match publisher_runtime {
+        Ok(runtime) => Some(runtime),
+        Err(error) => {
+            errors.push(format!("cannot start the publishers' runtime: {error}"));
+            None
+        }
+    };
     if let Some(plan) = &plan {
         for _ in 0..config.publishers.max(1) {
-            publisher_tasks.push(tokio::spawn(publisher::run(Arc::clone(plan), Arc::clone(&shared), publish_start)));
+            let task = publisher::run(Arc::clone(plan), Arc::clone(&shared), publish_start);
+            publisher_tasks.push(match &publisher_runtime {
+                Some(runtime) => runtime.spawn(task),
+                None => tokio::spawn(task),
+            });
         }
     }
     let requests = plan.as_ref().map_or(0, |p| p.requests());
@@ -283,6 +302,9 @@ pub async fn execute(config: RunConfig) -> Report {
         if let Ok(result) = task.await {
             publishers.push(result);
         }
+    }
+    if let Some(runtime) = publisher_runtime {
+        runtime.shutdown_background();
     }
     let mut results = Vec::with_capacity(subscriber_tasks.len());
     for task in subscriber_tasks {

@@ -30,7 +30,7 @@ use tokio::{
 
 use crate::{
     Appended, Epoch, Event, EventDraft, EventId, EventStore, RingLimits, StoreError, Topic, TopicName, TopicPattern,
-    now_ms,
+    catch_up::CatchUp, now_ms,
 };
 
 /// Settings of a hub. Each bound has a default that suits one node.
@@ -211,6 +211,8 @@ pub(crate) struct HubInner {
     pub(crate) counters: Counters,
     /// Whether the last commit succeeded (readiness).
     store_ok: AtomicBool,
+    /// History pages shared by readers catching up on one topic.
+    pub(crate) catch_up: CatchUp,
 }
 
 struct PublishRequest {
@@ -247,6 +249,7 @@ impl Hub {
             next_subscriber: AtomicU64::new(1),
             counters: Counters::default(),
             store_ok: AtomicBool::new(true),
+            catch_up: CatchUp::default(),
             config,
         });
         let (queue, requests) = mpsc::channel(inner.config.publish_queue.max(1));
@@ -293,6 +296,14 @@ impl Hub {
         if let Some(writer) = writer {
             let _ = writer.await;
         }
+    }
+
+    /// Applies the store's retention, and drops the catch-up pages that may
+    /// hold trimmed history. Returns the events removed.
+    pub async fn enforce_retention(&self, now_ms: u64) -> Result<u64, StoreError> {
+        let removed = self.inner.store.enforce_retention(now_ms).await;
+        self.inner.catch_up.clear();
+        removed
     }
 
     /// The store behind this hub.

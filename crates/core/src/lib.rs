@@ -5,8 +5,10 @@
 //! durable through the [`EventStore`] (which assigns the [`EventId`]),
 //! pushes the encoded [`Event`] into its [`Topic`]'s [`RingBuffer`], and wakes
 //! that topic's subscribers. Each [`Subscription`] then takes every frame past
-//! its cursor, from the rings or, when it has fallen behind them, the store.
+//! its cursor, from the rings or, when it has fallen behind them, the store
+//! (through pages shared by the readers of a topic).
 
+mod catch_up;
 mod event;
 mod grants;
 mod hub;

@@ -21,6 +21,7 @@ use bytes::Bytes;
 
 use crate::{
     Event, EventId, Gap, Hub, Resume, Selection, Since, StoreError, SubscribeError, Topic, TopicName,
+    catch_up::CaughtUp,
     hub::{HubInner, Subscriber},
     sse,
 };
@@ -181,10 +182,16 @@ impl Subscription {
         let mut notices = std::mem::take(&mut self.notices);
         let mut upto = watermark;
         if from_store {
-            let read = self.hub.store.read(&self.selection, after, watermark, limit).await?;
-            if read.truncated {
-                upto = read.events.last().map_or(watermark, |e| e.id.seq);
-            }
+            let read = match self.single_topic() {
+                Some(topic) => self.hub.catch_up.read(&*self.hub.store, topic, after, watermark, limit).await?,
+                None => {
+                    let read = self.hub.store.read(&self.selection, after, watermark, limit).await?;
+                    let through =
+                        if read.truncated { read.events.last().map_or(watermark, |e| e.id.seq) } else { watermark };
+                    CaughtUp { events: read.events, gaps: read.gaps, through }
+                }
+            };
+            upto = read.through;
             if !self.unknown_resume {
                 notices.extend(read.gaps.iter().map(|gap| self.gap_notice(gap, after)));
             }
@@ -210,6 +217,15 @@ impl Subscription {
         self.to_rearm.sort_unstable();
         self.to_rearm.dedup();
         Ok(Delivery { notices, events })
+    }
+
+    /// The topic, when the subscription is to exactly one: its catch-up
+    /// reads are shared with the topic's other readers.
+    fn single_topic(&self) -> Option<&TopicName> {
+        match (&self.selection.topics[..], &self.selection.patterns[..]) {
+            ([topic], []) => Some(topic),
+            _ => None,
+        }
     }
 
     fn id_text(&self, seq: u64) -> String {

@@ -1,13 +1,20 @@
 //! The hub end to end, in process: encoding against an independent SSE
 //! parser, concurrent publish and subscribe, stalled readers, topic churn.
 
-use std::{sync::Arc, time::Duration, time::Instant};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
 
 use eventsource_stream::Eventsource as _;
 use futures::StreamExt as _;
 use herald_core::{
-    Delivery, Event, EventDraft, EventId, EventType, Hub, HubConfig, MemoryStore, Published, Resume, Retention,
-    RingLimits, Selection, Subscription, TopicName, TopicPattern, now_ms, sse,
+    Appended, Delivery, Epoch, Event, EventDraft, EventId, EventStore, EventType, Hub, HubConfig, MemoryStore,
+    Published, Resume, Retention, RingLimits, Selection, StoreError, StoreRead, Subscription, TopicName, TopicPattern,
+    now_ms, sse,
 };
 use proptest::prelude::*;
 
@@ -345,4 +352,70 @@ async fn readers_of_a_large_audience_never_sleep_through_a_visible_event() {
     for reader in readers {
         assert_eq!(reader.await.unwrap(), 2000);
     }
+}
+
+/// The memory store, counting the reads that reach it.
+#[derive(Debug)]
+struct CountingStore {
+    inner: MemoryStore,
+    reads: AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl EventStore for CountingStore {
+    fn epoch(&self) -> Epoch {
+        self.inner.epoch()
+    }
+    async fn last_seq(&self) -> Result<u64, StoreError> {
+        self.inner.last_seq().await
+    }
+    async fn append(&self, drafts: &[EventDraft]) -> Result<Vec<Appended>, StoreError> {
+        self.inner.append(drafts).await
+    }
+    async fn read(&self, selection: &Selection, after: u64, upto: u64, limit: usize) -> Result<StoreRead, StoreError> {
+        self.reads.fetch_add(1, Ordering::Relaxed);
+        self.inner.read(selection, after, upto, limit).await
+    }
+    async fn enforce_retention(&self, now_ms: u64) -> Result<u64, StoreError> {
+        self.inner.enforce_retention(now_ms).await
+    }
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_audience_behind_the_ring_catches_up_through_shared_reads() {
+    let store = Arc::new(CountingStore { inner: MemoryStore::new(Retention::default()), reads: AtomicUsize::new(0) });
+    let config = HubConfig {
+        ring: RingLimits { max_events: 16, max_bytes: 1 << 20 },
+        max_delivery_events: 100,
+        ..HubConfig::default()
+    };
+    let hub = Hub::start(Arc::clone(&store) as Arc<dyn EventStore>, config).await.unwrap();
+    let readers: Vec<_> =
+        (0..200).map(|_| Subscription::open(&hub, select(&["late"]), Resume::Live).unwrap()).collect();
+    // Every reader is 1,000 events behind a 16-event ring before it reads.
+    let drafts = (0..1000).map(|n| EventDraft::new(topic("late"), n.to_string())).collect();
+    let published: Vec<u64> = hub.publish_batch(drafts).await.unwrap().iter().map(|p| p.id.seq).collect();
+    let tasks: Vec<_> = readers
+        .into_iter()
+        .map(|mut sub| {
+            tokio::spawn(async move {
+                let mut seqs = Vec::new();
+                while seqs.len() < 1000 {
+                    let delivery = next_within(&mut sub, Duration::from_secs(5)).await.expect("a reader stalled");
+                    assert!(delivery.notices.is_empty(), "nothing was lost");
+                    seqs.extend(delivery.events.iter().map(|e| e.id.seq));
+                }
+                seqs
+            })
+        })
+        .collect();
+    for task in tasks {
+        assert_eq!(task.await.unwrap(), published, "every event once, in order");
+    }
+    // Ten pages of 100 events, each read once for everyone: not once per reader.
+    let reads = store.reads.load(Ordering::Relaxed);
+    assert!(reads <= 20, "{reads} store reads for 200 readers catching up on 1,000 events");
 }

@@ -126,7 +126,7 @@ async fn sweep(state: AppState) {
         }
         let now = herald_core::now_ms();
         state.hub.sweep_idle_topics(now);
-        if let Err(error) = state.hub.store().enforce_retention(now).await {
+        if let Err(error) = state.hub.enforce_retention(now).await {
             tracing::warn!(%error, "retention sweep failed");
         }
     }

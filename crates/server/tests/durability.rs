@@ -316,8 +316,7 @@ async fn retention_by_count_and_by_age_trims_history_and_reports_the_gap() {
     };
     hub.publish_batch(drafts("kept", 20)).await.unwrap();
     hub.publish_batch(drafts("other", 3)).await.unwrap();
-    use herald_core::EventStore as _;
-    let removed = store.enforce_retention(herald_core::now_ms()).await.unwrap();
+    let removed = hub.enforce_retention(herald_core::now_ms()).await.unwrap();
     assert_eq!(removed, 15, "20 - 5 events of `kept`; `other` is under the bound");
     let (notices, data) = replay_all(&hub, "kept").await;
     assert_eq!(notices.len(), 1, "{notices:?}");
@@ -329,7 +328,7 @@ async fn retention_by_count_and_by_age_trims_history_and_reports_the_gap() {
 
     // An hour and a bit later, everything has aged out; ids still go on.
     let later = herald_core::now_ms() + 3_700_000;
-    assert_eq!(store.enforce_retention(later).await.unwrap(), 8);
+    assert_eq!(hub.enforce_retention(later).await.unwrap(), 8);
     let (notices, data) = replay_all(&hub, "other").await;
     assert_eq!((notices.len(), data.len()), (1, 0));
     let next = hub.publish(drafts("other", 1).remove(0)).await.unwrap();

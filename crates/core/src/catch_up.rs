@@ -1,0 +1,189 @@
+//! Catch-up reads, shared between the subscribers of a topic.
+//!
+//! A reader that falls behind its topic's ring reads the history from the
+//! store. Under overload a large audience falls behind together, at nearly
+//! the same position, and a thousand identical queries would each rebuild
+//! the same events: the store's work and the memory held grow with the
+//! audience, and the readers fall further behind. So a reader of one topic
+//! reads history a page at a time through this cache: the first reader of a
+//! stretch loads it from the store (one load at a time), the others take the
+//! same events, their frames shared. Pages are few and bounded in bytes, and
+//! dropped whenever retention runs (through [`crate::Hub::enforce_retention`]).
+
+use std::{collections::VecDeque, sync::Arc};
+
+use parking_lot::Mutex;
+
+use crate::{Event, EventStore, Gap, Selection, StoreError, TopicName};
+
+/// Most pages kept, over all topics.
+const MAX_PAGES: usize = 32;
+/// Most frame bytes kept in pages, over all topics.
+const MAX_PAGE_BYTES: usize = 32 << 20;
+
+/// What a catch-up step hands a reader.
+#[derive(Debug, Default)]
+pub(crate) struct CaughtUp {
+    /// Events after the reader's cursor, in sequence order.
+    pub(crate) events: Vec<Event>,
+    /// Topics whose history no longer reaches back to the cursor.
+    pub(crate) gaps: Vec<Gap>,
+    /// The cursor may move here: every selected event up to it was handed out.
+    pub(crate) through: u64,
+}
+
+/// The shared pages.
+#[derive(Debug, Default)]
+pub(crate) struct CatchUp {
+    pages: Mutex<VecDeque<Arc<Page>>>,
+    /// One load at a time: readers that missed together wait for the first
+    /// one's page instead of querying the store each.
+    loading: tokio::sync::Mutex<()>,
+}
+
+/// Events of one topic in `(after, covered]`, all of them.
+#[derive(Debug)]
+struct Page {
+    topic: TopicName,
+    after: u64,
+    covered: u64,
+    events: Vec<Event>,
+    gaps: Vec<Gap>,
+    bytes: usize,
+}
+
+impl Page {
+    fn serves(&self, topic: &TopicName, after: u64) -> bool {
+        self.topic == *topic && self.after <= after && after < self.covered
+    }
+
+    /// Events in `(after, min(upto, covered)]`, at most `limit` of them.
+    fn answer(&self, after: u64, upto: u64, limit: usize) -> CaughtUp {
+        let end = upto.min(self.covered);
+        let start = self.events.partition_point(|e| e.id.seq <= after);
+        let mut events: Vec<Event> =
+            self.events[start..].iter().take_while(|e| e.id.seq <= end).take(limit + 1).cloned().collect();
+        let through = if events.len() > limit {
+            events.truncate(limit);
+            events.last().map_or(end, |e| e.id.seq)
+        } else {
+            end
+        };
+        let gaps = self.gaps.iter().filter(|gap| gap.through > after).cloned().collect();
+        CaughtUp { events, gaps, through }
+    }
+}
+
+impl CatchUp {
+    /// Events of `topic` after `after`, up to `upto`, at most `limit`: from a
+    /// page that covers `after`, else from a page loaded from `store` now.
+    pub(crate) async fn read(
+        &self,
+        store: &dyn EventStore,
+        topic: &TopicName,
+        after: u64,
+        upto: u64,
+        limit: usize,
+    ) -> Result<CaughtUp, StoreError> {
+        if let Some(page) = self.find(topic, after) {
+            return Ok(page.answer(after, upto, limit));
+        }
+        let _loading = self.loading.lock().await;
+        if let Some(page) = self.find(topic, after) {
+            return Ok(page.answer(after, upto, limit));
+        }
+        let selection = Selection { topics: vec![topic.clone()], patterns: Vec::new() };
+        let read = store.read(&selection, after, upto, limit).await?;
+        let covered = if read.truncated { read.events.last().map_or(upto, |e| e.id.seq) } else { upto };
+        let bytes = read.events.iter().map(|e| e.frame.len()).sum();
+        let page = Arc::new(Page { topic: topic.clone(), after, covered, events: read.events, gaps: read.gaps, bytes });
+        self.keep(Arc::clone(&page));
+        Ok(page.answer(after, upto, limit))
+    }
+
+    /// Forgets every page: history may have been trimmed under them.
+    pub(crate) fn clear(&self) {
+        self.pages.lock().clear();
+    }
+
+    fn find(&self, topic: &TopicName, after: u64) -> Option<Arc<Page>> {
+        self.pages.lock().iter().rev().find(|page| page.serves(topic, after)).cloned()
+    }
+
+    fn keep(&self, page: Arc<Page>) {
+        let mut pages = self.pages.lock();
+        pages.push_back(page);
+        while pages.len() > MAX_PAGES
+            || (pages.len() > 1 && pages.iter().map(|p| p.bytes).sum::<usize>() > MAX_PAGE_BYTES)
+        {
+            pages.pop_front();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{EventDraft, MemoryStore, Retention};
+
+    async fn store_with(events: usize) -> (MemoryStore, TopicName) {
+        let store = MemoryStore::new(Retention::default());
+        let topic: TopicName = "t".parse().unwrap();
+        let other: TopicName = "u".parse().unwrap();
+        let drafts: Vec<EventDraft> = (0..events)
+            .flat_map(|i| {
+                [EventDraft::new(topic.clone(), i.to_string()), EventDraft::new(other.clone(), format!("other {i}"))]
+            })
+            .collect();
+        store.append(&drafts).await.unwrap();
+        (store, topic)
+    }
+
+    fn seqs(caught: &CaughtUp) -> Vec<u64> {
+        caught.events.iter().map(|e| e.id.seq).collect()
+    }
+
+    #[tokio::test]
+    async fn readers_near_one_position_share_one_page() {
+        let (store, topic) = store_with(100).await;
+        let catch_up = CatchUp::default();
+        // Topic t holds the odd sequence numbers 1..=199.
+        let first = catch_up.read(&store, &topic, 0, 200, 10).await.unwrap();
+        assert_eq!(seqs(&first), (0..10).map(|i| 2 * i + 1).collect::<Vec<_>>());
+        assert_eq!(first.through, 19);
+        // A reader a little ahead is served from the same page.
+        let second = catch_up.read(&store, &topic, 7, 200, 10).await.unwrap();
+        assert_eq!(seqs(&second), vec![9, 11, 13, 15, 17, 19]);
+        assert_eq!(second.through, 19, "it may move only as far as the page covers");
+        assert_eq!(catch_up.pages.lock().len(), 1);
+        // Past the page, the next page is loaded.
+        let third = catch_up.read(&store, &topic, 19, 200, 10).await.unwrap();
+        assert_eq!(seqs(&third).first(), Some(&21));
+        assert_eq!(catch_up.pages.lock().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_page_never_hands_out_more_than_asked() {
+        let (store, topic) = store_with(50).await;
+        let catch_up = CatchUp::default();
+        catch_up.read(&store, &topic, 0, 100, 1000).await.unwrap();
+        // Up to a lower watermark only, and within the limit.
+        let capped = catch_up.read(&store, &topic, 0, 20, 1000).await.unwrap();
+        assert_eq!(seqs(&capped), (0..10).map(|i| 2 * i + 1).collect::<Vec<_>>());
+        assert_eq!(capped.through, 20);
+        let limited = catch_up.read(&store, &topic, 10, 100, 3).await.unwrap();
+        assert_eq!(seqs(&limited), vec![11, 13, 15]);
+        assert_eq!(limited.through, 15);
+    }
+
+    #[tokio::test]
+    async fn pages_are_bounded() {
+        let (store, topic) = store_with(200).await;
+        let catch_up = CatchUp::default();
+        let mut after = 0;
+        for _ in 0..(MAX_PAGES + 5) {
+            after = catch_up.read(&store, &topic, after, 400, 2).await.unwrap().through;
+        }
+        assert_eq!(catch_up.pages.lock().len(), MAX_PAGES);
+    }
+}
