@@ -36,7 +36,7 @@ token=$("$herald" token --sub profile --publish '*' --subscribe '*' --jwt-secret
 url="http://127.0.0.1:$port/topics/bench/events"
 
 case $scenario in
-    fanout) args=(run -u "$url" -p "$url" -n 1000 -m ${M:-4000} -k ${K:-4}) ;;
+    fanout) args=(run -u "$url" -p "$url" -n 1000 -m ${M:-4000} -k ${K:-16}) ;;
     publish) args=(publish -p "$url" -m 40000 -k 32) ;;
     *) echo "unknown scenario $scenario (fanout, publish)" >&2; exit 2 ;;
 esac

@@ -134,7 +134,7 @@ impl Scenario {
 
     fn describe(self) -> &'static str {
         match self {
-            Self::Fanout => "N=1,000, M=2,000, 100 B, max rate, K=4",
+            Self::Fanout => "N=1,000, M=2,000, 100 B, max rate, K=16",
             Self::Paced => "N=1,000, R=1,000/s for 10 s, K=16",
             Self::Light => "N=1,000, R=100/s for 10 s, K=4",
             Self::Publish => "N=0, K=32, M=20,000, max rate",
@@ -192,7 +192,7 @@ impl Scenario {
         progress: bool,
     ) -> anyhow::Result<RunConfig> {
         let (subscribers, events, rate, publishers, batch) = match self {
-            Self::Fanout => (1_000, 2_000, 0.0, 4, 0),
+            Self::Fanout => (1_000, 2_000, 0.0, 16, 0),
             Self::Paced => (1_000, 10_000, 1_000.0, 16, 0),
             Self::Light => (1_000, 1_000, 100.0, 4, 0),
             Self::Publish => (0, 20_000, 0.0, 32, 0),

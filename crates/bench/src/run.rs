@@ -237,18 +237,11 @@ pub async fn execute(config: RunConfig) -> Report {
     // Publishers get a thread of their own: queued behind a thousand busy
     // subscriber tasks, each next request would wait for the load
     // generator, and the figure would measure it instead of the server.
-    let publisher_runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name("bench-publishers")
-        .enable_all()
-        .build();
-    let publisher_runtime = match publisher_runtime {
-        Ok(runtime) => Some(runtime),
-        Err(error) => {
-            errors.push(format!("cannot start the publishers' runtime: {error}"));
-            None
-        }
-    };
+    let publisher_runtime = plan.as_ref().and_then(|_| {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(1).thread_name("bench-publishers").enable_all();
+        builder.build().map_err(|error| errors.push(format!("cannot start the publishers' runtime: {error}"))).ok()
+    });
     if let Some(plan) = &plan {
         for _ in 0..config.publishers.max(1) {
             let task = publisher::run(Arc::clone(plan), Arc::clone(&shared), publish_start);

@@ -10,14 +10,23 @@
 //! same events, their frames shared. Pages are few and bounded in bytes, and
 //! dropped whenever retention runs (through [`crate::Hub::enforce_retention`]).
 
-use std::{collections::VecDeque, sync::Arc};
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+};
 
 use parking_lot::Mutex;
 
 use crate::{Event, EventStore, Gap, Selection, StoreError, TopicName};
 
 /// Most pages kept, over all topics.
-const MAX_PAGES: usize = 32;
+const MAX_PAGES: usize = 256;
+/// Most pages kept for one topic: readers far apart need pages of their own,
+/// but one topic must not push every other topic's pages out.
+const MAX_PAGES_PER_TOPIC: usize = 16;
 /// Most frame bytes kept in pages, over all topics.
 const MAX_PAGE_BYTES: usize = 32 << 20;
 
@@ -35,20 +44,29 @@ pub(crate) struct CaughtUp {
 /// The shared pages.
 #[derive(Debug, Default)]
 pub(crate) struct CatchUp {
+    /// Oldest first; the newest page that serves a reader wins.
     pages: Mutex<VecDeque<Arc<Page>>>,
-    /// One load at a time: readers that missed together wait for the first
-    /// one's page instead of querying the store each.
-    loading: tokio::sync::Mutex<()>,
+    /// Per topic, one load at a time: readers that missed together wait for
+    /// the first one's page instead of querying the store each. Topics load
+    /// in parallel. Emptied with the pages.
+    loading: Mutex<HashMap<TopicName, Arc<tokio::sync::Mutex<()>>>>,
+    /// Bumped when the pages are dropped: a load that began before keeps
+    /// nothing, as it may hold trimmed history.
+    generation: AtomicU64,
 }
 
-/// Events of one topic in `(after, covered]`, all of them.
+/// Every event of one topic in `(after, covered]`, as the store had them.
 #[derive(Debug)]
 struct Page {
     topic: TopicName,
+    /// The position the page was read from.
     after: u64,
+    /// The page holds every event of its topic up to here.
     covered: u64,
     events: Vec<Event>,
+    /// What the store reported lost after `after`.
     gaps: Vec<Gap>,
+    /// Frame bytes held, for the cache's bound.
     bytes: usize,
 }
 
@@ -88,22 +106,28 @@ impl CatchUp {
         if let Some(page) = self.find(topic, after) {
             return Ok(page.answer(after, upto, limit));
         }
-        let _loading = self.loading.lock().await;
+        let slot = Arc::clone(self.loading.lock().entry(topic.clone()).or_default());
+        let _loading = slot.lock().await;
         if let Some(page) = self.find(topic, after) {
             return Ok(page.answer(after, upto, limit));
         }
+        let generation = self.generation.load(Ordering::Acquire);
         let selection = Selection { topics: vec![topic.clone()], patterns: Vec::new() };
         let read = store.read(&selection, after, upto, limit).await?;
         let covered = if read.truncated { read.events.last().map_or(upto, |e| e.id.seq) } else { upto };
         let bytes = read.events.iter().map(|e| e.frame.len()).sum();
         let page = Arc::new(Page { topic: topic.clone(), after, covered, events: read.events, gaps: read.gaps, bytes });
-        self.keep(Arc::clone(&page));
+        if self.generation.load(Ordering::Acquire) == generation {
+            self.keep(Arc::clone(&page));
+        }
         Ok(page.answer(after, upto, limit))
     }
 
     /// Forgets every page: history may have been trimmed under them.
     pub(crate) fn clear(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
         self.pages.lock().clear();
+        self.loading.lock().clear();
     }
 
     fn find(&self, topic: &TopicName, after: u64) -> Option<Arc<Page>> {
@@ -112,6 +136,11 @@ impl CatchUp {
 
     fn keep(&self, page: Arc<Page>) {
         let mut pages = self.pages.lock();
+        if pages.iter().filter(|p| p.topic == page.topic).count() >= MAX_PAGES_PER_TOPIC
+            && let Some(oldest) = pages.iter().position(|p| p.topic == page.topic)
+        {
+            pages.remove(oldest);
+        }
         pages.push_back(page);
         while pages.len() > MAX_PAGES
             || (pages.len() > 1 && pages.iter().map(|p| p.bytes).sum::<usize>() > MAX_PAGE_BYTES)
@@ -177,13 +206,18 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn pages_are_bounded() {
+    async fn pages_are_bounded_per_topic_and_dropped_with_retention() {
         let (store, topic) = store_with(200).await;
         let catch_up = CatchUp::default();
         let mut after = 0;
-        for _ in 0..(MAX_PAGES + 5) {
+        for _ in 0..(MAX_PAGES_PER_TOPIC + 5) {
             after = catch_up.read(&store, &topic, after, 400, 2).await.unwrap().through;
         }
-        assert_eq!(catch_up.pages.lock().len(), MAX_PAGES);
+        assert_eq!(catch_up.pages.lock().len(), MAX_PAGES_PER_TOPIC);
+        let other: TopicName = "u".parse().unwrap();
+        catch_up.read(&store, &other, 0, 400, 2).await.unwrap();
+        assert_eq!(catch_up.pages.lock().len(), MAX_PAGES_PER_TOPIC + 1, "another topic keeps its own");
+        catch_up.clear();
+        assert!(catch_up.pages.lock().is_empty());
     }
 }

@@ -179,11 +179,14 @@ impl Subscription {
                 }
             }
         }
-        let mut notices = std::mem::take(&mut self.notices);
+        let mut gaps = Vec::new();
         let mut upto = watermark;
         if from_store {
             let read = match self.single_topic() {
-                Some(topic) => self.hub.catch_up.read(&*self.hub.store, topic, after, watermark, limit).await?,
+                // Boxed: a rare path, kept out of the size of every reader's future.
+                Some(topic) => {
+                    Box::pin(self.hub.catch_up.read(&*self.hub.store, topic, after, watermark, limit)).await?
+                }
                 None => {
                     let read = self.hub.store.read(&self.selection, after, watermark, limit).await?;
                     let through =
@@ -193,7 +196,7 @@ impl Subscription {
             };
             upto = read.through;
             if !self.unknown_resume {
-                notices.extend(read.gaps.iter().map(|gap| self.gap_notice(gap, after)));
+                gaps = read.gaps.iter().map(|gap| self.gap_notice(gap, after)).collect();
             }
             events = read.events;
         } else {
@@ -203,6 +206,9 @@ impl Subscription {
                 upto = events.last().map_or(watermark, |e| e.id.seq);
             }
         }
+        // Taken only now: a step dropped while it read the store keeps them.
+        let mut notices = std::mem::take(&mut self.notices);
+        notices.extend(gaps);
         let counters = &self.hub.counters;
         if self.catching_up {
             let replays = if from_store { &counters.replays_store } else { &counters.replays_ring };

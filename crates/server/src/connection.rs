@@ -29,65 +29,17 @@ use hyper_util::{
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::TcpStream,
-    runtime::Handle,
     sync::watch,
     time::Sleep,
 };
-use tokio_util::task::TaskTracker;
 use tower::ServiceExt as _;
 
 use crate::{
     direct::{self, FirstRequest},
     limits::ConnectionPermit,
     state::AppState,
+    stream_runtime::StreamTasks,
 };
-
-/// The nice value of the streams' threads.
-const STREAM_NICE: i32 = 10;
-
-/// Where event streams served directly run: a runtime of their own, so the
-/// writes of a large fan-out queue behind each other, not in front of
-/// publishes and new connections (the OS shares the cores between the two
-/// runtimes' threads, and favours the one that was waiting).
-#[derive(Debug, Clone)]
-pub struct StreamTasks {
-    /// The streams' runtime.
-    pub runtime: Handle,
-    /// Tracks them for the graceful drain.
-    pub tracker: TaskTracker,
-}
-
-impl StreamTasks {
-    /// Starts the streams' runtime; it stops, abandoning what still runs on
-    /// it, when the returned guard drops.
-    pub fn start(tracker: TaskTracker) -> io::Result<(Self, StreamRuntime)> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .thread_name("herald-streams")
-            .on_thread_start(|| {
-                // Under full load, publishes, commits and new connections go
-                // first; streams take the rest, and their writes then carry
-                // more events each. On Linux this sets the calling thread's nice.
-                if let Err(error) = rustix::process::setpriority_process(None, STREAM_NICE) {
-                    tracing::debug!(%error, "cannot lower the stream threads' priority");
-                }
-            })
-            .enable_all()
-            .build()?;
-        Ok((Self { runtime: runtime.handle().clone(), tracker }, StreamRuntime(Some(runtime))))
-    }
-}
-
-/// Owns the streams' runtime; dropping it (in async code too) stops it.
-#[derive(Debug)]
-pub struct StreamRuntime(Option<tokio::runtime::Runtime>);
-
-impl Drop for StreamRuntime {
-    fn drop(&mut self) {
-        if let Some(runtime) = self.0.take() {
-            runtime.shutdown_background();
-        }
-    }
-}
 
 /// Serves one accepted connection until it ends, or hands it to `streams`.
 pub async fn serve(
@@ -98,15 +50,16 @@ pub async fn serve(
     permit: ConnectionPermit,
     streams: StreamTasks,
 ) {
-    let reason = match direct::read_first(&mut stream, state.config.header_timeout).await {
+    let reason = match direct::read_first(&mut stream, state.config.header_timeout, &state.shutdown).await {
         FirstRequest::Stream(request) => {
             // Moved to the streams' runtime: the socket re-registers with its reactor.
             let Ok(stream) = stream.into_std() else { return closed("error") };
             let stall_timeout = state.config.stall_timeout;
+            let shutdown = state.shutdown.clone();
             let task = streams.tracker.track_future(async move {
                 let _permit = permit;
                 let reason = match TcpStream::from_std(stream) {
-                    Ok(stream) => direct::serve(stream, peer, request, router, stall_timeout).await,
+                    Ok(stream) => direct::serve(stream, peer, request, router, stall_timeout, &shutdown).await,
                     Err(_) => "error",
                 };
                 closed(reason);
@@ -285,7 +238,7 @@ impl StallGuard {
 
 impl AsyncRead for StallGuard {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        if self.consumed < self.unread.len() {
+        if self.consumed < self.unread.len() && buf.remaining() > 0 {
             let n = buf.remaining().min(self.unread.len() - self.consumed);
             buf.put_slice(&self.unread[self.consumed..self.consumed + n]);
             self.consumed += n;

@@ -33,6 +33,7 @@ use tokio::{
     net::TcpStream,
     time::{Sleep, sleep},
 };
+use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 
 use crate::connection::Stalled;
@@ -52,8 +53,8 @@ pub enum FirstRequest {
     Gone(&'static str),
 }
 
-/// Reads the first request head, within `timeout`.
-pub async fn read_first(stream: &mut TcpStream, timeout: Duration) -> FirstRequest {
+/// Reads the first request head, within `timeout`, unless the server shuts down first.
+pub async fn read_first(stream: &mut TcpStream, timeout: Duration, shutdown: &CancellationToken) -> FirstRequest {
     let mut head = Vec::with_capacity(1024);
     let read = tokio::time::timeout(timeout, async {
         loop {
@@ -70,10 +71,12 @@ pub async fn read_first(stream: &mut TcpStream, timeout: Duration) -> FirstReque
                 Parsed::Partial => {}
             }
         }
-    })
-    .await;
-    // Out of time: hyper would close such a connection too.
-    read.unwrap_or(FirstRequest::Gone("error"))
+    });
+    tokio::select! {
+        // Out of time: hyper would close such a connection too.
+        read = read => read.unwrap_or(FirstRequest::Gone("error")),
+        () = shutdown.cancelled() => FirstRequest::Gone("shutdown"),
+    }
 }
 
 enum Parsed {
@@ -129,6 +132,7 @@ pub async fn serve(
     request: Box<Request<Body>>,
     router: Router,
     stall_timeout: Duration,
+    shutdown: &CancellationToken,
 ) -> &'static str {
     let stalled = Stalled::default();
     // Boxed: the request and the router's future stay out of the task's
@@ -150,7 +154,7 @@ pub async fn serve(
         _ if stalled.is_set() => "lagged",
         Ok(()) => {
             let _ = stream.shutdown().await;
-            "stream_ended"
+            if shutdown.is_cancelled() { "shutdown" } else { "stream_ended" }
         }
         Err(error) if error.kind() == io::ErrorKind::Other => "error",
         Err(_) => "client_gone",
@@ -262,8 +266,8 @@ impl Writer<'_> {
     }
 }
 
-/// The status line and headers, with `date`, and the body's framing: chunked
-/// for a stream, else its length and `connection: close`.
+/// The status line and headers, with `date`, `connection: close`, and the
+/// body's framing: chunked for a stream, else its length.
 fn encode_head(response: &Parts, length: Option<usize>) -> Vec<u8> {
     let mut head = Vec::with_capacity(256);
     let status = response.status;
@@ -279,10 +283,75 @@ fn encode_head(response: &Parts, length: Option<usize>) -> Vec<u8> {
     }
     let _ = write!(head, "date: {}\r\n", httpdate::fmt_http_date(SystemTime::now()));
     match length {
-        None => head.extend_from_slice(b"transfer-encoding: chunked\r\n\r\n"),
+        // The connection ends with the stream: say so, or a keep-alive client
+        // would send its next request into a closing socket.
+        None => head.extend_from_slice(b"transfer-encoding: chunked\r\nconnection: close\r\n\r\n"),
         Some(length) => {
             let _ = write!(head, "connection: close\r\ncontent-length: {length}\r\n\r\n");
         }
     }
     head
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::{Response, StatusCode};
+
+    use super::*;
+
+    fn parsed(head: &str) -> &'static str {
+        match parse(head.as_bytes()) {
+            Parsed::Stream(_) => "stream",
+            Parsed::Other => "other",
+            Parsed::Partial => "partial",
+        }
+    }
+
+    #[test]
+    fn only_whole_plain_stream_gets_are_served_here() {
+        assert_eq!(parsed("GET /topics/a/events HTTP/1.1\r\nHost: x\r\n\r\n"), "stream");
+        assert_eq!(parsed("GET /events?topic=a&topic=b HTTP/1.1\r\nHost: x\r\n\r\n"), "stream");
+        assert_eq!(parsed("GET /topics/a/events HTTP/1.1\r\nHost: x\r\n"), "partial");
+        for other in [
+            "POST /topics/a/events HTTP/1.1\r\nHost: x\r\n\r\n",
+            "HEAD /topics/a/events HTTP/1.1\r\nHost: x\r\n\r\n",
+            "GET /topics/a/events HTTP/1.0\r\nHost: x\r\n\r\n",
+            "GET /topics HTTP/1.1\r\nHost: x\r\n\r\n",
+            "GET /topics/a/events HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi",
+            "GET /topics/a/events HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "GET /topics/a/events HTTP/1.1\r\nUpgrade: h2c\r\n\r\n",
+            "GET /topics/a/events HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\n\r\n",
+            "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+            "\u{1}\u{2} not http at all\r\n\r\n",
+        ] {
+            assert_eq!(parsed(other), "other", "{other:?}");
+        }
+    }
+
+    #[test]
+    fn stream_routes_are_the_two_event_paths() {
+        assert!(is_stream_route("/events"));
+        assert!(is_stream_route("/events?topic=a"));
+        assert!(is_stream_route("/topics/orders.eu/events?last_event_id=x"));
+        assert!(!is_stream_route("/topics/a"));
+        assert!(!is_stream_route("/eventsx"));
+        assert!(!is_stream_route("/admin/live"));
+    }
+
+    #[test]
+    fn heads_close_the_connection_and_frame_the_body() {
+        let (mut parts, ()) = Response::new(()).into_parts();
+        parts.status = StatusCode::OK;
+        parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+        parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("99"));
+        let stream = String::from_utf8(encode_head(&parts, None)).unwrap();
+        assert!(stream.starts_with("HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ndate: "), "{stream}");
+        assert!(stream.ends_with("transfer-encoding: chunked\r\nconnection: close\r\n\r\n"), "{stream}");
+        assert!(!stream.contains("content-length"), "{stream}");
+        let whole = String::from_utf8(encode_head(&parts, Some(12))).unwrap();
+        assert!(whole.ends_with("connection: close\r\ncontent-length: 12\r\n\r\n"), "{whole}");
+        let mut size = [0u8; 20];
+        assert_eq!(chunk_size(0x1f3, &mut size), b"1f3\r\n");
+        assert_eq!(chunk_size(usize::MAX, &mut size), b"ffffffffffffffff\r\n");
+    }
 }

@@ -20,6 +20,7 @@ mod server;
 pub mod sse;
 pub mod state;
 pub mod store;
+mod stream_runtime;
 
 use axum::{
     Router,

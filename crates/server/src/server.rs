@@ -11,10 +11,7 @@ use tokio::{
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use crate::{
-    connection::{self, StreamTasks},
-    state::AppState,
-};
+use crate::{connection, state::AppState, stream_runtime::StreamTasks};
 
 /// How often idle topics and expired history are swept.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(10);

@@ -31,11 +31,16 @@ use sqlx::{
 /// The database file inside the data dir.
 pub const DATABASE_FILE: &str = "herald.db";
 
+/// Connections for reads and retention (appends have their own).
+const READ_CONNECTIONS: u32 = 4;
+
 /// Rows deleted per retention transaction.
 const RETENTION_CHUNK: i64 = 5_000;
 
-/// Row counts per multi-row INSERT: a commit's events are split into these,
-/// so its statements come in few shapes, each prepared once and cached.
+/// Row counts per multi-row INSERT: a commit's rows are split into these, so
+/// a statement holds at most 512 rows (3,072 bound values, far below SQLite's
+/// limit). A commit's text depends on its counts of events, keys and topics;
+/// sqlx keeps the last 100 texts prepared, which covers steady loads.
 const INSERT_CHUNKS: [usize; 4] = [512, 64, 8, 1];
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
@@ -69,8 +74,12 @@ pub struct SqliteStore {
     pool: SqlitePool,
     /// Appends: only the hub's writer appends, so taking it never waits, and
     /// a commit skips the pool's checkout and health check.
-    /// `None` once closed.
+    /// `None` once closed, or after an error that may have broken it (it is
+    /// opened again for the next commit).
     writer: tokio::sync::Mutex<Option<SqliteConnection>>,
+    /// How to open the writer again.
+    options: SqliteConnectOptions,
+    closed: AtomicBool,
     path: PathBuf,
     epoch: Epoch,
     retention: Retention,
@@ -80,13 +89,22 @@ pub struct SqliteStore {
     resync: AtomicBool,
 }
 
-/// Appends `rows` copies of `row`, comma-separated.
-fn push_rows(sql: &mut String, rows: usize, row: &str) {
-    for i in 0..rows {
-        if i > 0 {
-            sql.push_str(", ");
+/// Appends INSERT statements for `rows` rows, split by [`INSERT_CHUNKS`] so
+/// no statement nears SQLite's limit on bound variables.
+fn push_inserts(sql: &mut String, rows: usize, insert: &str, row: &str, tail: &str) {
+    let mut rest = rows;
+    while rest > 0 {
+        let size = INSERT_CHUNKS.into_iter().find(|&n| n <= rest).unwrap_or(1);
+        sql.push_str(insert);
+        for i in 0..size {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(row);
         }
-        sql.push_str(row);
+        sql.push_str(tail);
+        sql.push_str(";\n");
+        rest -= size;
     }
 }
 
@@ -115,8 +133,13 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(5))
             .pragma("temp_store", "memory");
         let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .min_connections(1)
+            .max_connections(READ_CONNECTIONS)
+            // All opened now, from this thread, and kept: a connection opened
+            // on demand by a stream thread would give SQLite's worker thread
+            // that stream thread's lower priority.
+            .min_connections(READ_CONNECTIONS)
+            .idle_timeout(None)
+            .max_lifetime(None)
             .connect_with(options.clone())
             .await
             .map_err(|e| format!("cannot open the database {}: {e}", path.display()))?;
@@ -137,6 +160,8 @@ impl SqliteStore {
         Ok(Self {
             pool,
             writer: tokio::sync::Mutex::new(Some(writer)),
+            options,
+            closed: AtomicBool::new(false),
             path,
             epoch,
             retention,
@@ -164,9 +189,12 @@ impl SqliteStore {
 
     /// Flushes the WAL into the database and closes every connection.
     pub async fn close(&self) {
-        if let Some(writer) = self.writer.lock().await.take() {
+        let mut writer = self.writer.lock().await;
+        self.closed.store(true, Ordering::Release);
+        if let Some(writer) = writer.take() {
             let _ = writer.close().await;
         }
+        drop(writer);
         if let Err(error) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&self.pool).await {
             tracing::warn!(%error, "WAL checkpoint at close failed");
         }
@@ -197,10 +225,22 @@ impl SqliteStore {
     /// back whatever a failure left open.
     async fn append_in_transaction(&self, drafts: &[EventDraft]) -> Result<Vec<Appended>, sqlx::Error> {
         let mut writer = self.writer.lock().await;
-        let Some(writer) = writer.as_mut() else { return Err(sqlx::Error::PoolClosed) };
-        let appended = self.append_on(writer, drafts).await;
-        if appended.is_err() {
-            let _ = sqlx::query("ROLLBACK").execute(&mut *writer).await;
+        if self.closed.load(Ordering::Acquire) {
+            return Err(sqlx::Error::PoolClosed);
+        }
+        let connection = match writer.as_mut() {
+            Some(connection) => connection,
+            None => writer.insert(self.options.connect().await?),
+        };
+        let appended = self.append_on(connection, drafts).await;
+        match &appended {
+            Ok(_) => {}
+            // SQLite refused (disk full, I/O error, busy): the connection is fine.
+            Err(sqlx::Error::Database(_)) => {
+                let _ = sqlx::query("ROLLBACK").execute(&mut *connection).await;
+            }
+            // The connection itself may be broken: closing it rolls back.
+            Err(_) => *writer = None,
         }
         appended
     }
@@ -266,24 +306,27 @@ impl SqliteStore {
         if !(keyed || resync) {
             sql.push_str("BEGIN IMMEDIATE;\n");
         }
-        let mut rest = new_rows.len();
-        while rest > 0 {
-            let size = INSERT_CHUNKS.into_iter().find(|&n| n <= rest).unwrap_or(1);
-            sql.push_str("INSERT INTO events (seq, topic, event_type, data, retry_ms, time_ms) VALUES ");
-            push_rows(&mut sql, size, "(?, ?, ?, ?, ?, ?)");
-            sql.push_str(";\n");
-            rest -= size;
-        }
-        if !keys.is_empty() {
-            sql.push_str("INSERT OR REPLACE INTO idempotency_keys (key, seq, topic, expires_ms) VALUES ");
-            push_rows(&mut sql, keys.len(), "(?, ?, ?, ?)");
-            sql.push_str(";\n");
-        }
-        if !per_topic.is_empty() {
-            sql.push_str("INSERT INTO topics (name, events) VALUES ");
-            push_rows(&mut sql, per_topic.len(), "(?, ?)");
-            sql.push_str(" ON CONFLICT (name) DO UPDATE SET events = events + excluded.events;\n");
-        }
+        push_inserts(
+            &mut sql,
+            new_rows.len(),
+            "INSERT INTO events (seq, topic, event_type, data, retry_ms, time_ms) VALUES ",
+            "(?, ?, ?, ?, ?, ?)",
+            "",
+        );
+        push_inserts(
+            &mut sql,
+            keys.len(),
+            "INSERT OR REPLACE INTO idempotency_keys (key, seq, topic, expires_ms) VALUES ",
+            "(?, ?, ?, ?)",
+            "",
+        );
+        push_inserts(
+            &mut sql,
+            per_topic.len(),
+            "INSERT INTO topics (name, events) VALUES ",
+            "(?, ?)",
+            " ON CONFLICT (name) DO UPDATE SET events = events + excluded.events",
+        );
         sql.push_str("UPDATE meta SET value = ? WHERE key = 'last_seq';\nCOMMIT;");
         let mut query = sqlx::query(AssertSqlSafe(sql));
         for (draft, event) in &new_rows {
