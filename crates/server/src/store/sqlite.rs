@@ -134,10 +134,6 @@ impl SqliteStore {
             .pragma("temp_store", "memory");
         let pool = SqlitePoolOptions::new()
             .max_connections(READ_CONNECTIONS)
-            // All opened now, from this thread, and kept: a connection opened
-            // on demand by a stream thread would give SQLite's worker thread
-            // that stream thread's lower priority.
-            .min_connections(READ_CONNECTIONS)
             .idle_timeout(None)
             .max_lifetime(None)
             .connect_with(options.clone())
@@ -155,8 +151,17 @@ impl SqliteStore {
         })?;
         let (epoch, last_seq) =
             Self::identity(&pool).await.map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let writer =
-            options.connect().await.map_err(|e| format!("cannot open the database {}: {e}", path.display()))?;
+        let cannot_open = |e: sqlx::Error| format!("cannot open the database {}: {e}", path.display());
+        let writer = options.connect().await.map_err(cannot_open)?;
+        // Every read connection opened now, one at a time (opening them
+        // together can find the database locked), from this thread, and kept:
+        // one opened on demand by a stream thread would give SQLite's worker
+        // thread that stream thread's lower priority.
+        let mut opened = Vec::new();
+        for _ in 0..READ_CONNECTIONS {
+            opened.push(pool.acquire().await.map_err(cannot_open)?);
+        }
+        drop(opened);
         Ok(Self {
             pool,
             writer: tokio::sync::Mutex::new(Some(writer)),
