@@ -104,13 +104,16 @@ impl CatchUp {
         limit: usize,
     ) -> Result<CaughtUp, StoreError> {
         if let Some(page) = self.find(topic, after) {
+            metrics::counter!("herald_catch_up_reads_total", "source" => "shared").increment(1);
             return Ok(page.answer(after, upto, limit));
         }
         let slot = Arc::clone(self.loading.lock().entry(topic.clone()).or_default());
         let _loading = slot.lock().await;
         if let Some(page) = self.find(topic, after) {
+            metrics::counter!("herald_catch_up_reads_total", "source" => "shared").increment(1);
             return Ok(page.answer(after, upto, limit));
         }
+        metrics::counter!("herald_catch_up_reads_total", "source" => "store").increment(1);
         let generation = self.generation.load(Ordering::Acquire);
         let selection = Selection { topics: vec![topic.clone()], patterns: Vec::new() };
         let read = store.read(&selection, after, upto, limit).await?;

@@ -73,6 +73,10 @@ fn describe() {
     );
     describe_counter!("herald_replays_total", "Resumed subscriptions caught up, by source (ring or store).");
     describe_counter!(
+        "herald_catch_up_reads_total",
+        "Steps of readers behind their topic's ring, by source: a page another reader loaded (shared) or the store."
+    );
+    describe_counter!(
         "herald_gaps_total",
         "herald.gap notices sent (history no longer retained or unknown Last-Event-ID)."
     );
