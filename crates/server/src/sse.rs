@@ -8,18 +8,17 @@
 use std::{
     convert::Infallible,
     pin::Pin,
-    sync::{OnceLock, atomic::Ordering},
+    sync::atomic::Ordering,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use axum::body::Body;
 use bytes::{Bytes, BytesMut};
 use herald_core::{Delivery, StoreError, Subscription, now_ms, sse};
-use metrics::{Counter, Gauge, Histogram};
 use tokio::time::{Instant, Sleep, sleep_until};
 use tokio_util::sync::CancellationToken;
 
-use crate::{connection::Stalled, limits::StreamPermit, registry::Registration};
+use crate::{connection::Stalled, limits::StreamPermit, metrics::HotPath, registry::Registration};
 
 /// The event type sent when the token of an open stream expires.
 pub const EXPIRED_EVENT: &str = "herald.expired";
@@ -81,28 +80,6 @@ pub struct StreamTies {
     pub stalled: Option<Stalled>,
 }
 
-/// The stream metrics, looked up once rather than by name on every write.
-struct StreamMetrics {
-    open: Gauge,
-    delivered: Counter,
-    gaps: Counter,
-    bytes: Counter,
-    latency: Histogram,
-}
-
-impl StreamMetrics {
-    fn get() -> &'static Self {
-        static METRICS: OnceLock<StreamMetrics> = OnceLock::new();
-        METRICS.get_or_init(|| Self {
-            open: metrics::gauge!("herald_streams_open"),
-            delivered: metrics::counter!("herald_events_delivered_total"),
-            gaps: metrics::counter!("herald_gaps_total"),
-            bytes: metrics::counter!("herald_stream_bytes_total"),
-            latency: metrics::histogram!("herald_delivery_latency_seconds"),
-        })
-    }
-}
-
 /// The response body streaming `subscription`. It ends when the
 /// registration's disconnect token (a child of the server's shutdown token)
 /// is cancelled, among other reasons.
@@ -112,8 +89,8 @@ pub fn body(subscription: Subscription, options: StreamOptions, shutdown: Cancel
         let now_secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         now + Duration::from_secs(exp.saturating_sub(now_secs))
     });
-    let metrics = StreamMetrics::get();
-    metrics.open.increment(1.0);
+    let metrics = crate::metrics::hot_path();
+    metrics.streams_open.increment(1.0);
     // Sent at once, so clients and proxies see the stream open.
     let mut opening = BytesMut::from(&sse::retry(u64::try_from(options.retry.as_millis()).unwrap_or(u64::MAX))[..]);
     opening.extend_from_slice(b": herald stream open\n\n");
@@ -152,7 +129,7 @@ struct EventStream {
     opening: Option<Bytes>,
     closed: Option<CloseReason>,
     ties: StreamTies,
-    metrics: &'static StreamMetrics,
+    metrics: &'static HotPath,
 }
 
 impl EventStream {
@@ -165,7 +142,7 @@ impl EventStream {
             None => self.wait_for_chunk().await,
         };
         self.last_write = Instant::now();
-        self.metrics.bytes.increment(chunk.len() as u64);
+        self.metrics.stream_bytes.increment(chunk.len() as u64);
         Some(chunk)
     }
 
@@ -234,7 +211,7 @@ impl EventStream {
         entry.lag.store(self.subscription.lag(), Ordering::Relaxed);
         if let Some(first) = delivery.events.first() {
             let age = now_ms().saturating_sub(first.time_ms);
-            self.metrics.latency.record(age as f64 / 1000.0);
+            self.metrics.delivery_latency.record(age as f64 / 1000.0);
         }
         out.freeze()
     }
@@ -249,7 +226,7 @@ impl Drop for EventStream {
     fn drop(&mut self) {
         let stalled = self.ties.stalled.as_ref().is_some_and(Stalled::is_set);
         let reason = self.closed.unwrap_or(if stalled { CloseReason::Lagged } else { CloseReason::ClientGone });
-        self.metrics.open.decrement(1.0);
+        self.metrics.streams_open.decrement(1.0);
         metrics::counter!("herald_streams_closed_total", "reason" => reason.label()).increment(1);
     }
 }

@@ -1,7 +1,5 @@
 //! `POST /topics/{topic}/events` and `POST /publish` (batch).
 
-use std::sync::OnceLock;
-
 use axum::{
     Json,
     body::Body,
@@ -11,7 +9,6 @@ use axum::{
 };
 use herald_core::{EventDraft, EventType, EventTypeError, PublishError, Published, TopicName};
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
-use metrics::{Counter, Histogram};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -49,24 +46,6 @@ enum Payload {
     Text(String),
 }
 
-/// The publish metrics, looked up once rather than by name per request.
-struct PublishMetrics {
-    latency: Histogram,
-    created: Counter,
-    duplicate: Counter,
-}
-
-impl PublishMetrics {
-    fn get() -> &'static Self {
-        static METRICS: OnceLock<PublishMetrics> = OnceLock::new();
-        METRICS.get_or_init(|| Self {
-            latency: metrics::histogram!("herald_publish_latency_seconds"),
-            created: metrics::counter!("herald_events_published_total", "result" => "created"),
-            duplicate: metrics::counter!("herald_events_published_total", "result" => "duplicate"),
-        })
-    }
-}
-
 /// Publishes one event.
 pub async fn one(
     State(state): State<AppState>,
@@ -91,9 +70,9 @@ pub async fn one(
     check_size(&state, &draft, "")?;
     let started = std::time::Instant::now();
     let published = state.hub.publish(EventDraft { idempotency_key: key, ..draft }).await.map_err(publish_error)?;
-    let metrics = PublishMetrics::get();
-    metrics.latency.record(started.elapsed().as_secs_f64());
-    if published.duplicate { &metrics.duplicate } else { &metrics.created }.increment(1);
+    let metrics = crate::metrics::hot_path();
+    metrics.publish_latency.record(started.elapsed().as_secs_f64());
+    if published.duplicate { &metrics.duplicates } else { &metrics.published }.increment(1);
     let mut response = (StatusCode::CREATED, Json(receipt(&published))).into_response();
     if published.duplicate {
         response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
@@ -146,9 +125,9 @@ pub async fn batch(
     }
     let started = std::time::Instant::now();
     let published = state.hub.publish_batch(drafts).await.map_err(publish_error)?;
-    let metrics = PublishMetrics::get();
-    metrics.latency.record(started.elapsed().as_secs_f64());
-    metrics.created.increment(published.len() as u64);
+    let metrics = crate::metrics::hot_path();
+    metrics.publish_latency.record(started.elapsed().as_secs_f64());
+    metrics.published.increment(published.len() as u64);
     let receipts: Vec<Value> = published.iter().map(receipt).collect();
     Ok((StatusCode::CREATED, Json(receipts)).into_response())
 }
