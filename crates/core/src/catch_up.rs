@@ -117,7 +117,7 @@ impl CatchUp {
         let generation = self.generation.load(Ordering::Acquire);
         let selection = Selection { topics: vec![topic.clone()], patterns: Vec::new() };
         let read = store.read(&selection, after, upto, limit).await?;
-        let covered = if read.truncated { read.events.last().map_or(upto, |e| e.id.seq) } else { upto };
+        let covered = read.reaches(upto);
         let bytes = read.events.iter().map(|e| e.frame.len()).sum();
         let page = Arc::new(Page { topic: topic.clone(), after, covered, events: read.events, gaps: read.gaps, bytes });
         if self.generation.load(Ordering::Acquire) == generation {

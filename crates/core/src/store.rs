@@ -99,6 +99,17 @@ pub struct StoreRead {
     pub gaps: Vec<Gap>,
 }
 
+impl StoreRead {
+    /// How far the read reaches, for a read up to `upto`: every selected
+    /// event up to the returned position is in `events`.
+    pub fn reaches(&self, upto: u64) -> u64 {
+        match self.events.last() {
+            Some(last) if self.truncated => last.id.seq,
+            _ => upto,
+        }
+    }
+}
+
 /// Storage of the hub's history, and its sequencer.
 ///
 /// `append` is called by one writer task at a time, with every publish that

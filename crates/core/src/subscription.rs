@@ -189,9 +189,7 @@ impl Subscription {
                 }
                 None => {
                     let read = self.hub.store.read(&self.selection, after, watermark, limit).await?;
-                    let through =
-                        if read.truncated { read.events.last().map_or(watermark, |e| e.id.seq) } else { watermark };
-                    CaughtUp { events: read.events, gaps: read.gaps, through }
+                    CaughtUp { through: read.reaches(watermark), events: read.events, gaps: read.gaps }
                 }
             };
             upto = read.through;
