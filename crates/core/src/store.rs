@@ -114,7 +114,9 @@ impl StoreRead {
 ///
 /// `append` is called by one writer task at a time, with every publish that
 /// queued up meanwhile: an implementation should make the whole slice durable
-/// in one commit (group commit) before it returns.
+/// in one commit (group commit) before it returns. The hub calls it from a
+/// thread of its own, so it may block that thread rather than hand the work
+/// to another.
 #[async_trait]
 pub trait EventStore: Send + Sync + std::fmt::Debug + 'static {
     /// The history this store holds; ids of other epochs are unknown to it.

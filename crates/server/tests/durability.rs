@@ -338,3 +338,45 @@ async fn retention_by_count_and_by_age_trims_history_and_reports_the_gap() {
     let (hub, _store) = sqlite_hub(dir.path(), retention).await;
     assert_eq!(hub.last_id().seq, 24);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_commit_maps_repeated_keys_to_their_first_event_and_stores_every_row() {
+    use herald_core::{Appended, EventDraft, EventStore as _};
+    let dir = tempfile::tempdir().unwrap();
+    let store = herald_server::store::SqliteStore::open(
+        dir.path(),
+        herald_core::Retention::default(),
+        herald_server::store::Synchronous::Full,
+    )
+    .await
+    .unwrap();
+    let keyed = |topic: &str, data: &str, key: &str| EventDraft {
+        idempotency_key: Some(key.to_owned()),
+        ..EventDraft::new(topic.parse().unwrap(), data)
+    };
+    let first = store.append(&[keyed("a", "stored earlier", "k0")]).await.unwrap();
+    let Appended::New(stored) = &first[0] else { panic!("{first:?}") };
+
+    // 3,000 events over three topics, with keys repeated inside the commit
+    // and one key from the earlier commit.
+    let mut drafts: Vec<EventDraft> =
+        (0..3_000).map(|i| EventDraft::new(["a", "b", "c"][i % 3].parse().unwrap(), format!("e{i}"))).collect();
+    drafts.insert(10, keyed("b", "first k1", "k1"));
+    drafts.insert(20, keyed("c", "again k1", "k1"));
+    drafts.insert(30, keyed("c", "again k0", "k0"));
+    let appended = store.append(&drafts).await.unwrap();
+    assert_eq!(appended.len(), drafts.len());
+    let Appended::New(k1) = &appended[10] else { panic!("{:?}", appended[10]) };
+    assert!(matches!(&appended[20], Appended::Duplicate { id, topic } if *id == k1.id && topic.as_str() == "b"));
+    assert!(matches!(&appended[30], Appended::Duplicate { id, topic } if *id == stored.id && topic.as_str() == "a"));
+    let new: Vec<u64> =
+        appended.iter().filter_map(|a| if let Appended::New(e) = a { Some(e.id.seq) } else { None }).collect();
+    assert_eq!(new, (stored.id.seq + 1..=stored.id.seq + 3_001).collect::<Vec<_>>(), "ids follow on, none skipped");
+    assert_eq!(store.last_seq().await.unwrap(), stored.id.seq + 3_001);
+
+    let all = herald_core::Selection::new(["a", "b", "c"].map(|t| t.parse().unwrap()));
+    let read = store.read(&all, 0, u64::MAX, 10_000).await.unwrap();
+    assert_eq!(read.events.len(), 3_002);
+    assert!(read.events.windows(2).all(|w| w[0].id.seq < w[1].id.seq));
+    store.close().await;
+}

@@ -4,6 +4,9 @@
 //! - One commit per call to `append`, which the hub makes with every publish
 //!   queued meanwhile (group commit). `synchronous=FULL` by default, so a
 //!   commit is on disk before any publisher hears 201.
+//! - Commits run on the hub's writer thread, on a connection of their own
+//!   (rusqlite, synchronous): no hand-off to another thread per commit.
+//!   Reads, retention and migrations go through sqlx's async pool.
 //! - `meta.last_seq` is written in the same transaction as the events, so
 //!   sequence numbers are never reused across restarts, whatever retention
 //!   deletes.
@@ -12,6 +15,7 @@
 //! - Start-up reads two rows, not the history: the hub's rings warm lazily.
 
 use std::{
+    collections::HashMap,
     path::{Path, PathBuf},
     str::FromStr as _,
     sync::atomic::{AtomicBool, AtomicU64, Ordering},
@@ -24,7 +28,7 @@ use herald_core::{
     StoreRead, TopicName, TopicPattern, now_ms,
 };
 use sqlx::{
-    AssertSqlSafe, ConnectOptions as _, Connection as _, Row as _, SqliteConnection, SqlitePool,
+    AssertSqlSafe, Row as _, SqlitePool,
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous},
 };
 
@@ -37,11 +41,11 @@ const READ_CONNECTIONS: u32 = 4;
 /// Rows deleted per retention transaction.
 const RETENTION_CHUNK: i64 = 5_000;
 
-/// Row counts per multi-row INSERT: a commit's rows are split into these, so
-/// a statement holds at most 512 rows (3,072 bound values, far below SQLite's
-/// limit). A commit's text depends on its counts of events, keys and topics;
-/// sqlx keeps the last 100 texts prepared, which covers steady loads.
-const INSERT_CHUNKS: [usize; 4] = [512, 64, 8, 1];
+/// How long a statement waits for a lock another connection holds
+/// (retention's deletes) before it fails.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+const SELECT_LAST_SEQ: &str = "SELECT value FROM meta WHERE key = 'last_seq'";
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
 
@@ -54,6 +58,15 @@ pub enum Synchronous {
     /// An opt-in trade: in WAL mode a process crash loses nothing, but a power
     /// loss or kernel crash may lose the last commits that were acknowledged.
     Normal,
+}
+
+impl Synchronous {
+    fn pragma(self) -> &'static str {
+        match self {
+            Self::Full => "FULL",
+            Self::Normal => "NORMAL",
+        }
+    }
 }
 
 impl std::str::FromStr for Synchronous {
@@ -72,13 +85,11 @@ impl std::str::FromStr for Synchronous {
 pub struct SqliteStore {
     /// Reads and retention.
     pool: SqlitePool,
-    /// Appends: only the hub's writer appends, so taking it never waits, and
-    /// a commit skips the pool's checkout and health check.
-    /// `None` once closed, or after an error that may have broken it (it is
-    /// opened again for the next commit).
-    writer: tokio::sync::Mutex<Option<SqliteConnection>>,
-    /// How to open the writer again.
-    options: SqliteConnectOptions,
+    /// Appends: only the hub's writer thread appends, so taking it never
+    /// waits. `None` once closed, or after a failed commit (it is opened
+    /// again for the next one).
+    writer: parking_lot::Mutex<Option<rusqlite::Connection>>,
+    synchronous: Synchronous,
     closed: AtomicBool,
     path: PathBuf,
     epoch: Epoch,
@@ -89,23 +100,16 @@ pub struct SqliteStore {
     resync: AtomicBool,
 }
 
-/// Appends INSERT statements for `rows` rows, split by [`INSERT_CHUNKS`] so
-/// no statement nears SQLite's limit on bound variables.
-fn push_inserts(sql: &mut String, rows: usize, insert: &str, row: &str, tail: &str) {
-    let mut rest = rows;
-    while rest > 0 {
-        let size = INSERT_CHUNKS.into_iter().find(|&n| n <= rest).unwrap_or(1);
-        sql.push_str(insert);
-        for i in 0..size {
-            if i > 0 {
-                sql.push_str(", ");
-            }
-            sql.push_str(row);
-        }
-        sql.push_str(tail);
-        sql.push_str(";\n");
-        rest -= size;
-    }
+/// Opens the writer's connection. The database exists and is migrated, and
+/// WAL mode is a property of the file, set when the pool opened it.
+fn open_writer(path: &Path, synchronous: Synchronous) -> rusqlite::Result<rusqlite::Connection> {
+    let connection = rusqlite::Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    connection.busy_timeout(BUSY_TIMEOUT)?;
+    connection.pragma_update(None, "synchronous", synchronous.pragma())?;
+    Ok(connection)
 }
 
 fn unavailable(error: impl std::fmt::Display) -> StoreError {
@@ -130,7 +134,7 @@ impl SqliteStore {
                 Synchronous::Full => SqliteSynchronous::Full,
                 Synchronous::Normal => SqliteSynchronous::Normal,
             })
-            .busy_timeout(Duration::from_secs(5))
+            .busy_timeout(BUSY_TIMEOUT)
             .pragma("temp_store", "memory");
         let pool = SqlitePoolOptions::new()
             .max_connections(READ_CONNECTIONS)
@@ -151,21 +155,21 @@ impl SqliteStore {
         })?;
         let (epoch, last_seq) =
             Self::identity(&pool).await.map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let cannot_open = |e: sqlx::Error| format!("cannot open the database {}: {e}", path.display());
-        let writer = options.connect().await.map_err(cannot_open)?;
+        let cannot_open = |e: &dyn std::fmt::Display| format!("cannot open the database {}: {e}", path.display());
+        let writer = open_writer(&path, synchronous).map_err(|e| cannot_open(&e))?;
         // Every read connection opened now, one at a time (opening them
         // together can find the database locked), from this thread, and kept:
         // one opened on demand by a stream thread would give SQLite's worker
         // thread that stream thread's lower priority.
         let mut opened = Vec::new();
         for _ in 0..READ_CONNECTIONS {
-            opened.push(pool.acquire().await.map_err(cannot_open)?);
+            opened.push(pool.acquire().await.map_err(|e| cannot_open(&e))?);
         }
         drop(opened);
         Ok(Self {
             pool,
-            writer: tokio::sync::Mutex::new(Some(writer)),
-            options,
+            writer: parking_lot::Mutex::new(Some(writer)),
+            synchronous,
             closed: AtomicBool::new(false),
             path,
             epoch,
@@ -188,18 +192,20 @@ impl SqliteStore {
     }
 
     async fn stored_last_seq(db: impl sqlx::SqliteExecutor<'_>) -> Result<u64, sqlx::Error> {
-        let text: String = sqlx::query_scalar("SELECT value FROM meta WHERE key = 'last_seq'").fetch_one(db).await?;
+        let text: String = sqlx::query_scalar(SELECT_LAST_SEQ).fetch_one(db).await?;
         text.parse::<u64>().map_err(|e| sqlx::Error::Decode(Box::new(e)))
     }
 
     /// Flushes the WAL into the database and closes every connection.
     pub async fn close(&self) {
-        let mut writer = self.writer.lock().await;
-        self.closed.store(true, Ordering::Release);
-        if let Some(writer) = writer.take() {
-            let _ = writer.close().await;
+        let writer = {
+            let mut writer = self.writer.lock();
+            self.closed.store(true, Ordering::Release);
+            writer.take()
+        };
+        if let Some(Err((_, error))) = writer.map(rusqlite::Connection::close) {
+            tracing::warn!(%error, "closing the writer connection failed");
         }
-        drop(writer);
         if let Err(error) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&self.pool).await {
             tracing::warn!(%error, "WAL checkpoint at close failed");
         }
@@ -226,138 +232,115 @@ impl SqliteStore {
         ))
     }
 
-    /// Appends `drafts` in one transaction on the writer connection, rolling
-    /// back whatever a failure left open.
-    async fn append_in_transaction(&self, drafts: &[EventDraft]) -> Result<Vec<Appended>, sqlx::Error> {
-        let mut writer = self.writer.lock().await;
+    /// Appends `drafts` in one transaction on the writer connection. After a
+    /// failure the connection is closed (rolling back whatever was open) and
+    /// the next commit opens it again.
+    fn append_in_transaction(&self, drafts: &[EventDraft]) -> rusqlite::Result<Vec<Appended>> {
+        let mut writer = self.writer.lock();
         if self.closed.load(Ordering::Acquire) {
-            return Err(sqlx::Error::PoolClosed);
+            return Err(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_MISUSE),
+                Some("the store is closed".into()),
+            ));
         }
         let connection = match writer.as_mut() {
             Some(connection) => connection,
-            None => writer.insert(self.options.connect().await?),
+            None => writer.insert(open_writer(&self.path, self.synchronous)?),
         };
-        let appended = self.append_on(connection, drafts).await;
-        match &appended {
-            Ok(_) => {}
-            // SQLite refused (disk full, I/O error, busy): the connection is fine.
-            Err(sqlx::Error::Database(_)) => {
-                let _ = sqlx::query("ROLLBACK").execute(&mut *connection).await;
-            }
-            // The connection itself may be broken: closing it rolls back.
-            Err(_) => *writer = None,
+        let appended = self.append_on(connection, drafts);
+        if appended.is_err() {
+            *writer = None;
         }
         appended
     }
 
-    async fn append_on(
-        &self,
-        writer: &mut SqliteConnection,
-        drafts: &[EventDraft],
-    ) -> Result<Vec<Appended>, sqlx::Error> {
+    fn append_on(&self, writer: &mut rusqlite::Connection, drafts: &[EventDraft]) -> rusqlite::Result<Vec<Appended>> {
         let now = now_ms();
         let ttl = u64::try_from(self.retention.idempotency_ttl.as_millis()).unwrap_or(u64::MAX);
-        // Reads inside the transaction need it begun first; the common
-        // commit begins in its one round trip.
-        let keyed = drafts.iter().any(|d| d.idempotency_key.is_some());
-        let resync = self.resync.load(Ordering::Acquire);
-        if keyed || resync {
-            sqlx::query("BEGIN IMMEDIATE").execute(&mut *writer).await?;
-        }
-        if resync {
-            let stored = Self::stored_last_seq(&mut *writer).await?;
+        let expires = now.saturating_add(ttl).min(i64::MAX as u64) as i64;
+        let tx = writer.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        if self.resync.load(Ordering::Acquire) {
+            let stored: String = tx.query_row(SELECT_LAST_SEQ, [], |row| row.get(0))?;
+            let stored = stored.parse::<u64>().map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
             self.last_seq.store(stored, Ordering::Release);
         }
         let mut seq = self.last_seq.load(Ordering::Acquire);
         let mut results = Vec::with_capacity(drafts.len());
-        let mut new_rows: Vec<(&EventDraft, Event)> = Vec::with_capacity(drafts.len());
-        for draft in drafts {
-            if let Some(key) = &draft.idempotency_key {
-                let earlier = new_rows.iter().find(|(d, _)| d.idempotency_key.as_ref() == Some(key));
-                if let Some((_, event)) = earlier {
-                    results.push(Appended::Duplicate { id: event.id, topic: event.topic.clone() });
-                    continue;
-                }
-                let seen = sqlx::query("SELECT seq, topic FROM idempotency_keys WHERE key = ? AND expires_ms > ?")
-                    .bind(key)
-                    .bind(now as i64)
-                    .fetch_optional(&mut *writer)
-                    .await?;
-                if let Some(row) = seen {
-                    let first: i64 = row.try_get(0)?;
-                    let topic: String = row.try_get(1)?;
-                    let topic = TopicName::from_str(&topic).map_err(|e| sqlx::Error::Decode(e.to_string().into()))?;
-                    results.push(Appended::Duplicate { id: EventId::new(self.epoch, first as u64), topic });
-                    continue;
-                }
-            }
-            seq += 1;
-            let event = Event::new(EventId::new(self.epoch, seq), draft, now);
-            results.push(Appended::New(event.clone()));
-            new_rows.push((draft, event));
-        }
+        // Keys first used in this commit: their index in `results`.
+        let mut new_keys: HashMap<&str, usize> = HashMap::new();
         let mut per_topic: Vec<(&str, i64)> = Vec::new();
-        for (_, event) in &new_rows {
-            match per_topic.iter_mut().find(|(t, _)| *t == event.topic.as_str()) {
-                Some((_, n)) => *n += 1,
-                None => per_topic.push((event.topic.as_str(), 1)),
+        {
+            let mut insert_event = tx.prepare_cached(
+                "INSERT INTO events (seq, topic, event_type, data, retry_ms, time_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            for draft in drafts {
+                if let Some(key) = draft.idempotency_key.as_deref() {
+                    if let Some(duplicate) = self.earlier_use(&tx, key, now, &new_keys, &results)? {
+                        results.push(duplicate);
+                        continue;
+                    }
+                    new_keys.insert(key, results.len());
+                }
+                seq += 1;
+                insert_event.execute(rusqlite::params![
+                    seq as i64,
+                    draft.topic.as_str(),
+                    draft.event_type.as_ref().map(|t| t.as_str()),
+                    draft.data,
+                    draft.retry_ms.map(|r| r as i64),
+                    now as i64,
+                ])?;
+                let event = Event::new(EventId::new(self.epoch, seq), draft, now);
+                if let Some(key) = draft.idempotency_key.as_deref() {
+                    tx.prepare_cached(
+                        "INSERT OR REPLACE INTO idempotency_keys (key, seq, topic, expires_ms) VALUES (?1, ?2, ?3, ?4)",
+                    )?
+                    .execute(rusqlite::params![key, seq as i64, draft.topic.as_str(), expires])?;
+                }
+                match per_topic.iter_mut().find(|(t, _)| *t == draft.topic.as_str()) {
+                    Some((_, n)) => *n += 1,
+                    None => per_topic.push((draft.topic.as_str(), 1)),
+                }
+                results.push(Appended::New(event));
             }
+            let mut count_topic = tx.prepare_cached(
+                "INSERT INTO topics (name, events) VALUES (?1, ?2) ON CONFLICT (name) DO UPDATE SET events = events + excluded.events",
+            )?;
+            for (topic, count) in per_topic {
+                count_topic.execute(rusqlite::params![topic, count])?;
+            }
+            tx.prepare_cached("UPDATE meta SET value = ?1 WHERE key = 'last_seq'")?.execute([seq.to_string()])?;
         }
-        let keys: Vec<(&str, &Event)> =
-            new_rows.iter().filter_map(|(draft, event)| Some((draft.idempotency_key.as_deref()?, event))).collect();
-        // Every statement of the commit in one query: one round trip to
-        // SQLite's thread, however many events and topics.
-        let mut sql = String::new();
-        if !(keyed || resync) {
-            sql.push_str("BEGIN IMMEDIATE;\n");
-        }
-        push_inserts(
-            &mut sql,
-            new_rows.len(),
-            "INSERT INTO events (seq, topic, event_type, data, retry_ms, time_ms) VALUES ",
-            "(?, ?, ?, ?, ?, ?)",
-            "",
-        );
-        push_inserts(
-            &mut sql,
-            keys.len(),
-            "INSERT OR REPLACE INTO idempotency_keys (key, seq, topic, expires_ms) VALUES ",
-            "(?, ?, ?, ?)",
-            "",
-        );
-        push_inserts(
-            &mut sql,
-            per_topic.len(),
-            "INSERT INTO topics (name, events) VALUES ",
-            "(?, ?)",
-            " ON CONFLICT (name) DO UPDATE SET events = events + excluded.events",
-        );
-        sql.push_str("UPDATE meta SET value = ? WHERE key = 'last_seq';\nCOMMIT;");
-        let mut query = sqlx::query(AssertSqlSafe(sql));
-        for (draft, event) in &new_rows {
-            query = query
-                .bind(event.id.seq as i64)
-                .bind(event.topic.as_str().to_owned())
-                .bind(draft.event_type.as_ref().map(|t| t.as_str().to_owned()))
-                .bind(draft.data.clone())
-                .bind(draft.retry_ms.map(|r| r as i64))
-                .bind(now as i64);
-        }
-        let expires = now.saturating_add(ttl).min(i64::MAX as u64) as i64;
-        for (key, event) in keys {
-            query = query
-                .bind(key.to_owned())
-                .bind(event.id.seq as i64)
-                .bind(event.topic.as_str().to_owned())
-                .bind(expires);
-        }
-        for (topic, count) in per_topic {
-            query = query.bind(topic.to_owned()).bind(count);
-        }
-        query.bind(seq.to_string()).execute(&mut *writer).await?;
+        tx.commit()?;
         self.last_seq.store(seq, Ordering::Release);
         self.resync.store(false, Ordering::Release);
         Ok(results)
+    }
+
+    /// The event an idempotency key already stands for, if it was used
+    /// earlier in this commit or is stored and unexpired.
+    fn earlier_use(
+        &self,
+        tx: &rusqlite::Transaction<'_>,
+        key: &str,
+        now: u64,
+        new_keys: &HashMap<&str, usize>,
+        results: &[Appended],
+    ) -> rusqlite::Result<Option<Appended>> {
+        if let Some(&index) = new_keys.get(key)
+            && let Appended::New(event) = &results[index]
+        {
+            return Ok(Some(Appended::Duplicate { id: event.id, topic: event.topic.clone() }));
+        }
+        let mut find =
+            tx.prepare_cached("SELECT seq, topic FROM idempotency_keys WHERE key = ?1 AND expires_ms > ?2")?;
+        let mut rows = find.query(rusqlite::params![key, now as i64])?;
+        let Some(row) = rows.next()? else { return Ok(None) };
+        let first: i64 = row.get(0)?;
+        let topic: String = row.get(1)?;
+        let topic = TopicName::from_str(&topic)
+            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Text, Box::new(e)))?;
+        Ok(Some(Appended::Duplicate { id: EventId::new(self.epoch, first as u64), topic }))
     }
 
     /// `(sql, binds)` selecting the topics of `selection` in column `column`.
@@ -397,7 +380,9 @@ impl SqliteStore {
         let sql = format!(
             "SELECT seq, topic, event_type, data, retry_ms, time_ms FROM events WHERE seq > ? AND seq <= ? AND {filter} ORDER BY seq LIMIT ?"
         );
-        let mut query = sqlx::query(AssertSqlSafe(sql)).bind(after as i64).bind(upto as i64);
+        // Sequence numbers are stored as SQLite's signed 64-bit integers.
+        let (after, upto) = (after.min(i64::MAX as u64) as i64, upto.min(i64::MAX as u64) as i64);
+        let mut query = sqlx::query(AssertSqlSafe(sql)).bind(after).bind(upto);
         for bind in binds {
             query = query.bind(bind);
         }
@@ -409,7 +394,7 @@ impl SqliteStore {
         read.truncated = rows.len() > limit;
         let (filter, binds) = Self::topic_filter(selection, "name");
         let sql = format!("SELECT name, trimmed_through FROM topics WHERE trimmed_through > ? AND {filter}");
-        let mut query = sqlx::query(AssertSqlSafe(sql)).bind(after as i64);
+        let mut query = sqlx::query(AssertSqlSafe(sql)).bind(after);
         for bind in binds {
             query = query.bind(bind);
         }
@@ -497,7 +482,9 @@ impl EventStore for SqliteStore {
     }
 
     async fn append(&self, drafts: &[EventDraft]) -> Result<Vec<Appended>, StoreError> {
-        self.append_in_transaction(drafts).await.map_err(|error| {
+        // Synchronous: the hub calls this from its writer thread, which is
+        // there for it.
+        self.append_in_transaction(drafts).map_err(|error| {
             self.resync.store(true, Ordering::Release);
             tracing::error!(%error, events = drafts.len(), "SQLite commit failed");
             unavailable(error)
