@@ -129,7 +129,9 @@ impl Event {
         retry_ms: Option<u64>,
         time_ms: u64,
     ) -> Self {
-        let frame = sse::event_frame(Some(&id.to_string()), event_type.map(EventType::as_str), data, retry_ms);
+        let id_text = id.encode();
+        let frame =
+            sse::event_frame(std::str::from_utf8(&id_text).ok(), event_type.map(EventType::as_str), data, retry_ms);
         Self { id, topic, time_ms, frame }
     }
 

@@ -42,11 +42,28 @@ impl EventId {
     pub fn new(epoch: Epoch, seq: u64) -> Self {
         Self { epoch, seq }
     }
+
+    /// The id's text, `EEEEEEEE-SSSSSSSSSSSSSSSS`, written without `fmt`:
+    /// the hub's writer encodes one per event it commits.
+    pub fn encode(&self) -> [u8; 25] {
+        let mut text = [b'-'; 25];
+        write_hex(&mut text[..8], u64::from(self.epoch.0));
+        write_hex(&mut text[9..], self.seq);
+        text
+    }
+}
+
+/// Fills `out` with the low digits of `value` in lowercase hex, zero-padded.
+fn write_hex(out: &mut [u8], mut value: u64) {
+    for digit in out.iter_mut().rev() {
+        *digit = b"0123456789abcdef"[(value & 0xf) as usize];
+        value >>= 4;
+    }
 }
 
 impl fmt::Display for EventId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}-{:016x}", self.epoch, self.seq)
+        f.write_str(std::str::from_utf8(&self.encode()).map_err(|_| fmt::Error)?)
     }
 }
 
@@ -112,6 +129,10 @@ mod tests {
         assert!(a.to_string() < b.to_string());
         let max = EventId::new(Epoch(u32::MAX), u64::MAX);
         assert_eq!(max.to_string().parse(), Ok(max));
+        for (epoch, seq) in [(0, 0), (1, 1), (0x0123_4567, 0x89ab_cdef_0123_4567), (u32::MAX, u64::MAX)] {
+            let id = EventId::new(Epoch(epoch), seq);
+            assert_eq!(id.to_string(), format!("{epoch:08x}-{seq:016x}"));
+        }
     }
 
     #[test]
