@@ -10,7 +10,7 @@ use axum::{
 use herald_core::{EventDraft, EventType, EventTypeError, PublishError, Published, TopicName};
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::{
     error::ApiError,
@@ -41,6 +41,33 @@ struct BatchItem {
     retry: Option<u64>,
 }
 
+/// Where in a request an error is: nothing for a single publish, the item's
+/// index in a batch. Formatted only when there is an error to report.
+#[derive(Debug, Clone, Copy)]
+struct At(Option<usize>);
+
+impl std::fmt::Display for At {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(index) => write!(f, "item {index}: "),
+            None => Ok(()),
+        }
+    }
+}
+
+/// What a publisher hears of each event: its id and topic.
+#[derive(serde::Serialize)]
+struct Receipt<'a> {
+    id: String,
+    topic: &'a TopicName,
+}
+
+impl<'a> From<&'a Published> for Receipt<'a> {
+    fn from(published: &'a Published) -> Self {
+        Self { id: published.id.to_string(), topic: &published.topic }
+    }
+}
+
 enum Payload {
     Json(bytes::Bytes),
     Text(String),
@@ -64,16 +91,16 @@ pub async fn one(
         Payload::Text(data) => EventDraft::new(topic, data),
         Payload::Json(bytes) => {
             let body: PublishBody = parse_json(&bytes)?;
-            draft(topic, body.data, body.event, body.retry, "")?
+            draft(topic, body.data, body.event, body.retry, At(None))?
         }
     };
-    check_size(&state, &draft, "")?;
+    check_size(&state, &draft, At(None))?;
     let started = std::time::Instant::now();
     let published = state.hub.publish(EventDraft { idempotency_key: key, ..draft }).await.map_err(publish_error)?;
     let metrics = crate::metrics::hot_path();
     metrics.publish_latency.record(started.elapsed().as_secs_f64());
     if published.duplicate { &metrics.duplicates } else { &metrics.published }.increment(1);
-    let mut response = (StatusCode::CREATED, Json(receipt(&published))).into_response();
+    let mut response = (StatusCode::CREATED, Json(Receipt::from(&published))).into_response();
     if published.duplicate {
         response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
@@ -111,7 +138,7 @@ pub async fn batch(
     }
     let mut drafts = Vec::with_capacity(items.len());
     for (index, item) in items.into_iter().enumerate() {
-        let at = format!("item {index}: ");
+        let at = At(Some(index));
         let topic: TopicName = item
             .topic
             .parse()
@@ -119,8 +146,8 @@ pub async fn batch(
         if !grants.may_publish(&topic) {
             return Err(ApiError::Forbidden(format!("{at}this token may not publish to `{topic}`")));
         }
-        let draft = draft(topic, item.data, item.event, item.retry, &at)?;
-        check_size(&state, &draft, &at)?;
+        let draft = draft(topic, item.data, item.event, item.retry, at)?;
+        check_size(&state, &draft, at)?;
         drafts.push(draft);
     }
     let started = std::time::Instant::now();
@@ -128,12 +155,8 @@ pub async fn batch(
     let metrics = crate::metrics::hot_path();
     metrics.publish_latency.record(started.elapsed().as_secs_f64());
     metrics.published.increment(published.len() as u64);
-    let receipts: Vec<Value> = published.iter().map(receipt).collect();
+    let receipts: Vec<Receipt<'_>> = published.iter().map(Receipt::from).collect();
     Ok((StatusCode::CREATED, Json(receipts)).into_response())
-}
-
-fn receipt(published: &Published) -> Value {
-    json!({ "id": published.id.to_string(), "topic": published.topic })
 }
 
 fn draft(
@@ -141,7 +164,7 @@ fn draft(
     data: Option<Value>,
     event: Option<String>,
     retry: Option<u64>,
-    at: &str,
+    at: At,
 ) -> Result<EventDraft, ApiError> {
     let data = match data {
         None => {
@@ -164,7 +187,7 @@ fn draft(
     Ok(EventDraft { topic, event_type, data, retry_ms: retry, idempotency_key: None })
 }
 
-fn check_size(state: &AppState, draft: &EventDraft, at: &str) -> Result<(), ApiError> {
+fn check_size(state: &AppState, draft: &EventDraft, at: At) -> Result<(), ApiError> {
     if draft.data.len() > state.config.max_event_bytes {
         return Err(ApiError::TooLarge {
             code: "event_too_large",
