@@ -105,7 +105,7 @@ impl SseParser {
                 self.data.extend_from_slice(value);
                 self.has_data = true;
             }
-            b"id" if !value.contains(&0) => {
+            b"id" if memchr::memchr(0, value).is_none() => {
                 self.id.clear();
                 self.id.extend_from_slice(value);
                 self.has_id = true;
