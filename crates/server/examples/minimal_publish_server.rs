@@ -1,12 +1,13 @@
-//! The floor under Herald's publish path: an axum server on the same
-//! runtime settings that answers every `POST /topics/{topic}/events` with a
-//! fixed 201 receipt, reading the body and nothing else (no token, no JSON,
-//! no store). What `herald-bench publish` gets from it on a machine is the
-//! most any hyper-based publish path can get there (see BENCHMARKS.md).
+//! A reference under Herald's publish path: an axum server on the same
+//! runtime settings and socket options that answers every
+//! `POST /topics/{topic}/events` with a fixed 201 receipt, reading the body
+//! and nothing else (no token, no JSON, no store). What `herald-bench
+//! publish` gets from it on a machine is about the most a publish path on
+//! hyper and axum can get there (see BENCHMARKS.md).
 //!
 //! cargo run --release -p herald-server --example minimal_publish_server -- [ADDR]
 
-use axum::{Router, body::Bytes, http::StatusCode, routing::post};
+use axum::{Router, body::Bytes, http::StatusCode, routing::post, serve::ListenerExt as _};
 
 const RECEIPT: &str = r#"{"id":"00000000-0000000000000001","topic":"bench"}"#;
 
@@ -17,5 +18,9 @@ async fn main() -> std::io::Result<()> {
         Router::new().route("/topics/{topic}/events", post(|_body: Bytes| async { (StatusCode::CREATED, RECEIPT) }));
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     println!("answering POST /topics/{{topic}}/events on http://{}", listener.local_addr()?);
+    // As Herald does: answers are not held back for Nagle's algorithm.
+    let listener = listener.tap_io(|stream| {
+        let _ = stream.set_nodelay(true);
+    });
     axum::serve(listener, app).await
 }

@@ -378,5 +378,59 @@ async fn one_commit_maps_repeated_keys_to_their_first_event_and_stores_every_row
     let read = store.read(&all, 0, u64::MAX, 10_000).await.unwrap();
     assert_eq!(read.events.len(), 3_002);
     assert!(read.events.windows(2).all(|w| w[0].id.seq < w[1].id.seq));
+
+    // k1's event was stored with its key: a later commit maps to it too.
+    let later = store.append(&[keyed("a", "k1 once more", "k1")]).await.unwrap();
+    assert!(matches!(&later[0], Appended::Duplicate { id, .. } if *id == k1.id), "{later:?}");
+    store.close().await;
+
+    // Per-topic counts (what retention by count reads) took every new event.
+    let db = rusqlite::Connection::open(dir.path().join("herald.db")).unwrap();
+    let counts: Vec<(String, i64)> = db
+        .prepare("SELECT name, events FROM topics ORDER BY name")
+        .unwrap()
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(counts, [("a".to_owned(), 1_001), ("b".to_owned(), 1_001), ("c".to_owned(), 1_000)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_commit_stores_nothing_and_the_next_one_continues_the_ids() {
+    use herald_core::{Appended, EventDraft, EventStore as _};
+    let dir = tempfile::tempdir().unwrap();
+    let store = herald_server::store::SqliteStore::open(
+        dir.path(),
+        herald_core::Retention::default(),
+        herald_server::store::Synchronous::Full,
+    )
+    .await
+    .unwrap();
+    let draft = |data: &str| EventDraft::new("t".parse().unwrap(), data);
+    let first = store.append(&[draft("kept")]).await.unwrap();
+    let Appended::New(kept) = &first[0] else { panic!("{first:?}") };
+
+    // Another connection makes SQLite refuse one row: the whole commit fails.
+    let side = rusqlite::Connection::open(dir.path().join("herald.db")).unwrap();
+    side.execute_batch(
+        "CREATE TRIGGER refuse BEFORE INSERT ON events WHEN NEW.data = 'refused' BEGIN SELECT RAISE(ABORT, 'refused'); END",
+    )
+    .unwrap();
+    let failed = store.append(&[draft("lost"), draft("refused"), draft("lost too")]).await;
+    assert!(failed.is_err(), "{failed:?}");
+    assert_eq!(store.last_seq().await.unwrap(), kept.id.seq);
+
+    side.execute_batch("DROP TRIGGER refuse").unwrap();
+    let next = store.append(&[draft("after")]).await.unwrap();
+    let Appended::New(after) = &next[0] else { panic!("{next:?}") };
+    assert_eq!(after.id.seq, kept.id.seq + 1, "the failed commit used no id");
+    let read = store.read(&herald_core::Selection::new(["t".parse().unwrap()]), 0, u64::MAX, 100).await.unwrap();
+    let data: Vec<String> = read
+        .events
+        .iter()
+        .map(|e| String::from_utf8_lossy(&e.frame).lines().find_map(|l| l.strip_prefix("data: ")).unwrap().to_owned())
+        .collect();
+    assert_eq!(data, ["kept", "after"]);
     store.close().await;
 }

@@ -90,6 +90,10 @@ impl std::str::FromStr for Synchronous {
 }
 
 /// Events in a SQLite database.
+///
+/// `append` commits synchronously on the calling thread, which is the hub's
+/// writer thread: call it from a thread that may block, not from a task on
+/// a runtime shared with other work.
 #[derive(Debug)]
 pub struct SqliteStore {
     /// Reads and retention.
@@ -119,6 +123,7 @@ fn open_writer(path: &Path, synchronous: Synchronous) -> rusqlite::Result<rusqli
     connection.busy_timeout(BUSY_TIMEOUT)?;
     connection.pragma_update(None, "synchronous", synchronous.pragma())?;
     connection.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)?;
+    connection.pragma_update(None, "temp_store", "MEMORY")?;
     Ok(connection)
 }
 
@@ -271,14 +276,16 @@ impl SqliteStore {
         let tx = writer.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         if self.resync.load(Ordering::Acquire) {
             let stored: String = tx.query_row(SELECT_LAST_SEQ, [], |row| row.get(0))?;
-            let stored = stored.parse::<u64>().map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+            let stored = stored
+                .parse::<u64>()
+                .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))?;
             self.last_seq.store(stored, Ordering::Release);
         }
         let mut seq = self.last_seq.load(Ordering::Acquire);
         let mut results = Vec::with_capacity(drafts.len());
         // Keys first used in this commit: their index in `results`.
         let mut new_keys: HashMap<&str, usize> = HashMap::new();
-        let mut per_topic: Vec<(&str, i64)> = Vec::new();
+        let mut per_topic: HashMap<&str, i64> = HashMap::new();
         {
             let mut insert_event = tx.prepare_cached(
                 "INSERT INTO events (seq, topic, event_type, data, retry_ms, time_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -307,10 +314,7 @@ impl SqliteStore {
                     )?
                     .execute(rusqlite::params![key, seq as i64, draft.topic.as_str(), expires])?;
                 }
-                match per_topic.iter_mut().find(|(t, _)| *t == draft.topic.as_str()) {
-                    Some((_, n)) => *n += 1,
-                    None => per_topic.push((draft.topic.as_str(), 1)),
-                }
+                *per_topic.entry(draft.topic.as_str()).or_default() += 1;
                 results.push(Appended::New(event));
             }
             let mut count_topic = tx.prepare_cached(
