@@ -15,9 +15,12 @@ use std::{
     io,
     net::SocketAddr,
     pin::Pin,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
     task::{Context, Poll, ready},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use axum::{Router, body::Body, extract::ConnectInfo};
@@ -29,7 +32,6 @@ use hyper_util::{
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::TcpStream,
-    sync::watch,
     time::Sleep,
 };
 use tower::ServiceExt as _;
@@ -87,14 +89,14 @@ async fn serve_with_hyper(
     router: Router,
     state: AppState,
 ) -> &'static str {
-    let (in_flight, watch_in_flight) = watch::channel(0usize);
-    let in_flight = Arc::new(in_flight);
+    let activity = Arc::new(Activity::new());
+    let requests = Arc::clone(&activity);
     let stalled = Stalled::default();
     let stall_flag = stalled.clone();
     let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
         request.extensions_mut().insert(ConnectInfo(peer));
         request.extensions_mut().insert(stall_flag.clone());
-        let busy = Busy::new(&in_flight);
+        let busy = Busy::new(&requests);
         let response = router.clone().oneshot(request.map(Body::new));
         async move {
             let response = response.await?;
@@ -124,7 +126,7 @@ async fn serve_with_hyper(
                 connection.as_mut().graceful_shutdown();
                 closing = Some("shutdown");
             }
-            () = idle_for(watch_in_flight.clone(), state.config.idle_timeout), if closing.is_none() => {
+            () = idle_for(&activity, state.config.idle_timeout), if closing.is_none() => {
                 connection.as_mut().graceful_shutdown();
                 closing = Some("idle");
             }
@@ -132,32 +134,64 @@ async fn serve_with_hyper(
     }
 }
 
-/// Completes once no request has been in flight for `timeout`.
-async fn idle_for(mut in_flight: watch::Receiver<usize>, timeout: Duration) {
-    loop {
-        if in_flight.wait_for(|n| *n == 0).await.is_err() {
-            return std::future::pending().await;
+/// Requests in flight on one connection, and since when it has had none.
+/// Atomics rather than a channel: a request costs two increments, not a
+/// wake-up of the connection's task and a timer each.
+struct Activity {
+    in_flight: AtomicUsize,
+    /// When the last request ended, in ms after `start`.
+    idle_since_ms: AtomicU64,
+    start: Instant,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self { in_flight: AtomicUsize::new(0), idle_since_ms: AtomicU64::new(0), start: Instant::now() }
+    }
+
+    fn elapsed_ms(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// How long until the connection has been idle for `timeout`; `None`
+    /// while a request is in flight.
+    fn idle_left(&self, timeout: Duration) -> Option<Duration> {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return None;
         }
-        tokio::select! {
-            () = tokio::time::sleep(timeout) => return,
-            changed = in_flight.changed() => if changed.is_err() { return std::future::pending().await },
+        let idle = Duration::from_millis(self.elapsed_ms().saturating_sub(self.idle_since_ms.load(Ordering::Acquire)));
+        Some(timeout.saturating_sub(idle))
+    }
+}
+
+/// Completes once no request has been in flight for `timeout`. Checks when
+/// the timeout could first have passed, so requests never wake it.
+async fn idle_for(activity: &Activity, timeout: Duration) {
+    loop {
+        match activity.idle_left(timeout) {
+            Some(Duration::ZERO) => return,
+            Some(left) => tokio::time::sleep(left).await,
+            None => tokio::time::sleep(timeout).await,
         }
     }
 }
 
 /// Counts a request as in flight until its response body is done.
-struct Busy(Arc<watch::Sender<usize>>);
+struct Busy(Arc<Activity>);
 
 impl Busy {
-    fn new(counter: &Arc<watch::Sender<usize>>) -> Self {
-        counter.send_modify(|n| *n += 1);
-        Self(Arc::clone(counter))
+    fn new(activity: &Arc<Activity>) -> Self {
+        activity.in_flight.fetch_add(1, Ordering::AcqRel);
+        Self(Arc::clone(activity))
     }
 }
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        self.0.send_modify(|n| *n -= 1);
+        let activity = &self.0;
+        // The time first, so a check that sees no request in flight sees it.
+        activity.idle_since_ms.store(activity.elapsed_ms(), Ordering::Release);
+        activity.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -1016,6 +1016,29 @@ async fn too_many_topics_in_one_subscription_is_400() {
 }
 
 #[tokio::test]
+async fn a_keep_alive_connection_is_closed_after_the_idle_timeout_and_kept_while_used() {
+    let server = TestServer::start_with(|c| c.idle_timeout = Duration::from_millis(400)).await;
+    let request = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut used = TcpStream::connect(server.addr).await.unwrap();
+    let mut idle = TcpStream::connect(server.addr).await.unwrap();
+    idle.write_all(request).await.unwrap();
+    read_until(&mut idle, b"\"ok\"").await;
+    let idle_from = Instant::now();
+    // A request every 150 ms for 1.2 s: never 400 ms without one in flight.
+    for _ in 0..8 {
+        used.write_all(request).await.unwrap();
+        read_until(&mut used, b"\"ok\"").await;
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    used.write_all(request).await.unwrap();
+    read_until(&mut used, b"\"ok\"").await;
+    // The other one was closed, and not before its 400 ms.
+    let rest = read_to_close(&mut idle, Duration::from_secs(5)).await;
+    assert!(rest.is_empty(), "{}", show(&rest));
+    assert!(idle_from.elapsed() >= Duration::from_millis(350), "closed after {:?}", idle_from.elapsed());
+}
+
+#[tokio::test]
 async fn connections_over_the_bound_get_a_503_json() {
     let server = TestServer::start_with(|c| c.max_connections = 2).await;
     let held_one = TcpStream::connect(server.addr).await.unwrap();
