@@ -43,6 +43,11 @@ pub(crate) fn hot_path() -> &'static HotPath {
 }
 
 /// The recorder's handle, installing the recorder on first use.
+///
+/// The recorder keeps histogram samples until a render folds them into
+/// buckets (`install_recorder` leaves that upkeep to us). The dashboard's
+/// sampler renders every half second (`herald_admin`'s `live.rs`), which
+/// bounds them; a server without it would need `run_upkeep` on a timer.
 pub fn handle() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
