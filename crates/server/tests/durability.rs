@@ -270,14 +270,17 @@ async fn a_write_error_answers_503_turns_unready_and_recovers_by_itself() {
     assert_eq!((got[0].1.as_str(), got[1].1.len()), ("before", big.len()));
 }
 
+/// A SQLite store in `dir`, in process, fsyncing every commit.
+async fn sqlite_store(dir: &Path, retention: herald_core::Retention) -> herald_server::store::SqliteStore {
+    herald_server::store::SqliteStore::open(dir, retention, herald_server::store::Synchronous::Full).await.unwrap()
+}
+
 /// A hub on a SQLite store in `dir`, in process.
 async fn sqlite_hub(
     dir: &Path,
     retention: herald_core::Retention,
 ) -> (herald_core::Hub, Arc<herald_server::store::SqliteStore>) {
-    let store =
-        herald_server::store::SqliteStore::open(dir, retention, herald_server::store::Synchronous::Full).await.unwrap();
-    let store = Arc::new(store);
+    let store = Arc::new(sqlite_store(dir, retention).await);
     let config = herald_core::HubConfig {
         ring: herald_core::RingLimits { max_events: 4, max_bytes: 1 << 20 },
         ..herald_core::HubConfig::default()
@@ -343,13 +346,7 @@ async fn retention_by_count_and_by_age_trims_history_and_reports_the_gap() {
 async fn one_commit_maps_repeated_keys_to_their_first_event_and_stores_every_row() {
     use herald_core::{Appended, EventDraft, EventStore as _};
     let dir = tempfile::tempdir().unwrap();
-    let store = herald_server::store::SqliteStore::open(
-        dir.path(),
-        herald_core::Retention::default(),
-        herald_server::store::Synchronous::Full,
-    )
-    .await
-    .unwrap();
+    let store = sqlite_store(dir.path(), herald_core::Retention::default()).await;
     let keyed = |topic: &str, data: &str, key: &str| EventDraft {
         idempotency_key: Some(key.to_owned()),
         ..EventDraft::new(topic.parse().unwrap(), data)
@@ -400,13 +397,7 @@ async fn one_commit_maps_repeated_keys_to_their_first_event_and_stores_every_row
 async fn a_failed_commit_stores_nothing_and_the_next_one_continues_the_ids() {
     use herald_core::{Appended, EventDraft, EventStore as _};
     let dir = tempfile::tempdir().unwrap();
-    let store = herald_server::store::SqliteStore::open(
-        dir.path(),
-        herald_core::Retention::default(),
-        herald_server::store::Synchronous::Full,
-    )
-    .await
-    .unwrap();
+    let store = sqlite_store(dir.path(), herald_core::Retention::default()).await;
     let draft = |data: &str| EventDraft::new("t".parse().unwrap(), data);
     let first = store.append(&[draft("kept")]).await.unwrap();
     let Appended::New(kept) = &first[0] else { panic!("{first:?}") };
