@@ -14,16 +14,13 @@ const LATENCY_BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.0
 const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0];
 
 /// Handles of the metrics the hot paths touch on every publish or write,
-/// looked up once rather than by name each time.
+/// looked up once rather than by name each time. Events published and
+/// delivered are not here: the hub counts them, and [`render`] reads them.
 pub(crate) struct HotPath {
     pub(crate) streams_open: Gauge,
-    pub(crate) delivered: Counter,
-    pub(crate) gaps: Counter,
     pub(crate) stream_bytes: Counter,
     pub(crate) delivery_latency: Histogram,
     pub(crate) publish_latency: Histogram,
-    pub(crate) published: Counter,
-    pub(crate) duplicates: Counter,
 }
 
 /// The hot paths' handles (the recorder is installed by then: [`handle`]
@@ -32,13 +29,9 @@ pub(crate) fn hot_path() -> &'static HotPath {
     static HOT_PATH: OnceLock<HotPath> = OnceLock::new();
     HOT_PATH.get_or_init(|| HotPath {
         streams_open: metrics::gauge!("herald_streams_open"),
-        delivered: metrics::counter!("herald_events_delivered_total"),
-        gaps: metrics::counter!("herald_gaps_total"),
         stream_bytes: metrics::counter!("herald_stream_bytes_total"),
         delivery_latency: metrics::histogram!("herald_delivery_latency_seconds"),
         publish_latency: metrics::histogram!("herald_publish_latency_seconds"),
-        published: metrics::counter!("herald_events_published_total", "result" => "created"),
-        duplicates: metrics::counter!("herald_events_published_total", "result" => "duplicate"),
     })
 }
 
@@ -134,5 +127,9 @@ pub fn render(handle: &PrometheusHandle, hub: &Hub, connections_open: usize) -> 
     metrics::gauge!("herald_store_healthy").set(if hub.store_healthy() { 1.0 } else { 0.0 });
     metrics::counter!("herald_replays_total", "source" => "ring").absolute(stats.replays_ring);
     metrics::counter!("herald_replays_total", "source" => "store").absolute(stats.replays_store);
+    metrics::counter!("herald_events_published_total", "result" => "created").absolute(stats.published);
+    metrics::counter!("herald_events_published_total", "result" => "duplicate").absolute(stats.duplicates);
+    metrics::counter!("herald_events_delivered_total").absolute(stats.delivered);
+    metrics::counter!("herald_gaps_total").absolute(stats.gaps);
     handle.render()
 }

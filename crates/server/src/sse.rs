@@ -204,8 +204,6 @@ impl EventStream {
         let mut out = BytesMut::with_capacity(size);
         delivery.frames().for_each(|frame| out.extend_from_slice(frame));
         let events = delivery.events.len() as u64;
-        self.metrics.delivered.increment(events);
-        self.metrics.gaps.increment(delivery.notices.len() as u64);
         let entry = &self.ties.registration.entry;
         entry.events_sent.fetch_add(events, Ordering::Relaxed);
         entry.lag.store(self.subscription.lag(), Ordering::Relaxed);
