@@ -7,7 +7,9 @@
 //! audience, and the readers fall further behind. So a reader of one topic
 //! reads history a page at a time through this cache: the first reader of a
 //! stretch loads it from the store (one load at a time), the others take the
-//! same events, their frames shared. Pages are few and bounded in bytes, and
+//! same events, their frames shared. A page is bounded like any delivery
+//! step (events and bytes); the pages together stay within the cache's byte
+//! budget (a page that alone exceeds it is handed out and not kept); all are
 //! dropped whenever retention runs (through [`crate::Hub::enforce_retention`]).
 
 use std::{
@@ -20,15 +22,13 @@ use std::{
 
 use parking_lot::Mutex;
 
-use crate::{Event, EventStore, Gap, Selection, StoreError, TopicName};
+use crate::{Event, EventStore, Gap, ReadLimit, Selection, StoreError, TopicName};
 
 /// Most pages kept, over all topics.
 const MAX_PAGES: usize = 256;
 /// Most pages kept for one topic: readers far apart need pages of their own,
 /// but one topic must not push every other topic's pages out.
 const MAX_PAGES_PER_TOPIC: usize = 16;
-/// Most frame bytes kept in pages, over all topics.
-const MAX_PAGE_BYTES: usize = 32 << 20;
 
 /// What a catch-up step hands a reader.
 #[derive(Debug, Default)]
@@ -42,8 +42,10 @@ pub(crate) struct CaughtUp {
 }
 
 /// The shared pages.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct CatchUp {
+    /// Most frame bytes kept in pages, over all topics.
+    max_bytes: usize,
     /// Oldest first; the newest page that serves a reader wins.
     pages: Mutex<VecDeque<Arc<Page>>>,
     /// Per topic, one load at a time: readers that missed together wait for
@@ -75,25 +77,27 @@ impl Page {
         self.topic == *topic && self.after <= after && after < self.covered
     }
 
-    /// Events in `(after, min(upto, covered)]`, at most `limit` of them.
-    fn answer(&self, after: u64, upto: u64, limit: usize) -> CaughtUp {
+    /// Events in `(after, min(upto, covered)]`, within `limit`.
+    fn answer(&self, after: u64, upto: u64, limit: ReadLimit) -> CaughtUp {
         let end = upto.min(self.covered);
         let start = self.events.partition_point(|e| e.id.seq <= after);
-        let mut events: Vec<Event> =
-            self.events[start..].iter().take_while(|e| e.id.seq <= end).take(limit + 1).cloned().collect();
-        let through = if events.len() > limit {
-            events.truncate(limit);
-            events.last().map_or(end, |e| e.id.seq)
-        } else {
-            end
-        };
+        let wanted = self.events[start..].partition_point(|e| e.id.seq <= end);
+        let wanted = &self.events[start..start + wanted];
+        let fitting = limit.fitting(wanted);
+        let events = wanted[..fitting].to_vec();
+        let through = if fitting < wanted.len() { events.last().map_or(end, |e| e.id.seq) } else { end };
         let gaps = self.gaps.iter().filter(|gap| gap.through > after).cloned().collect();
         CaughtUp { events, gaps, through }
     }
 }
 
 impl CatchUp {
-    /// Events of `topic` after `after`, up to `upto`, at most `limit`: from a
+    /// An empty cache that keeps at most `max_bytes` of frames.
+    pub(crate) fn new(max_bytes: usize) -> Self {
+        Self { max_bytes, pages: Mutex::default(), loading: Mutex::default(), generation: AtomicU64::new(0) }
+    }
+
+    /// Events of `topic` after `after`, up to `upto`, within `limit`: from a
     /// page that covers `after`, else from a page loaded from `store` now.
     pub(crate) async fn read(
         &self,
@@ -101,7 +105,7 @@ impl CatchUp {
         topic: &TopicName,
         after: u64,
         upto: u64,
-        limit: usize,
+        limit: ReadLimit,
     ) -> Result<CaughtUp, StoreError> {
         if let Some(page) = self.find(topic, after) {
             metrics::counter!("herald_catch_up_reads_total", "source" => "shared").increment(1);
@@ -138,6 +142,9 @@ impl CatchUp {
     }
 
     fn keep(&self, page: Arc<Page>) {
+        if page.bytes > self.max_bytes {
+            return;
+        }
         let mut pages = self.pages.lock();
         if pages.iter().filter(|p| p.topic == page.topic).count() >= MAX_PAGES_PER_TOPIC
             && let Some(oldest) = pages.iter().position(|p| p.topic == page.topic)
@@ -145,9 +152,7 @@ impl CatchUp {
             pages.remove(oldest);
         }
         pages.push_back(page);
-        while pages.len() > MAX_PAGES
-            || (pages.len() > 1 && pages.iter().map(|p| p.bytes).sum::<usize>() > MAX_PAGE_BYTES)
-        {
+        while pages.len() > MAX_PAGES || pages.iter().map(|p| p.bytes).sum::<usize>() > self.max_bytes {
             pages.pop_front();
         }
     }
@@ -156,7 +161,11 @@ impl CatchUp {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{EventDraft, MemoryStore, Retention};
+    use crate::{EventDraft, MemoryStore, Publish, Retention};
+
+    fn count(events: usize) -> ReadLimit {
+        ReadLimit { events, bytes: usize::MAX }
+    }
 
     async fn store_with(events: usize) -> (MemoryStore, TopicName) {
         let store = MemoryStore::new(Retention::default());
@@ -167,7 +176,7 @@ mod tests {
                 [EventDraft::new(topic.clone(), i.to_string()), EventDraft::new(other.clone(), format!("other {i}"))]
             })
             .collect();
-        store.append(&drafts).await.unwrap();
+        store.append(&[Publish::new(drafts)]).await.unwrap();
         (store, topic)
     }
 
@@ -178,18 +187,18 @@ mod tests {
     #[tokio::test]
     async fn readers_near_one_position_share_one_page() {
         let (store, topic) = store_with(100).await;
-        let catch_up = CatchUp::default();
+        let catch_up = CatchUp::new(32 << 20);
         // Topic t holds the odd sequence numbers 1..=199.
-        let first = catch_up.read(&store, &topic, 0, 200, 10).await.unwrap();
+        let first = catch_up.read(&store, &topic, 0, 200, count(10)).await.unwrap();
         assert_eq!(seqs(&first), (0..10).map(|i| 2 * i + 1).collect::<Vec<_>>());
         assert_eq!(first.through, 19);
         // A reader a little ahead is served from the same page.
-        let second = catch_up.read(&store, &topic, 7, 200, 10).await.unwrap();
+        let second = catch_up.read(&store, &topic, 7, 200, count(10)).await.unwrap();
         assert_eq!(seqs(&second), vec![9, 11, 13, 15, 17, 19]);
         assert_eq!(second.through, 19, "it may move only as far as the page covers");
         assert_eq!(catch_up.pages.lock().len(), 1);
         // Past the page, the next page is loaded.
-        let third = catch_up.read(&store, &topic, 19, 200, 10).await.unwrap();
+        let third = catch_up.read(&store, &topic, 19, 200, count(10)).await.unwrap();
         assert_eq!(seqs(&third).first(), Some(&21));
         assert_eq!(catch_up.pages.lock().len(), 2);
     }
@@ -197,13 +206,13 @@ mod tests {
     #[tokio::test]
     async fn a_page_never_hands_out_more_than_asked() {
         let (store, topic) = store_with(50).await;
-        let catch_up = CatchUp::default();
-        catch_up.read(&store, &topic, 0, 100, 1000).await.unwrap();
+        let catch_up = CatchUp::new(32 << 20);
+        catch_up.read(&store, &topic, 0, 100, count(1000)).await.unwrap();
         // Up to a lower watermark only, and within the limit.
-        let capped = catch_up.read(&store, &topic, 0, 20, 1000).await.unwrap();
+        let capped = catch_up.read(&store, &topic, 0, 20, count(1000)).await.unwrap();
         assert_eq!(seqs(&capped), (0..10).map(|i| 2 * i + 1).collect::<Vec<_>>());
         assert_eq!(capped.through, 20);
-        let limited = catch_up.read(&store, &topic, 10, 100, 3).await.unwrap();
+        let limited = catch_up.read(&store, &topic, 10, 100, count(3)).await.unwrap();
         assert_eq!(seqs(&limited), vec![11, 13, 15]);
         assert_eq!(limited.through, 15);
     }
@@ -211,16 +220,45 @@ mod tests {
     #[tokio::test]
     async fn pages_are_bounded_per_topic_and_dropped_with_retention() {
         let (store, topic) = store_with(200).await;
-        let catch_up = CatchUp::default();
+        let catch_up = CatchUp::new(32 << 20);
         let mut after = 0;
         for _ in 0..(MAX_PAGES_PER_TOPIC + 5) {
-            after = catch_up.read(&store, &topic, after, 400, 2).await.unwrap().through;
+            after = catch_up.read(&store, &topic, after, 400, count(2)).await.unwrap().through;
         }
         assert_eq!(catch_up.pages.lock().len(), MAX_PAGES_PER_TOPIC);
         let other: TopicName = "u".parse().unwrap();
-        catch_up.read(&store, &other, 0, 400, 2).await.unwrap();
+        catch_up.read(&store, &other, 0, 400, count(2)).await.unwrap();
         assert_eq!(catch_up.pages.lock().len(), MAX_PAGES_PER_TOPIC + 1, "another topic keeps its own");
         catch_up.clear();
         assert!(catch_up.pages.lock().is_empty());
+    }
+
+    #[tokio::test]
+    async fn pages_are_bounded_in_bytes_and_the_cache_keeps_within_its_budget() {
+        let store = MemoryStore::new(Retention::default());
+        let topic: TopicName = "big".parse().unwrap();
+        let drafts: Vec<EventDraft> = (0..20).map(|_| EventDraft::new(topic.clone(), "x".repeat(10_000))).collect();
+        store.append(&[Publish::new(drafts)]).await.unwrap();
+        let frame = store
+            .read(&Selection::new([crate::TopicPattern::Exact(topic.clone())]), 0, 20, count(1))
+            .await
+            .unwrap()
+            .events[0]
+            .size();
+        let catch_up = CatchUp::new(5 * frame);
+        // Three frames' worth per step: three events, never more.
+        let step = catch_up.read(&store, &topic, 0, 20, ReadLimit { events: 1000, bytes: 3 * frame }).await.unwrap();
+        assert_eq!(seqs(&step), vec![1, 2, 3]);
+        assert_eq!(step.through, 3);
+        // A limit below one event still hands out that one event.
+        let tiny = catch_up.read(&store, &topic, 3, 20, ReadLimit { events: 1000, bytes: 1 }).await.unwrap();
+        assert_eq!(seqs(&tiny), vec![4]);
+        let kept: usize = catch_up.pages.lock().iter().map(|p| p.bytes).sum();
+        assert!(kept <= 5 * frame, "the cache holds {kept} bytes, over its budget of {}", 5 * frame);
+        // A page larger than the whole budget is handed out but not kept.
+        let before = catch_up.pages.lock().len();
+        let huge = catch_up.read(&store, &topic, 4, 20, ReadLimit { events: 1000, bytes: 10 * frame }).await.unwrap();
+        assert_eq!(huge.events.len(), 10);
+        assert_eq!(catch_up.pages.lock().len(), before);
     }
 }

@@ -88,15 +88,12 @@ pub struct EventDraft {
     pub data: String,
     /// An optional `retry:` hint for clients, in milliseconds.
     pub retry_ms: Option<u64>,
-    /// A publisher's key for safe retries: a second publish with the same key
-    /// returns the first event's id and creates nothing.
-    pub idempotency_key: Option<String>,
 }
 
 impl EventDraft {
     /// A plain `message` event with `data` for `topic`.
     pub fn new(topic: TopicName, data: impl Into<String>) -> Self {
-        Self { topic, event_type: None, data: data.into(), retry_ms: None, idempotency_key: None }
+        Self { topic, event_type: None, data: data.into(), retry_ms: None }
     }
 }
 

@@ -29,8 +29,8 @@ use tokio::{
 };
 
 use crate::{
-    Appended, Epoch, Event, EventDraft, EventId, EventStore, RingLimits, StoreError, Topic, TopicName, TopicPattern,
-    catch_up::CatchUp, now_ms,
+    Appended, Epoch, Event, EventDraft, EventId, EventStore, Publish, ReadLimit, RingLimits, StoreError, StoredTopic,
+    Topic, TopicName, TopicPattern, catch_up::CatchUp, now_ms,
 };
 
 /// Settings of a hub. Each bound has a default that suits one node.
@@ -49,6 +49,23 @@ pub struct HubConfig {
     pub max_commit_requests: usize,
     /// Most events handed to a subscriber at once.
     pub max_delivery_events: usize,
+    /// Most frame bytes handed to a subscriber at once (one write, one
+    /// catch-up page); a single larger event still goes whole.
+    pub max_delivery_bytes: usize,
+    /// Most frame bytes kept in the catch-up pages shared by readers.
+    pub catch_up_cache_bytes: usize,
+}
+
+impl HubConfig {
+    /// The default of `max_delivery_bytes` (1 MiB).
+    pub const DEFAULT_DELIVERY_BYTES: usize = 1 << 20;
+    /// The default of `catch_up_cache_bytes` (32 MiB).
+    pub const DEFAULT_CATCH_UP_CACHE_BYTES: usize = 32 << 20;
+
+    /// How much one delivery step may hand out.
+    pub fn delivery_limit(&self) -> ReadLimit {
+        ReadLimit { events: self.max_delivery_events.max(1), bytes: self.max_delivery_bytes }
+    }
 }
 
 impl Default for HubConfig {
@@ -60,6 +77,8 @@ impl Default for HubConfig {
             publish_queue: 65_536,
             max_commit_requests: 1024,
             max_delivery_events: 1024,
+            max_delivery_bytes: Self::DEFAULT_DELIVERY_BYTES,
+            catch_up_cache_bytes: Self::DEFAULT_CATCH_UP_CACHE_BYTES,
         }
     }
 }
@@ -73,6 +92,10 @@ pub enum PublishError {
     /// The hub is shutting down.
     #[error("the hub is shutting down")]
     ShuttingDown,
+    /// The request's idempotency key was used before, by the same caller,
+    /// for other events.
+    #[error("this Idempotency-Key was used before for a different request")]
+    KeyReused,
 }
 
 /// Why a subscription could not open.
@@ -83,10 +106,10 @@ pub enum SubscribeError {
     TooManyTopics(usize),
 }
 
-/// A publish the store accepted.
+/// An event of a publish the store accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Published {
-    /// The event's id (the first one's, for a repeated idempotency key).
+    /// The event's id (the first request's, for a repeated idempotency key).
     pub id: EventId,
     /// Its topic.
     pub topic: TopicName,
@@ -94,12 +117,24 @@ pub struct Published {
     pub duplicate: bool,
 }
 
-impl From<Appended> for Published {
-    fn from(appended: Appended) -> Self {
-        match appended {
-            Appended::New(event) => Self { id: event.id, topic: event.topic, duplicate: false },
-            Appended::Duplicate { id, topic } => Self { id, topic, duplicate: true },
-        }
+/// What a publisher hears of its request: one entry per event.
+fn answer(appended: Appended, request: &Publish) -> Result<Vec<Published>, PublishError> {
+    match appended {
+        Appended::New(events) => Ok(events
+            .into_iter()
+            .map(|event| Published { id: event.id, topic: event.topic, duplicate: false })
+            .collect()),
+        Appended::Replayed { first } => Ok(request
+            .drafts
+            .iter()
+            .zip(first.seq..)
+            .map(|(draft, seq)| Published {
+                id: EventId::new(first.epoch, seq),
+                topic: draft.topic.clone(),
+                duplicate: true,
+            })
+            .collect()),
+        Appended::KeyReused => Err(PublishError::KeyReused),
     }
 }
 
@@ -120,6 +155,8 @@ pub struct TopicStats {
     pub last_event_ms: Option<u64>,
     /// Events published since the topic entered the registry.
     pub published: u64,
+    /// Events of it the store retains (0 when only the registry was asked).
+    pub retained: u64,
 }
 
 /// Figures about the whole hub.
@@ -206,6 +243,11 @@ pub(crate) struct HubInner {
     /// Every event with a sequence up to here is in its ring or its store.
     /// Shared with every topic: a wake must not count an event it cannot see.
     watermark: Arc<AtomicU64>,
+    /// The newest event that went to no ring, because the registry was full
+    /// when its topic would have entered it. Its readers can only be pattern
+    /// subscriptions (a topic with an exact subscriber is in the registry),
+    /// and those read the store while their cursor is below this.
+    pub(crate) bypassed_through: AtomicU64,
     pub(crate) config: HubConfig,
     next_subscriber: AtomicU64,
     pub(crate) counters: Counters,
@@ -216,7 +258,7 @@ pub(crate) struct HubInner {
 }
 
 struct PublishRequest {
-    drafts: Vec<EventDraft>,
+    publish: Publish,
     reply: oneshot::Sender<Result<Vec<Published>, PublishError>>,
 }
 
@@ -231,7 +273,7 @@ pub struct Hub {
 
 impl std::fmt::Debug for PublishRequest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PublishRequest").field("drafts", &self.drafts.len()).finish()
+        f.debug_struct("PublishRequest").field("drafts", &self.publish.drafts.len()).finish()
     }
 }
 
@@ -246,10 +288,11 @@ impl Hub {
             epoch: store.epoch(),
             store,
             watermark: Arc::new(AtomicU64::new(watermark)),
+            bypassed_through: AtomicU64::new(0),
             next_subscriber: AtomicU64::new(1),
             counters: Counters::default(),
             store_ok: AtomicBool::new(true),
-            catch_up: CatchUp::default(),
+            catch_up: CatchUp::new(config.catch_up_cache_bytes),
             config,
         });
         let (queue, requests) = mpsc::channel(inner.config.publish_queue.max(1));
@@ -280,11 +323,17 @@ impl Hub {
 
     /// Publishes several events in one commit; returns once all are durable.
     pub async fn publish_batch(&self, drafts: Vec<EventDraft>) -> Result<Vec<Published>, PublishError> {
-        if drafts.is_empty() {
+        self.submit(Publish::new(drafts)).await
+    }
+
+    /// Publishes a request's events in one commit, all or none, under its
+    /// idempotency key if it has one; returns once they are durable.
+    pub async fn submit(&self, publish: Publish) -> Result<Vec<Published>, PublishError> {
+        if publish.drafts.is_empty() {
             return Ok(Vec::new());
         }
         let (reply, answer) = oneshot::channel();
-        self.queue.send(PublishRequest { drafts, reply }).await.map_err(|_| PublishError::ShuttingDown)?;
+        self.queue.send(PublishRequest { publish, reply }).await.map_err(|_| PublishError::ShuttingDown)?;
         answer.await.map_err(|_| PublishError::ShuttingDown)?
     }
 
@@ -343,6 +392,53 @@ impl Hub {
         topics.iter().map(|t| topic_stats(t)).collect()
     }
 
+    /// Figures about the topics the store holds events of and those in the
+    /// registry, in name order, after `after` (when given), at most `limit`
+    /// of them; the store's retained count and newest event, the registry's
+    /// subscribers and ring.
+    pub async fn topic_list(&self, after: Option<&TopicName>, limit: usize) -> Result<Vec<TopicStats>, StoreError> {
+        let stored = self.inner.store.topics(after, limit).await?;
+        // The registry's topics in the same stretch of names (all past
+        // `after` when the store's page is not full).
+        let end = (stored.len() == limit).then(|| stored.last().map(|t| t.name.clone())).flatten();
+        let in_range = |name: &TopicName| after.is_none_or(|a| name > a) && end.as_ref().is_none_or(|e| name <= e);
+        let mut list: Vec<TopicStats> = stored.into_iter().map(|stored| self.with_registry(stored)).collect();
+        let known: std::collections::HashSet<TopicName> = list.iter().map(|t| t.name.clone()).collect();
+        list.extend(self.all_topic_stats().into_iter().filter(|t| in_range(&t.name) && !known.contains(&t.name)));
+        list.sort_by(|a, b| a.name.cmp(&b.name));
+        list.truncate(limit);
+        Ok(list)
+    }
+
+    /// Figures about one topic: from the store, with the registry's when it
+    /// is in memory; `None` when neither knows it.
+    pub async fn topic(&self, name: &TopicName) -> Result<Option<TopicStats>, StoreError> {
+        Ok(match self.inner.store.topic(name).await? {
+            Some(stored) => Some(self.with_registry(stored)),
+            None => self.topic_stats(name.as_str()),
+        })
+    }
+
+    fn with_registry(&self, stored: StoredTopic) -> TopicStats {
+        let mut stats = self.topic_stats(stored.name.as_str()).unwrap_or_else(|| TopicStats {
+            name: stored.name.clone(),
+            subscribers: 0,
+            buffered: 0,
+            buffered_bytes: 0,
+            last_id: None,
+            last_event_ms: None,
+            published: 0,
+            retained: 0,
+        });
+        stats.retained = stored.events;
+        // The newer of the two: the registry may have seen events since.
+        if stats.last_id.is_none_or(|id| id.seq < stored.last_id.seq) {
+            stats.last_id = Some(stored.last_id);
+            stats.last_event_ms = Some(stored.last_event_ms);
+        }
+        stats
+    }
+
     /// Figures about the whole hub.
     pub fn stats(&self) -> HubStats {
         let c = &self.inner.counters;
@@ -395,6 +491,7 @@ fn topic_stats(topic: &Topic) -> TopicStats {
         last_id: ring.last().map(|e| e.id),
         last_event_ms: ring.last().map(|e| e.time_ms),
         published: topic.published(),
+        retained: 0,
     }
 }
 
@@ -495,16 +592,20 @@ impl HubInner {
 
     /// Puts durable events into their rings in order, raises the watermark,
     /// then wakes the topics touched (after, so a woken reader sees them).
-    fn deliver(&self, appended: &[Appended], fan_out: &Handle) {
+    fn deliver<'a>(&self, events: impl IntoIterator<Item = &'a Event>, fan_out: &Handle) {
         let mut touched: Vec<Arc<Topic>> = Vec::new();
         let mut last_seq = None;
-        for event in appended.iter().filter_map(|a| match a {
-            Appended::New(event) => Some(event),
-            Appended::Duplicate { .. } => None,
-        }) {
+        let mut bypassed = false;
+        for event in events {
             last_seq = Some(event.id.seq);
-            if let Some(topic) = self.push_to_ring(event) {
-                touched.push(topic);
+            match self.push_to_ring(event) {
+                Some(topic) => touched.push(topic),
+                // Set before the watermark passes the event: a reader that
+                // sees the event as visible sees this too.
+                None => {
+                    self.bypassed_through.fetch_max(event.id.seq, Ordering::AcqRel);
+                    bypassed = true;
+                }
             }
         }
         if let Some(seq) = last_seq {
@@ -513,6 +614,11 @@ impl HubInner {
         touched.sort_unstable_by_key(|t| Arc::as_ptr(t) as usize);
         touched.dedup_by(|a, b| Arc::ptr_eq(a, b));
         touched.iter().for_each(|topic| topic.wake(fan_out));
+        if bypassed {
+            // Pattern readers may select the topic that had no room: wake them
+            // all, as no topic of theirs would.
+            self.watchers.read().iter().for_each(|w| w.signal.notify_one());
+        }
     }
 
     fn push_to_ring(&self, event: &Event) -> Option<Arc<Topic>> {
@@ -534,36 +640,48 @@ impl HubInner {
 
     /// Stores one group of publish requests in one commit and answers them.
     async fn commit(&self, requests: &mut Vec<PublishRequest>, fan_out: &Handle) {
-        let counts: Vec<usize> = requests.iter().map(|r| r.drafts.len()).collect();
-        let drafts: Vec<EventDraft> = requests.iter_mut().flat_map(|r| std::mem::take(&mut r.drafts)).collect();
+        let publishes: Vec<Publish> = requests
+            .iter_mut()
+            .map(|r| Publish { drafts: std::mem::take(&mut r.publish.drafts), key: r.publish.key.take() })
+            .collect();
+        let events: usize = publishes.iter().map(|p| p.drafts.len()).sum();
         let started = std::time::Instant::now();
-        let appended = self.store.append(&drafts).await;
+        let appended = self.store.append(&publishes).await;
         metrics::histogram!("herald_store_commit_seconds").record(started.elapsed().as_secs_f64());
-        metrics::histogram!("herald_store_commit_events").record(drafts.len() as f64);
+        metrics::histogram!("herald_store_commit_events").record(events as f64);
         let result = match appended {
-            Ok(appended) if appended.len() == drafts.len() => Ok(appended),
+            Ok(appended) if appended.len() == publishes.len() => Ok(appended),
             Ok(appended) => Err(StoreError::Unavailable(format!(
-                "store returned {} results for {} events",
+                "store returned {} results for {} requests",
                 appended.len(),
-                drafts.len()
+                publishes.len()
             ))),
             Err(error) => Err(error),
         };
         self.store_ok.store(result.is_ok(), Ordering::Relaxed);
         match result {
             Ok(appended) => {
-                let duplicates = appended.iter().filter(|a| matches!(a, Appended::Duplicate { .. })).count() as u64;
-                self.counters.duplicates.fetch_add(duplicates, Ordering::Relaxed);
-                self.counters.published.fetch_add(appended.len() as u64 - duplicates, Ordering::Relaxed);
-                self.deliver(&appended, fan_out);
-                let mut results = appended.into_iter();
-                for (request, count) in requests.drain(..).zip(counts) {
-                    let published = results.by_ref().take(count).map(Published::from).collect();
-                    let _ = request.reply.send(Ok(published));
+                let (mut stored, mut replayed) = (0, 0);
+                for (outcome, publish) in appended.iter().zip(&publishes) {
+                    match outcome {
+                        Appended::New(events) => stored += events.len() as u64,
+                        Appended::Replayed { .. } => replayed += publish.drafts.len() as u64,
+                        Appended::KeyReused => {}
+                    }
+                }
+                self.counters.duplicates.fetch_add(replayed, Ordering::Relaxed);
+                self.counters.published.fetch_add(stored, Ordering::Relaxed);
+                let new_events = appended.iter().flat_map(|a| match a {
+                    Appended::New(events) => events.as_slice(),
+                    _ => &[],
+                });
+                self.deliver(new_events, fan_out);
+                for ((request, outcome), publish) in requests.drain(..).zip(appended).zip(&publishes) {
+                    let _ = request.reply.send(answer(outcome, publish));
                 }
             }
             Err(error) => {
-                tracing::warn!(%error, events = drafts.len(), "store commit failed");
+                tracing::warn!(%error, events, "store commit failed");
                 for request in requests.drain(..) {
                     let _ = request.reply.send(Err(PublishError::Store(error.clone())));
                 }

@@ -13,7 +13,8 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 
 use crate::{
-    Appended, Epoch, Event, EventDraft, EventId, EventStore, Gap, Selection, StoreError, StoreRead, TopicName, now_ms,
+    Appended, Epoch, Event, EventId, EventStore, Gap, Publish, ReadLimit, Selection, StoreError, StoreRead,
+    StoredTopic, TopicName, idempotency::Fingerprint, now_ms,
 };
 
 /// How much history a store keeps.
@@ -52,8 +53,17 @@ struct State {
     /// Highest `floor` of any topic whose log was removed entirely: for a
     /// topic the store no longer knows, events up to here may be lost.
     forgotten_through: u64,
-    keys: HashMap<String, (EventId, TopicName, u64)>,
-    key_expiry: VecDeque<(u64, String)>,
+    /// Idempotency keys by (scope, key).
+    keys: HashMap<(String, String), KeyRecord>,
+    key_expiry: VecDeque<(u64, (String, String))>,
+}
+
+/// What an idempotency key stands for.
+#[derive(Debug)]
+struct KeyRecord {
+    first: EventId,
+    fingerprint: Fingerprint,
+    expires_ms: u64,
 }
 
 #[derive(Debug, Default)]
@@ -64,6 +74,16 @@ struct TopicLog {
 }
 
 impl TopicLog {
+    fn stored(&self, name: &TopicName) -> Option<StoredTopic> {
+        let last = self.events.back()?;
+        Some(StoredTopic {
+            name: name.clone(),
+            events: self.events.len() as u64,
+            last_id: last.id,
+            last_event_ms: last.time_ms,
+        })
+    }
+
     fn evict_front(&mut self) {
         if let Some(old) = self.events.pop_front() {
             self.floor = old.id.seq;
@@ -94,35 +114,51 @@ impl EventStore for MemoryStore {
         Ok(self.state.lock().last_seq)
     }
 
-    async fn append(&self, drafts: &[EventDraft]) -> Result<Vec<Appended>, StoreError> {
+    async fn append(&self, requests: &[Publish]) -> Result<Vec<Appended>, StoreError> {
         let now = now_ms();
         let ttl = u64::try_from(self.retention.idempotency_ttl.as_millis()).unwrap_or(u64::MAX);
         let mut state = self.state.lock();
         let state = &mut *state;
-        let mut out = Vec::with_capacity(drafts.len());
-        for draft in drafts {
-            if let Some((id, topic, _)) = draft.idempotency_key.as_ref().and_then(|k| state.keys.get(k)) {
-                out.push(Appended::Duplicate { id: *id, topic: topic.clone() });
-                continue;
+        let mut out = Vec::with_capacity(requests.len());
+        for request in requests {
+            if let Some(key) = &request.key {
+                let id = (key.scope.clone(), key.key.clone());
+                if let Some(record) = state.keys.get(&id).filter(|r| r.expires_ms > now) {
+                    out.push(if record.fingerprint == key.fingerprint {
+                        Appended::Replayed { first: record.first }
+                    } else {
+                        Appended::KeyReused
+                    });
+                    continue;
+                }
+                let expires_ms = now.saturating_add(ttl);
+                let first = EventId::new(self.epoch, state.last_seq + 1);
+                state.keys.insert(id.clone(), KeyRecord { first, fingerprint: key.fingerprint, expires_ms });
+                state.key_expiry.push_back((expires_ms, id));
             }
-            state.last_seq += 1;
-            let event = Event::new(EventId::new(self.epoch, state.last_seq), draft, now);
-            if let Some(key) = &draft.idempotency_key {
-                let expires = now.saturating_add(ttl);
-                state.keys.insert(key.clone(), (event.id, event.topic.clone(), expires));
-                state.key_expiry.push_back((expires, key.clone()));
+            let mut events = Vec::with_capacity(request.drafts.len());
+            for draft in &request.drafts {
+                state.last_seq += 1;
+                let event = Event::new(EventId::new(self.epoch, state.last_seq), draft, now);
+                let log = state.logs.entry(event.topic.clone()).or_default();
+                log.events.push_back(event.clone());
+                if log.events.len() > self.retention.max_events_per_topic {
+                    log.evict_front();
+                }
+                events.push(event);
             }
-            let log = state.logs.entry(event.topic.clone()).or_default();
-            log.events.push_back(event.clone());
-            if log.events.len() > self.retention.max_events_per_topic {
-                log.evict_front();
-            }
-            out.push(Appended::New(event));
+            out.push(Appended::New(events));
         }
         Ok(out)
     }
 
-    async fn read(&self, selection: &Selection, after: u64, upto: u64, limit: usize) -> Result<StoreRead, StoreError> {
+    async fn read(
+        &self,
+        selection: &Selection,
+        after: u64,
+        upto: u64,
+        limit: ReadLimit,
+    ) -> Result<StoreRead, StoreError> {
         let state = self.state.lock();
         let mut read = StoreRead::default();
         for (name, log) in state.logs.iter().filter(|(name, _)| selection.matches(name.as_str())) {
@@ -131,7 +167,7 @@ impl EventStore for MemoryStore {
             }
             let start = log.events.partition_point(|e| e.id.seq <= after);
             let matching = log.events.range(start..).take_while(|e| e.id.seq <= upto);
-            read.events.extend(matching.take(limit.saturating_add(1)).cloned());
+            read.events.extend(matching.take(limit.events.saturating_add(1)).cloned());
         }
         if after < state.forgotten_through {
             let known = |t: &TopicName| state.logs.contains_key(t);
@@ -140,11 +176,25 @@ impl EventStore for MemoryStore {
             read.gaps.extend(all.map(|topic| Gap { topic, through: state.forgotten_through }));
         }
         read.events.sort_unstable_by_key(|e| e.id.seq);
-        if read.events.len() > limit {
-            read.events.truncate(limit);
+        let fitting = limit.fitting(&read.events);
+        if fitting < read.events.len() {
+            read.events.truncate(fitting);
             read.truncated = true;
         }
         Ok(read)
+    }
+
+    async fn topics(&self, after: Option<&TopicName>, limit: usize) -> Result<Vec<StoredTopic>, StoreError> {
+        let state = self.state.lock();
+        let mut names: Vec<&TopicName> =
+            state.logs.keys().filter(|name| after.is_none_or(|after| *name > after)).collect();
+        names.sort_unstable();
+        names.truncate(limit);
+        Ok(names.into_iter().filter_map(|name| state.logs.get(name).and_then(|log| log.stored(name))).collect())
+    }
+
+    async fn topic(&self, name: &TopicName) -> Result<Option<StoredTopic>, StoreError> {
+        Ok(self.state.lock().logs.get(name).and_then(|log| log.stored(name)))
     }
 
     async fn enforce_retention(&self, now: u64) -> Result<u64, StoreError> {
@@ -153,7 +203,7 @@ impl EventStore for MemoryStore {
         while state.key_expiry.front().is_some_and(|(at, _)| *at <= now) {
             if let Some((at, key)) = state.key_expiry.pop_front() {
                 // A key used again after expiring has a later expiry of its own.
-                if state.keys.get(&key).is_some_and(|(.., expires)| *expires == at) {
+                if state.keys.get(&key).is_some_and(|record| record.expires_ms == at) {
                     state.keys.remove(&key);
                 }
             }

@@ -7,7 +7,7 @@
 
 use async_trait::async_trait;
 
-use crate::{Epoch, Event, EventDraft, EventId, TopicName, TopicPattern};
+use crate::{Epoch, Event, EventId, Publish, TopicName, TopicPattern};
 
 /// The store could not do what was asked. Publishes answer 503 with this;
 /// nothing was acknowledged, so nothing is lost.
@@ -18,29 +18,21 @@ pub enum StoreError {
     Unavailable(String),
 }
 
-/// What happened to one draft of an append.
+/// What happened to one publish request of an append.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Appended {
-    /// Stored under a new id.
-    New(Event),
-    /// Its idempotency key was seen before: nothing was stored, and this is
-    /// the event the key first created.
-    Duplicate {
-        /// The id the key first got.
-        id: EventId,
-        /// The topic it went to.
-        topic: TopicName,
+    /// Stored under new, consecutive ids.
+    New(Vec<Event>),
+    /// Its idempotency key was used before for the same events: nothing was
+    /// stored, and the first request's events have consecutive ids from this
+    /// one.
+    Replayed {
+        /// The id of the first request's first event.
+        first: EventId,
     },
-}
-
-impl Appended {
-    /// The id, new or first.
-    pub fn id(&self) -> EventId {
-        match self {
-            Self::New(event) => event.id,
-            Self::Duplicate { id, .. } => *id,
-        }
-    }
+    /// Its idempotency key was used before for other events: nothing was
+    /// stored, and the request is refused.
+    KeyReused,
 }
 
 /// Which topics a read or a subscription covers: names and patterns.
@@ -78,6 +70,39 @@ impl Selection {
     }
 }
 
+/// How much one read or delivery step may hand out: at most `events`
+/// events, and at most `bytes` of frames, except that the first event always
+/// goes whole (so a reader always makes progress, whatever an event's size).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadLimit {
+    /// Most events.
+    pub events: usize,
+    /// Most frame bytes, past the first event.
+    pub bytes: usize,
+}
+
+impl ReadLimit {
+    /// Whether a step holding `events` events of `bytes` frame bytes may take
+    /// one more of `next` bytes.
+    pub fn admits(&self, events: usize, bytes: usize, next: usize) -> bool {
+        events == 0 || (events < self.events && bytes.saturating_add(next) <= self.bytes)
+    }
+
+    /// How many of `events` (in order) fit.
+    pub fn fitting(&self, events: &[Event]) -> usize {
+        let mut bytes = 0;
+        events
+            .iter()
+            .enumerate()
+            .take_while(|(taken, event)| {
+                let fits = self.admits(*taken, bytes, event.size());
+                bytes += event.size();
+                fits
+            })
+            .count()
+    }
+}
+
 /// Lost history found by a read: events of `topic` up to and including
 /// sequence `through` are no longer retained.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,11 +135,25 @@ impl StoreRead {
     }
 }
 
+/// What a store holds of one topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredTopic {
+    /// The topic.
+    pub name: TopicName,
+    /// Events of it retained.
+    pub events: u64,
+    /// Its newest event's id.
+    pub last_id: EventId,
+    /// When its newest event was published (ms since the Unix epoch).
+    pub last_event_ms: u64,
+}
+
 /// Storage of the hub's history, and its sequencer.
 ///
 /// `append` is called by one writer task at a time, with every publish that
 /// queued up meanwhile: an implementation should make the whole slice durable
-/// in one commit (group commit) before it returns. The hub calls it from a
+/// in one commit (group commit) before it returns. Each request's events get
+/// consecutive ids, all or none of them stored. The hub calls it from a
 /// thread of its own, so it may block that thread rather than hand the work
 /// to another.
 #[async_trait]
@@ -125,13 +164,29 @@ pub trait EventStore: Send + Sync + std::fmt::Debug + 'static {
     /// The highest sequence number ever assigned (0 if none).
     async fn last_seq(&self) -> Result<u64, StoreError>;
 
-    /// Durably stores `drafts` in order, assigning each the next id, except
-    /// drafts whose idempotency key was already used.
-    async fn append(&self, drafts: &[EventDraft]) -> Result<Vec<Appended>, StoreError>;
+    /// Durably stores the requests' events in order, assigning each the next
+    /// id, except requests whose idempotency key was already used (in its
+    /// scope, and not expired): one answer per request.
+    async fn append(&self, requests: &[Publish]) -> Result<Vec<Appended>, StoreError>;
 
     /// Events of the selected topics with `after < seq <= upto`, in order,
-    /// at most `limit` of them.
-    async fn read(&self, selection: &Selection, after: u64, upto: u64, limit: usize) -> Result<StoreRead, StoreError>;
+    /// within `limit` (`truncated` when more follow). The events read are
+    /// held in memory at once, so an implementation must stop at the limit,
+    /// not read more and drop the rest.
+    async fn read(
+        &self,
+        selection: &Selection,
+        after: u64,
+        upto: u64,
+        limit: ReadLimit,
+    ) -> Result<StoreRead, StoreError>;
+
+    /// The topics with retained events, in name order, after `after` (when
+    /// given), at most `limit` of them.
+    async fn topics(&self, after: Option<&TopicName>, limit: usize) -> Result<Vec<StoredTopic>, StoreError>;
+
+    /// What the store holds of `topic`; `None` when it holds no event of it.
+    async fn topic(&self, topic: &TopicName) -> Result<Option<StoredTopic>, StoreError>;
 
     /// Applies the retention policy (and expires idempotency keys).
     /// Returns how many events it removed.

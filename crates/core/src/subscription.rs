@@ -168,9 +168,10 @@ impl Subscription {
     /// reach back, else from the store; then moves the cursor.
     async fn step(&mut self, watermark: u64) -> Result<Delivery, StoreError> {
         let after = self.cursor;
-        let limit = self.hub.config.max_delivery_events.max(1);
+        let limit = self.hub.config.delivery_limit();
         let mut events = Vec::new();
-        let mut from_store = after < self.store_until;
+        let mut from_store = after < self.store_until
+            || (!self.selection.patterns.is_empty() && after < self.hub.bypassed_through.load(Ordering::Acquire));
         if !from_store {
             for topic in self.topics.values() {
                 if let Since::Behind { .. } = topic.ring().since(after, watermark, &mut events) {
@@ -199,8 +200,9 @@ impl Subscription {
             events = read.events;
         } else {
             events.sort_unstable_by_key(|e| e.id.seq);
-            if events.len() > limit {
-                events.truncate(limit);
+            let fitting = limit.fitting(&events);
+            if fitting < events.len() {
+                events.truncate(fitting);
                 upto = events.last().map_or(watermark, |e| e.id.seq);
             }
         }

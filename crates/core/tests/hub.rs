@@ -12,9 +12,9 @@ use std::{
 use eventsource_stream::Eventsource as _;
 use futures::StreamExt as _;
 use herald_core::{
-    Appended, Delivery, Epoch, Event, EventDraft, EventId, EventStore, EventType, Hub, HubConfig, MemoryStore,
-    Published, Resume, Retention, RingLimits, Selection, StoreError, StoreRead, Subscription, TopicName, TopicPattern,
-    now_ms, sse,
+    Appended, Delivery, Epoch, Event, EventDraft, EventId, EventStore, EventType, Grants, Hub, HubConfig,
+    IdempotencyKey, MemoryStore, Publish, PublishError, Published, ReadLimit, Resume, Retention, RingLimits, Selection,
+    StoreError, StoreRead, StoredTopic, Subscription, TopicName, TopicPattern, now_ms, sse,
 };
 use proptest::prelude::*;
 
@@ -281,15 +281,113 @@ async fn unknown_and_foreign_ids_get_a_gap_notice_then_everything_retained() {
     }
 }
 
+fn keyed(grants: &Grants, key: &str, drafts: Vec<EventDraft>) -> Publish {
+    Publish { key: Some(IdempotencyKey::new(grants, key.into(), &drafts)), drafts }
+}
+
+fn caller(subject: &str) -> Grants {
+    Grants { subject: Some(subject.into()), publish: vec!["*".parse().unwrap()], ..Grants::default() }
+}
+
 #[tokio::test]
-async fn idempotency_keys_return_the_first_id_and_store_nothing() {
+async fn idempotency_keys_return_the_first_ids_and_store_nothing() {
     let hub = hub_with(RingLimits::default(), Retention::default()).await;
-    let draft = EventDraft { idempotency_key: Some("k1".into()), ..EventDraft::new(topic("a"), "x") };
-    let first = hub.publish(draft.clone()).await.unwrap();
-    let again = hub.publish(draft).await.unwrap();
-    assert_eq!((first.id, again.duplicate, first.duplicate), (again.id, true, false));
-    assert_eq!(hub.stats().published, 1);
+    let alice = caller("alice");
+    let batch = || vec![EventDraft::new(topic("a"), "x"), EventDraft::new(topic("b"), "y")];
+    let first = hub.submit(keyed(&alice, "k1", batch())).await.unwrap();
+    let again = hub.submit(keyed(&alice, "k1", batch())).await.unwrap();
+    let ids = |p: &[Published]| p.iter().map(|p| (p.id, p.topic.clone())).collect::<Vec<_>>();
+    assert_eq!(ids(&first), ids(&again));
+    assert!(again.iter().all(|p| p.duplicate) && first.iter().all(|p| !p.duplicate));
+    assert_eq!(hub.stats().published, 2);
     assert_eq!(hub.topic_stats("a").unwrap().buffered, 1);
+}
+
+#[tokio::test]
+async fn a_key_belongs_to_its_caller_and_to_what_it_first_sent() {
+    let hub = hub_with(RingLimits::default(), Retention::default()).await;
+    let (a, b) = (caller("tenant-a"), caller("tenant-b"));
+    let first = hub.submit(keyed(&a, "order-1", vec![EventDraft::new(topic("tenantA"), "pay")])).await.unwrap();
+    // Another caller's same key is its own: a new event, nothing of A's.
+    let other = hub.submit(keyed(&b, "order-1", vec![EventDraft::new(topic("tenantB"), "pay")])).await.unwrap();
+    assert!(!other[0].duplicate);
+    assert_ne!(other[0].id, first[0].id);
+    assert_eq!(other[0].topic.as_str(), "tenantB");
+    // The same caller reusing the key for another topic or body is refused.
+    for reuse in [EventDraft::new(topic("tenantA2"), "pay"), EventDraft::new(topic("tenantA"), "refund")] {
+        let refused = hub.submit(keyed(&a, "order-1", vec![reuse])).await;
+        assert!(matches!(refused, Err(PublishError::KeyReused)), "{refused:?}");
+    }
+    // Within one commit too: the second use of a key sees the first.
+    let (x, y, z) = tokio::join!(
+        hub.submit(keyed(&a, "k2", vec![EventDraft::new(topic("t"), "1")])),
+        hub.submit(keyed(&a, "k2", vec![EventDraft::new(topic("t"), "1")])),
+        hub.submit(keyed(&a, "k2", vec![EventDraft::new(topic("t"), "2")])),
+    );
+    let (x, y) = (x.unwrap(), y.unwrap());
+    assert_eq!(x[0].id, y[0].id);
+    assert!(matches!(z, Err(PublishError::KeyReused)));
+    assert_eq!(hub.stats().published, 3);
+}
+
+/// Events whose topic found the registry full go to no ring; a pattern
+/// subscriber must still receive them, from the store.
+#[tokio::test]
+async fn pattern_subscribers_get_events_of_topics_the_full_registry_had_no_room_for() {
+    let config = HubConfig { max_topics: 3, ..HubConfig::default() };
+    let hub = Hub::start(Arc::new(MemoryStore::new(Retention::default())), config).await.unwrap();
+    let mut all = Subscription::open(&hub, select(&["*"]), Resume::Live).unwrap();
+    let mut mixed = Subscription::open(&hub, select(&["t1", "t4*"]), Resume::Live).unwrap();
+    for name in ["t1", "t2", "t3", "t4", "t5", "t1"] {
+        hub.publish(EventDraft::new(topic(name), name)).await.unwrap();
+    }
+    assert_eq!(hub.topic_count(), 3);
+    let mut seqs = Vec::new();
+    while seqs.len() < 6 {
+        let delivery = next_within(&mut all, Duration::from_secs(5)).await.expect("every event arrives");
+        assert!(delivery.notices.is_empty(), "nothing was lost");
+        seqs.extend(delivery.events.iter().map(|e| e.id.seq));
+    }
+    assert_eq!(seqs, vec![1, 2, 3, 4, 5, 6]);
+    let mut seqs = Vec::new();
+    while seqs.len() < 3 {
+        let delivery = next_within(&mut mixed, Duration::from_secs(5)).await.expect("every event arrives");
+        seqs.extend(delivery.events.iter().map(|e| e.id.seq));
+    }
+    assert_eq!(seqs, vec![1, 4, 6]);
+    // And live again: an event published now arrives once.
+    let later = hub.publish(EventDraft::new(topic("t9"), "late")).await.unwrap();
+    let delivery = next_within(&mut all, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(delivery.events.iter().map(|e| e.id).collect::<Vec<_>>(), vec![later.id]);
+}
+
+/// One step hands a reader at most the configured bytes (and always at least
+/// one event), from the rings and from the store alike.
+#[tokio::test]
+async fn delivery_steps_are_bounded_in_bytes() {
+    let config = HubConfig {
+        ring: RingLimits { max_events: 1024, max_bytes: 64 << 20 },
+        max_delivery_bytes: 50_000,
+        ..HubConfig::default()
+    };
+    let hub = Hub::start(Arc::new(MemoryStore::new(Retention::default())), config).await.unwrap();
+    let ring_reader = Subscription::open(&hub, select(&["big", "big2"]), Resume::Live).unwrap();
+    // Newlines encode to seven bytes each (`data: ` and a line break).
+    let drafts: Vec<EventDraft> =
+        (0..40).map(|n| EventDraft::new(topic(if n % 2 == 0 { "big" } else { "big2" }), "\n".repeat(4_000))).collect();
+    hub.publish_batch(drafts).await.unwrap();
+    let store_reader = Subscription::open(&hub, select(&["big", "big2"]), Resume::Unknown).unwrap();
+    for mut reader in [ring_reader, store_reader] {
+        let mut got = 0;
+        while got < 40 {
+            let delivery = next_within(&mut reader, Duration::from_secs(5)).await.unwrap();
+            let bytes: usize = delivery.events.iter().map(Event::size).sum();
+            assert!(delivery.events.len() == 1 || bytes <= 50_000, "{bytes} bytes in one step");
+            assert!(!delivery.events.is_empty() || !delivery.notices.is_empty());
+            got += delivery.events.len();
+        }
+        assert_eq!(got, 40);
+    }
 }
 
 #[tokio::test]
@@ -369,12 +467,24 @@ impl EventStore for CountingStore {
     async fn last_seq(&self) -> Result<u64, StoreError> {
         self.inner.last_seq().await
     }
-    async fn append(&self, drafts: &[EventDraft]) -> Result<Vec<Appended>, StoreError> {
-        self.inner.append(drafts).await
+    async fn append(&self, requests: &[Publish]) -> Result<Vec<Appended>, StoreError> {
+        self.inner.append(requests).await
     }
-    async fn read(&self, selection: &Selection, after: u64, upto: u64, limit: usize) -> Result<StoreRead, StoreError> {
+    async fn read(
+        &self,
+        selection: &Selection,
+        after: u64,
+        upto: u64,
+        limit: ReadLimit,
+    ) -> Result<StoreRead, StoreError> {
         self.reads.fetch_add(1, Ordering::Relaxed);
         self.inner.read(selection, after, upto, limit).await
+    }
+    async fn topics(&self, after: Option<&TopicName>, limit: usize) -> Result<Vec<StoredTopic>, StoreError> {
+        self.inner.topics(after, limit).await
+    }
+    async fn topic(&self, topic: &TopicName) -> Result<Option<StoredTopic>, StoreError> {
+        self.inner.topic(topic).await
     }
     async fn enforce_retention(&self, now_ms: u64) -> Result<u64, StoreError> {
         self.inner.enforce_retention(now_ms).await

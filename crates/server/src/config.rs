@@ -148,6 +148,14 @@ pub struct Settings {
     /// Bytes buffered in memory per topic [default: 1048576].
     #[arg(long, env = "HERALD_RING_BYTES", value_name = "BYTES")]
     pub ring_bytes: Option<String>,
+    /// Most bytes of events handed to one stream at once: one write, one
+    /// catch-up page (a single larger event still goes whole) [default: 1048576].
+    #[arg(long, env = "HERALD_MAX_DELIVERY_BYTES", value_name = "BYTES")]
+    pub max_delivery_bytes: Option<String>,
+    /// Bytes of history kept in the catch-up pages that readers behind their
+    /// topic's ring share [default: 33554432].
+    #[arg(long, env = "HERALD_CATCH_UP_CACHE_BYTES", value_name = "BYTES")]
+    pub catch_up_cache_bytes: Option<String>,
     /// Events the store retains per topic [default: 10000].
     #[arg(long, env = "HERALD_RETENTION_EVENTS", value_name = "N")]
     pub retention_events: Option<String>,
@@ -242,6 +250,8 @@ impl Settings {
                 max_topics,
                 ring_events,
                 ring_bytes,
+                max_delivery_bytes,
+                catch_up_cache_bytes,
                 retention_events,
                 retention_age,
                 idempotency_ttl,
@@ -482,6 +492,16 @@ impl Config {
         let hub = HubConfig {
             ring,
             max_topics: p.count("max_topics", s.max_topics.as_deref(), HubConfig::default().max_topics),
+            max_delivery_bytes: p.count(
+                "max_delivery_bytes",
+                s.max_delivery_bytes.as_deref(),
+                HubConfig::DEFAULT_DELIVERY_BYTES,
+            ),
+            catch_up_cache_bytes: p.count(
+                "catch_up_cache_bytes",
+                s.catch_up_cache_bytes.as_deref(),
+                HubConfig::DEFAULT_CATCH_UP_CACHE_BYTES,
+            ),
             ..HubConfig::default()
         };
         let retention_age = p.duration("retention_age", s.retention_age.as_deref(), defaults::RETENTION_AGE);

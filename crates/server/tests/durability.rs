@@ -342,43 +342,76 @@ async fn retention_by_count_and_by_age_trims_history_and_reports_the_gap() {
     assert_eq!(hub.last_id().seq, 24);
 }
 
+/// A request of `drafts` with `key` in `scope`.
+fn keyed(scope: &str, key: &str, drafts: Vec<herald_core::EventDraft>) -> herald_core::Publish {
+    let grants = herald_core::Grants { subject: Some(scope.into()), ..herald_core::Grants::default() };
+    herald_core::Publish { key: Some(herald_core::IdempotencyKey::new(&grants, key.into(), &drafts)), drafts }
+}
+
+fn draft(topic: &str, data: &str) -> herald_core::EventDraft {
+    herald_core::EventDraft::new(topic.parse().unwrap(), data)
+}
+
+/// Every event, and at most this many.
+const ALL: herald_core::ReadLimit = herald_core::ReadLimit { events: 100_000, bytes: usize::MAX };
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_commit_maps_repeated_keys_to_their_first_event_and_stores_every_row() {
-    use herald_core::{Appended, EventDraft, EventStore as _};
+async fn one_commit_maps_repeated_keys_to_their_first_request_and_stores_every_row() {
+    use herald_core::{Appended, EventStore as _, Publish};
     let dir = tempfile::tempdir().unwrap();
     let store = sqlite_store(dir.path(), herald_core::Retention::default()).await;
-    let keyed = |topic: &str, data: &str, key: &str| EventDraft {
-        idempotency_key: Some(key.to_owned()),
-        ..EventDraft::new(topic.parse().unwrap(), data)
-    };
-    let first = store.append(&[keyed("a", "stored earlier", "k0")]).await.unwrap();
+    let first = store.append(&[keyed("alice", "k0", vec![draft("a", "stored earlier")])]).await.unwrap();
     let Appended::New(stored) = &first[0] else { panic!("{first:?}") };
+    let stored = stored[0].id;
 
-    // 3,000 events over three topics, with keys repeated inside the commit
-    // and one key from the earlier commit.
-    let mut drafts: Vec<EventDraft> =
-        (0..3_000).map(|i| EventDraft::new(["a", "b", "c"][i % 3].parse().unwrap(), format!("e{i}"))).collect();
-    drafts.insert(10, keyed("b", "first k1", "k1"));
-    drafts.insert(20, keyed("c", "again k1", "k1"));
-    drafts.insert(30, keyed("c", "again k0", "k0"));
-    let appended = store.append(&drafts).await.unwrap();
-    assert_eq!(appended.len(), drafts.len());
-    let Appended::New(k1) = &appended[10] else { panic!("{:?}", appended[10]) };
-    assert!(matches!(&appended[20], Appended::Duplicate { id, topic } if *id == k1.id && topic.as_str() == "b"));
-    assert!(matches!(&appended[30], Appended::Duplicate { id, topic } if *id == stored.id && topic.as_str() == "a"));
-    let new: Vec<u64> =
-        appended.iter().filter_map(|a| if let Appended::New(e) = a { Some(e.id.seq) } else { None }).collect();
-    assert_eq!(new, (stored.id.seq + 1..=stored.id.seq + 3_001).collect::<Vec<_>>(), "ids follow on, none skipped");
-    assert_eq!(store.last_seq().await.unwrap(), stored.id.seq + 3_001);
+    // 3,000 requests over three topics, with keys repeated inside the commit
+    // (the same request again, and another request under the same key), a
+    // key from the earlier commit, another caller's same key, and a batch.
+    let mut requests: Vec<Publish> =
+        (0..3_000).map(|i| Publish::new(vec![draft(["a", "b", "c"][i % 3], &format!("e{i}"))])).collect();
+    requests.insert(10, keyed("alice", "k1", vec![draft("b", "first k1")]));
+    requests.insert(20, keyed("alice", "k1", vec![draft("b", "first k1")]));
+    requests.insert(25, keyed("alice", "k1", vec![draft("c", "another k1")]));
+    requests.insert(30, keyed("alice", "k0", vec![draft("a", "stored earlier")]));
+    requests.insert(40, keyed("bob", "k1", vec![draft("b", "bob's k1")]));
+    requests.insert(50, keyed("alice", "batch", vec![draft("a", "x"), draft("b", "y"), draft("c", "z")]));
+    requests.insert(60, keyed("alice", "batch", vec![draft("a", "x"), draft("b", "y"), draft("c", "z")]));
+    let appended = store.append(&requests).await.unwrap();
+    assert_eq!(appended.len(), requests.len());
+    let first_id = |a: &Appended| match a {
+        Appended::New(events) => events[0].id,
+        other => panic!("{other:?}"),
+    };
+    let k1 = first_id(&appended[10]);
+    assert_eq!(appended[20], Appended::Replayed { first: k1 });
+    assert_eq!(appended[25], Appended::KeyReused);
+    assert_eq!(appended[30], Appended::Replayed { first: stored });
+    assert_ne!(first_id(&appended[40]), k1, "another caller's key is its own");
+    let batch = first_id(&appended[50]);
+    assert_eq!(appended[60], Appended::Replayed { first: batch });
+    let new: Vec<u64> = appended
+        .iter()
+        .filter_map(|a| if let Appended::New(e) = a { Some(e.iter().map(|e| e.id.seq)) } else { None })
+        .flatten()
+        .collect();
+    assert_eq!(new, (stored.seq + 1..=stored.seq + 3_005).collect::<Vec<_>>(), "ids follow on, none skipped");
+    assert_eq!(store.last_seq().await.unwrap(), stored.seq + 3_005);
 
     let all = herald_core::Selection::new(["a", "b", "c"].map(|t| t.parse().unwrap()));
-    let read = store.read(&all, 0, u64::MAX, 10_000).await.unwrap();
-    assert_eq!(read.events.len(), 3_002);
+    let read = store.read(&all, 0, u64::MAX, ALL).await.unwrap();
+    assert_eq!(read.events.len(), 3_006);
     assert!(read.events.windows(2).all(|w| w[0].id.seq < w[1].id.seq));
 
-    // k1's event was stored with its key: a later commit maps to it too.
-    let later = store.append(&[keyed("a", "k1 once more", "k1")]).await.unwrap();
-    assert!(matches!(&later[0], Appended::Duplicate { id, .. } if *id == k1.id), "{later:?}");
+    // The keys were stored with their requests: a later commit maps to them too.
+    let later = store
+        .append(&[
+            keyed("alice", "k1", vec![draft("b", "first k1")]),
+            keyed("alice", "batch", vec![draft("a", "x"), draft("b", "y"), draft("c", "z")]),
+            keyed("alice", "batch", vec![draft("a", "x")]),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(later, [Appended::Replayed { first: k1 }, Appended::Replayed { first: batch }, Appended::KeyReused]);
     store.close().await;
 
     // Per-topic counts (what retention by count reads) took every new event.
@@ -390,17 +423,62 @@ async fn one_commit_maps_repeated_keys_to_their_first_event_and_stores_every_row
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
-    assert_eq!(counts, [("a".to_owned(), 1_001), ("b".to_owned(), 1_001), ("c".to_owned(), 1_000)]);
+    assert_eq!(counts, [("a".to_owned(), 1_002), ("b".to_owned(), 1_003), ("c".to_owned(), 1_001)]);
+}
+
+/// Keys stored before keys were scoped keep a retry of the same single
+/// publish safe after the upgrade, and answer nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_stored_before_scoping_migrate_safely() {
+    use herald_core::{Appended, EventStore as _};
+    let dir = tempfile::tempdir().unwrap();
+    // A database as the previous schema left it, with one key in it.
+    let old = dir.path().join("old-migrations");
+    std::fs::create_dir(&old).unwrap();
+    let migrations = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migrations");
+    for file in ["0001_events.sql", "0002_idempotency_keys.sql"] {
+        std::fs::copy(migrations.join(file), old.join(file)).unwrap();
+    }
+    let options =
+        sqlx::sqlite::SqliteConnectOptions::new().filename(dir.path().join("herald.db")).create_if_missing(true);
+    let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+    sqlx::migrate::Migrator::new(old.as_path()).await.unwrap().run(&pool).await.unwrap();
+    let far = herald_core::now_ms() as i64 + 3_600_000;
+    for statement in [
+        "INSERT INTO meta (key, value) VALUES ('epoch', '77'), ('last_seq', '7')".to_owned(),
+        "INSERT INTO events (seq, topic, data, time_ms) VALUES (7, 'orders', 'paid', 0)".to_owned(),
+        "INSERT INTO topics (name, events) VALUES ('orders', 1)".to_owned(),
+        format!("INSERT INTO idempotency_keys (key, seq, topic, expires_ms) VALUES ('order-42', 7, 'orders', {far})"),
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(statement)).execute(&pool).await.unwrap();
+    }
+    pool.close().await;
+
+    let store = sqlite_store(dir.path(), herald_core::Retention::default()).await;
+    let replay = store.append(&[keyed("alice", "order-42", vec![draft("orders", "paid")])]).await.unwrap();
+    assert_eq!(replay[0], Appended::Replayed { first: herald_core::EventId::new(herald_core::Epoch(77), 7) });
+    // Elsewhere, or as a batch, the old key is someone else's: a new request.
+    let elsewhere = store
+        .append(&[
+            keyed("mallory", "order-42", vec![draft("tenantB", "mine")]),
+            keyed("carol", "order-42", vec![draft("orders", "a"), draft("orders", "b")]),
+        ])
+        .await
+        .unwrap();
+    assert!(elsewhere.iter().all(|a| matches!(a, Appended::New(_))), "{elsewhere:?}");
+    assert_eq!(store.last_seq().await.unwrap(), 10);
+    store.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_commit_stores_nothing_and_the_next_one_continues_the_ids() {
-    use herald_core::{Appended, EventDraft, EventStore as _};
+    use herald_core::{Appended, EventDraft, EventStore as _, Publish};
     let dir = tempfile::tempdir().unwrap();
     let store = sqlite_store(dir.path(), herald_core::Retention::default()).await;
-    let draft = |data: &str| EventDraft::new("t".parse().unwrap(), data);
+    let draft = |data: &str| Publish::new(vec![EventDraft::new("t".parse().unwrap(), data)]);
     let first = store.append(&[draft("kept")]).await.unwrap();
     let Appended::New(kept) = &first[0] else { panic!("{first:?}") };
+    let kept = &kept[0];
 
     // Another connection makes SQLite refuse one row: the whole commit fails.
     let side = rusqlite::Connection::open(dir.path().join("herald.db")).unwrap();
@@ -415,8 +493,9 @@ async fn a_failed_commit_stores_nothing_and_the_next_one_continues_the_ids() {
     side.execute_batch("DROP TRIGGER refuse").unwrap();
     let next = store.append(&[draft("after")]).await.unwrap();
     let Appended::New(after) = &next[0] else { panic!("{next:?}") };
+    let after = &after[0];
     assert_eq!(after.id.seq, kept.id.seq + 1, "the failed commit used no id");
-    let read = store.read(&herald_core::Selection::new(["t".parse().unwrap()]), 0, u64::MAX, 100).await.unwrap();
+    let read = store.read(&herald_core::Selection::new(["t".parse().unwrap()]), 0, u64::MAX, ALL).await.unwrap();
     let data: Vec<String> = read
         .events
         .iter()

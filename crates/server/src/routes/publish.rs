@@ -7,7 +7,9 @@ use axum::{
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
-use herald_core::{EventDraft, EventType, EventTypeError, PublishError, Published, TopicName};
+use herald_core::{
+    EventDraft, EventType, EventTypeError, Grants, IdempotencyKey, Publish, PublishError, Published, TopicName,
+};
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use serde::Deserialize;
 use serde_json::Value;
@@ -95,14 +97,34 @@ pub async fn one(
         }
     };
     check_size(&state, &draft, At(None))?;
+    let published = submit(&state, &grants, key, vec![draft]).await?;
+    let Some(published) = published.first() else {
+        return Err(publish_error(PublishError::ShuttingDown));
+    };
+    Ok(receipt_response(published.duplicate, Json(Receipt::from(published))))
+}
+
+/// Commits `drafts` as one request under the caller's idempotency key.
+async fn submit(
+    state: &AppState,
+    grants: &Grants,
+    key: Option<String>,
+    drafts: Vec<EventDraft>,
+) -> Result<Vec<Published>, ApiError> {
+    let key = key.map(|key| IdempotencyKey::new(grants, key, &drafts));
     let started = std::time::Instant::now();
-    let published = state.hub.publish(EventDraft { idempotency_key: key, ..draft }).await.map_err(publish_error)?;
+    let published = state.hub.submit(Publish { drafts, key }).await.map_err(publish_error)?;
     crate::metrics::hot_path().publish_latency.record(started.elapsed().as_secs_f64());
-    let mut response = (StatusCode::CREATED, Json(Receipt::from(&published))).into_response();
-    if published.duplicate {
+    Ok(published)
+}
+
+/// 201 with `body`; a replay of an earlier request says so in a header.
+fn receipt_response(replayed: bool, body: impl IntoResponse) -> Response {
+    let mut response = (StatusCode::CREATED, body).into_response();
+    if replayed {
         response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
-    Ok(response)
+    response
 }
 
 /// Publishes several events in one durable commit: all or none.
@@ -113,12 +135,7 @@ pub async fn batch(
     body: Body,
 ) -> Result<Response, ApiError> {
     let grants = caller.require()?;
-    if headers.contains_key("idempotency-key") {
-        return Err(ApiError::bad_request(
-            "idempotency_key_unsupported",
-            "Idempotency-Key is not supported on /publish; publish one event per request to use it",
-        ));
-    }
+    let key = idempotency_key(&headers)?;
     let Payload::Json(bytes) = read_payload(&state, &headers, body).await? else {
         return Err(ApiError::UnsupportedMediaType(
             "a batch must be a JSON array: send Content-Type: application/json".into(),
@@ -148,11 +165,9 @@ pub async fn batch(
         check_size(&state, &draft, at)?;
         drafts.push(draft);
     }
-    let started = std::time::Instant::now();
-    let published = state.hub.publish_batch(drafts).await.map_err(publish_error)?;
-    crate::metrics::hot_path().publish_latency.record(started.elapsed().as_secs_f64());
+    let published = submit(&state, &grants, key, drafts).await?;
     let receipts: Vec<Receipt<'_>> = published.iter().map(Receipt::from).collect();
-    Ok((StatusCode::CREATED, Json(receipts)).into_response())
+    Ok(receipt_response(published.iter().any(|p| p.duplicate), Json(receipts)))
 }
 
 fn draft(
@@ -180,7 +195,7 @@ fn draft(
             })
         })
         .transpose()?;
-    Ok(EventDraft { topic, event_type, data, retry_ms: retry, idempotency_key: None })
+    Ok(EventDraft { topic, event_type, data, retry_ms: retry })
 }
 
 fn check_size(state: &AppState, draft: &EventDraft, at: At) -> Result<(), ApiError> {
@@ -262,7 +277,8 @@ async fn read_payload(state: &AppState, headers: &HeaderMap, body: Body) -> Resu
 }
 
 fn publish_error(error: PublishError) -> ApiError {
-    metrics::counter!("herald_events_published_total", "result" => "failed").increment(1);
+    let result = if matches!(error, PublishError::KeyReused) { "rejected" } else { "failed" };
+    metrics::counter!("herald_events_published_total", "result" => result).increment(1);
     match error {
         PublishError::Store(e) => {
             tracing::error!(error = %e, "publish failed: store unavailable");
@@ -274,5 +290,9 @@ fn publish_error(error: PublishError) -> ApiError {
         PublishError::ShuttingDown => {
             ApiError::unavailable("shutting_down", "the server is shutting down; retry on another node or shortly")
         }
+        PublishError::KeyReused => ApiError::Unprocessable {
+            code: "idempotency_key_reused",
+            message: "this Idempotency-Key was already used by this caller for a different request (another topic or body); use a new key for a new request".into(),
+        },
     }
 }

@@ -1,24 +1,49 @@
-//! `GET /topics` and `GET /topics/{topic}`: what the hub holds now.
+//! `GET /topics` and `GET /topics/{topic}`: what the store holds and who is
+//! listening, topic by topic.
 
 use axum::{
     Json,
     extract::{Path, State, rejection::PathRejection},
+    http::Uri,
 };
-use herald_core::{TopicPattern, TopicStats};
+use herald_core::{StoreError, TopicName, TopicPattern, TopicStats};
 
-use crate::{error::ApiError, extract::Caller, routes::topic_from_path, state::AppState};
+use crate::{
+    error::ApiError,
+    extract::{Caller, query_values},
+    routes::{shorten, topic_from_path},
+    state::AppState,
+};
 
-/// Every topic in memory the caller may subscribe to.
-pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<Vec<TopicStats>>, ApiError> {
+/// Most topics in one answer of `GET /topics`, and its default.
+pub const MAX_TOPICS_LISTED: usize = 1000;
+
+/// Every topic with stored events or subscribers that the caller may
+/// subscribe to, in name order, a page at a time: `?after=NAME` continues
+/// after the last name of the previous page, `?limit=N` (at most 1000).
+pub async fn list(State(state): State<AppState>, caller: Caller, uri: Uri) -> Result<Json<Vec<TopicStats>>, ApiError> {
     let grants = caller.with_public(&state);
-    let mut topics: Vec<TopicStats> = state
-        .hub
-        .all_topic_stats()
-        .into_iter()
-        .filter(|t| grants.may_subscribe(&TopicPattern::Exact(t.name.clone())))
-        .collect();
-    topics.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(Json(topics))
+    let after = match query_values(uri.query(), "after").next() {
+        Some(text) => Some(
+            text.parse::<TopicName>()
+                .map_err(|e| ApiError::bad_request("invalid_topic", format!("after=`{}`: {e}", shorten(&text))))?,
+        ),
+        None => None,
+    };
+    let limit = match query_values(uri.query(), "limit").next() {
+        Some(text) => match text.parse::<usize>() {
+            Ok(n @ 1..=MAX_TOPICS_LISTED) => n,
+            _ => {
+                return Err(ApiError::bad_request(
+                    "invalid_limit",
+                    format!("limit=`{}` must be a whole number from 1 to {MAX_TOPICS_LISTED}", shorten(&text)),
+                ));
+            }
+        },
+        None => MAX_TOPICS_LISTED,
+    };
+    let topics = state.hub.topic_list(after.as_ref(), limit).await.map_err(store_error)?;
+    Ok(Json(topics.into_iter().filter(|t| grants.may_subscribe(&TopicPattern::Exact(t.name.clone()))).collect()))
 }
 
 /// One topic's figures.
@@ -36,7 +61,14 @@ pub async fn one(
     }
     state
         .hub
-        .topic_stats(topic.as_str())
+        .topic(&topic)
+        .await
+        .map_err(store_error)?
         .map(Json)
-        .ok_or_else(|| ApiError::NotFound(format!("topic `{topic}` has no subscribers and no recent events")))
+        .ok_or_else(|| ApiError::NotFound(format!("topic `{topic}` has no stored events and no subscribers")))
+}
+
+fn store_error(error: StoreError) -> ApiError {
+    tracing::warn!(%error, "topic figures: the store failed");
+    ApiError::unavailable("store_unavailable", "the store cannot be read right now; retry shortly")
 }

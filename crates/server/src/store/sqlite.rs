@@ -24,8 +24,8 @@ use std::{
 
 use async_trait::async_trait;
 use herald_core::{
-    Appended, Epoch, Event, EventDraft, EventId, EventStore, EventType, Gap, Retention, Selection, StoreError,
-    StoreRead, TopicName, TopicPattern, now_ms,
+    Appended, Epoch, Event, EventId, EventStore, EventType, Fingerprint, Gap, IdempotencyKey, Publish, ReadLimit,
+    Retention, Selection, StoreError, StoreRead, StoredTopic, TopicName, TopicPattern, now_ms,
 };
 use sqlx::{
     AssertSqlSafe, Row as _, SqlitePool,
@@ -247,10 +247,10 @@ impl SqliteStore {
         ))
     }
 
-    /// Appends `drafts` in one transaction on the writer connection. After a
-    /// failure the connection is closed (rolling back whatever was open) and
-    /// the next commit opens it again.
-    fn append_in_transaction(&self, drafts: &[EventDraft]) -> rusqlite::Result<Vec<Appended>> {
+    /// Appends the requests in one transaction on the writer connection.
+    /// After a failure the connection is closed (rolling back whatever was
+    /// open) and the next commit opens it again.
+    fn append_in_transaction(&self, requests: &[Publish]) -> rusqlite::Result<Vec<Appended>> {
         let mut writer = self.writer.lock();
         if self.closed.load(Ordering::Acquire) {
             return Err(rusqlite::Error::SqliteFailure(
@@ -262,14 +262,14 @@ impl SqliteStore {
             Some(connection) => connection,
             None => writer.insert(open_writer(&self.path, self.synchronous)?),
         };
-        let appended = self.append_on(connection, drafts);
+        let appended = self.append_on(connection, requests);
         if appended.is_err() {
             *writer = None;
         }
         appended
     }
 
-    fn append_on(&self, writer: &mut rusqlite::Connection, drafts: &[EventDraft]) -> rusqlite::Result<Vec<Appended>> {
+    fn append_on(&self, writer: &mut rusqlite::Connection, requests: &[Publish]) -> rusqlite::Result<Vec<Appended>> {
         let now = now_ms();
         let ttl = u64::try_from(self.retention.idempotency_ttl.as_millis()).unwrap_or(u64::MAX);
         let expires = now.saturating_add(ttl).min(i64::MAX as u64) as i64;
@@ -282,40 +282,51 @@ impl SqliteStore {
             self.last_seq.store(stored, Ordering::Release);
         }
         let mut seq = self.last_seq.load(Ordering::Acquire);
-        let mut results = Vec::with_capacity(drafts.len());
-        // Keys first used in this commit: their index in `results`.
-        let mut new_keys: HashMap<&str, usize> = HashMap::new();
+        let mut results = Vec::with_capacity(requests.len());
+        // Keys first used in this commit: what they stand for.
+        let mut new_keys: HashMap<(&str, &str), (u64, Fingerprint)> = HashMap::new();
         let mut per_topic: HashMap<&str, i64> = HashMap::new();
         {
             let mut insert_event = tx.prepare_cached(
                 "INSERT INTO events (seq, topic, event_type, data, retry_ms, time_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
-            for draft in drafts {
-                if let Some(key) = draft.idempotency_key.as_deref() {
-                    if let Some(duplicate) = self.earlier_use(&tx, key, now, &new_keys, &results)? {
-                        results.push(duplicate);
+            for request in requests {
+                if let Some(key) = &request.key {
+                    if let Some(earlier) = self.earlier_use(&tx, key, request, now, &new_keys)? {
+                        results.push(earlier);
                         continue;
                     }
-                    new_keys.insert(key, results.len());
-                }
-                seq += 1;
-                insert_event.execute(rusqlite::params![
-                    seq as i64,
-                    draft.topic.as_str(),
-                    draft.event_type.as_ref().map(|t| t.as_str()),
-                    draft.data,
-                    draft.retry_ms.map(|r| r as i64),
-                    now as i64,
-                ])?;
-                let event = Event::new(EventId::new(self.epoch, seq), draft, now);
-                if let Some(key) = draft.idempotency_key.as_deref() {
+                    let first = seq + 1;
+                    new_keys.insert((&key.scope, &key.key), (first, key.fingerprint));
+                    let topic = request.drafts.first().map_or("", |d| d.topic.as_str());
                     tx.prepare_cached(
-                        "INSERT OR REPLACE INTO idempotency_keys (key, seq, topic, expires_ms) VALUES (?1, ?2, ?3, ?4)",
+                        "INSERT OR REPLACE INTO idempotency_keys (scope, key, seq, events, topic, fingerprint, expires_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                     )?
-                    .execute(rusqlite::params![key, seq as i64, draft.topic.as_str(), expires])?;
+                    .execute(rusqlite::params![
+                        key.scope,
+                        key.key,
+                        first as i64,
+                        request.drafts.len() as i64,
+                        topic,
+                        &key.fingerprint.0[..],
+                        expires
+                    ])?;
                 }
-                *per_topic.entry(draft.topic.as_str()).or_default() += 1;
-                results.push(Appended::New(event));
+                let mut events = Vec::with_capacity(request.drafts.len());
+                for draft in &request.drafts {
+                    seq += 1;
+                    insert_event.execute(rusqlite::params![
+                        seq as i64,
+                        draft.topic.as_str(),
+                        draft.event_type.as_ref().map(|t| t.as_str()),
+                        draft.data,
+                        draft.retry_ms.map(|r| r as i64),
+                        now as i64,
+                    ])?;
+                    *per_topic.entry(draft.topic.as_str()).or_default() += 1;
+                    events.push(Event::new(EventId::new(self.epoch, seq), draft, now));
+                }
+                results.push(Appended::New(events));
             }
             let mut count_topic = tx.prepare_cached(
                 "INSERT INTO topics (name, events) VALUES (?1, ?2) ON CONFLICT (name) DO UPDATE SET events = events + excluded.events",
@@ -331,30 +342,44 @@ impl SqliteStore {
         Ok(results)
     }
 
-    /// The event an idempotency key already stands for, if it was used
-    /// earlier in this commit or is stored and unexpired.
+    /// What a request's idempotency key already stands for, if it was used
+    /// earlier in this commit or is stored and unexpired: a replay of the
+    /// same request, or a refused reuse.
     fn earlier_use(
         &self,
         tx: &rusqlite::Transaction<'_>,
-        key: &str,
+        key: &IdempotencyKey,
+        request: &Publish,
         now: u64,
-        new_keys: &HashMap<&str, usize>,
-        results: &[Appended],
+        new_keys: &HashMap<(&str, &str), (u64, Fingerprint)>,
     ) -> rusqlite::Result<Option<Appended>> {
-        if let Some(&index) = new_keys.get(key)
-            && let Appended::New(event) = &results[index]
-        {
-            return Ok(Some(Appended::Duplicate { id: event.id, topic: event.topic.clone() }));
+        let verdict = |first: u64, fingerprint: Option<Fingerprint>| match fingerprint {
+            // A key stored before keys were scoped knows no fingerprint: the
+            // query matched it only for a single publish to its topic.
+            Some(fingerprint) if fingerprint != key.fingerprint => Appended::KeyReused,
+            _ => Appended::Replayed { first: EventId::new(self.epoch, first) },
+        };
+        if let Some(&(first, fingerprint)) = new_keys.get(&(key.scope.as_str(), key.key.as_str())) {
+            return Ok(Some(verdict(first, Some(fingerprint))));
         }
-        let mut find =
-            tx.prepare_cached("SELECT seq, topic FROM idempotency_keys WHERE key = ?1 AND expires_ms > ?2")?;
-        let mut rows = find.query(rusqlite::params![key, now as i64])?;
+        let single_topic = match &request.drafts[..] {
+            [draft] => draft.topic.as_str(),
+            _ => "",
+        };
+        let mut find = tx.prepare_cached(
+            "SELECT seq, fingerprint FROM idempotency_keys WHERE key = ?1 AND expires_ms > ?2 AND (scope = ?3 OR (scope = '' AND topic = ?4)) ORDER BY scope = '' LIMIT 1",
+        )?;
+        let mut rows = find.query(rusqlite::params![key.key, now as i64, key.scope, single_topic])?;
         let Some(row) = rows.next()? else { return Ok(None) };
         let first: i64 = row.get(0)?;
-        let topic: String = row.get(1)?;
-        let topic = TopicName::from_str(&topic)
-            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Text, Box::new(e)))?;
-        Ok(Some(Appended::Duplicate { id: EventId::new(self.epoch, first as u64), topic }))
+        let fingerprint: Option<Vec<u8>> = row.get(1)?;
+        let fingerprint = match fingerprint {
+            None => None,
+            Some(bytes) => Some(Fingerprint(bytes.try_into().map_err(|_| {
+                rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Blob, "not a SHA-256 digest".into())
+            })?)),
+        };
+        Ok(Some(verdict(first as u64, fingerprint)))
     }
 
     /// `(sql, binds)` selecting the topics of `selection` in column `column`.
@@ -388,8 +413,9 @@ impl SqliteStore {
         selection: &Selection,
         after: u64,
         upto: u64,
-        limit: usize,
+        limit: ReadLimit,
     ) -> Result<StoreRead, sqlx::Error> {
+        use futures_util::TryStreamExt as _;
         let (filter, binds) = Self::topic_filter(selection, "topic");
         let sql = format!(
             "SELECT seq, topic, event_type, data, retry_ms, time_ms FROM events WHERE seq > ? AND seq <= ? AND {filter} ORDER BY seq LIMIT ?"
@@ -400,12 +426,22 @@ impl SqliteStore {
         for bind in binds {
             query = query.bind(bind);
         }
-        let rows = query.bind((limit as i64).saturating_add(1)).fetch_all(&self.pool).await?;
+        let max_rows = i64::try_from(limit.events).unwrap_or(i64::MAX).saturating_add(1);
         let mut read = StoreRead::default();
-        for row in rows.iter().take(limit) {
-            read.events.push(self.event_from_row(row)?);
+        // Row by row, stopping at the limit: events can be large, and only
+        // what one step hands out may be held at once.
+        let mut rows = query.bind(max_rows).fetch(&self.pool);
+        let mut bytes = 0usize;
+        while let Some(row) = rows.try_next().await? {
+            let event = self.event_from_row(&row)?;
+            if !limit.admits(read.events.len(), bytes, event.size()) {
+                read.truncated = true;
+                break;
+            }
+            bytes += event.size();
+            read.events.push(event);
         }
-        read.truncated = rows.len() > limit;
+        drop(rows);
         let (filter, binds) = Self::topic_filter(selection, "name");
         let sql = format!("SELECT name, trimmed_through FROM topics WHERE trimmed_through > ? AND {filter}");
         let mut query = sqlx::query(AssertSqlSafe(sql)).bind(after);
@@ -418,6 +454,40 @@ impl SqliteStore {
             read.gaps.push(Gap { topic, through: through as u64 });
         }
         Ok(read)
+    }
+
+    /// Topics with retained events, with their newest event, in name order.
+    async fn stored_topics(
+        &self,
+        after: Option<&str>,
+        only: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<StoredTopic>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT t.name, t.events, e.seq, e.time_ms FROM topics t \
+             JOIN events e ON e.seq = (SELECT max(seq) FROM events WHERE topic = t.name) \
+             WHERE t.events > 0 AND t.name > ? AND (? IS NULL OR t.name = ?) ORDER BY t.name LIMIT ?",
+        )
+        .bind(after.unwrap_or("").to_owned())
+        .bind(only.map(str::to_owned))
+        .bind(only.map(str::to_owned))
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let name: String = row.try_get(0)?;
+                let events: i64 = row.try_get(1)?;
+                let seq: i64 = row.try_get(2)?;
+                let time_ms: i64 = row.try_get(3)?;
+                Ok(StoredTopic {
+                    name: TopicName::from_str(&name).map_err(|e| sqlx::Error::Decode(e.to_string().into()))?,
+                    events: events as u64,
+                    last_id: EventId::new(self.epoch, seq as u64),
+                    last_event_ms: time_ms as u64,
+                })
+            })
+            .collect()
     }
 
     /// Deletes the oldest events of `topic` up to `through`, in chunks.
@@ -495,18 +565,33 @@ impl EventStore for SqliteStore {
         Ok(self.last_seq.load(Ordering::Acquire))
     }
 
-    async fn append(&self, drafts: &[EventDraft]) -> Result<Vec<Appended>, StoreError> {
+    async fn append(&self, requests: &[Publish]) -> Result<Vec<Appended>, StoreError> {
         // Synchronous: the hub calls this from its writer thread, which is
         // there for it.
-        self.append_in_transaction(drafts).map_err(|error| {
+        self.append_in_transaction(requests).map_err(|error| {
             self.resync.store(true, Ordering::Release);
-            tracing::error!(%error, events = drafts.len(), "SQLite commit failed");
+            tracing::error!(%error, requests = requests.len(), "SQLite commit failed");
             unavailable(error)
         })
     }
 
-    async fn read(&self, selection: &Selection, after: u64, upto: u64, limit: usize) -> Result<StoreRead, StoreError> {
+    async fn read(
+        &self,
+        selection: &Selection,
+        after: u64,
+        upto: u64,
+        limit: ReadLimit,
+    ) -> Result<StoreRead, StoreError> {
         self.read_rows(selection, after, upto, limit).await.map_err(unavailable)
+    }
+
+    async fn topics(&self, after: Option<&TopicName>, limit: usize) -> Result<Vec<StoredTopic>, StoreError> {
+        self.stored_topics(after.map(TopicName::as_str), None, limit).await.map_err(unavailable)
+    }
+
+    async fn topic(&self, topic: &TopicName) -> Result<Option<StoredTopic>, StoreError> {
+        let mut found = self.stored_topics(None, Some(topic.as_str()), 1).await.map_err(unavailable)?;
+        Ok(found.pop())
     }
 
     async fn enforce_retention(&self, now_ms: u64) -> Result<u64, StoreError> {
