@@ -926,6 +926,56 @@ async fn topics_list_and_one_follow_grants() {
     expect_error(invalid, StatusCode::BAD_REQUEST, "invalid_topic").await;
 }
 
+/// Topics stay listed, with what the store holds, after they leave memory.
+#[tokio::test]
+async fn topics_are_reported_from_the_store_after_they_leave_memory() {
+    let server = TestServer::start().await;
+    for n in 0..3 {
+        server.publish_data("user@42", &n.to_string()).await;
+    }
+    let last = server.publish_data("user@42", "last").await;
+    for name in ["a.1", "a.2", "a.3"] {
+        server.publish_data(name, "x").await;
+    }
+    // Long after anyone listened, the registry lets them go; the store keeps them.
+    let later = herald_core::now_ms() + 3_600_000;
+    assert!(server.state.hub.sweep_idle_topics(later) >= 4);
+    assert!(server.state.hub.topic_stats("user@42").is_none(), "out of memory");
+    let admin = server.token(&[], &[], true, HOUR);
+    let get = |path: &str| server.client.get(server.url(path)).bearer_auth(&admin).send();
+    let one: Value = get("/topics/user@42").await.unwrap().json().await.unwrap();
+    assert_eq!((one["retained"].as_u64(), one["last_id"].as_str()), (Some(4), Some(last.as_str())), "{one}");
+    assert_eq!((one["subscribers"].as_u64(), one["buffered"].as_u64()), (Some(0), Some(0)), "{one}");
+    let list: Vec<Value> = get("/topics").await.unwrap().json().await.unwrap();
+    let names: Vec<&str> = list.iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["a.1", "a.2", "a.3", "user@42"]);
+    // Page by page.
+    let page: Vec<Value> = get("/topics?limit=2").await.unwrap().json().await.unwrap();
+    let next: Vec<Value> = get("/topics?after=a.2&limit=2").await.unwrap().json().await.unwrap();
+    let pages: Vec<&str> = page.iter().chain(&next).map(|t| t["name"].as_str().unwrap()).collect();
+    assert_eq!(pages, ["a.1", "a.2", "a.3", "user@42"]);
+    expect_error(get("/topics?limit=0").await.unwrap(), StatusCode::BAD_REQUEST, "invalid_limit").await;
+    expect_error(get("/topics?after=a%20b").await.unwrap(), StatusCode::BAD_REQUEST, "invalid_topic").await;
+}
+
+/// With the registry full, events of topics that found no room reach pattern
+/// subscribers from the store: no silent hole (the outside review saw ids
+/// 1, 2, 3, 6 of six).
+#[tokio::test]
+async fn a_full_topic_registry_loses_nothing_for_pattern_subscribers() {
+    let server = TestServer::start_with(|config| config.hub.max_topics = 3).await;
+    let mut all = server.subscribe("/events?topic=*").await;
+    let mut ids = Vec::new();
+    for name in ["t1", "t2", "t3", "t4", "t5", "t1"] {
+        ids.push(server.publish_data(name, name).await);
+    }
+    assert_eq!(server.state.hub.topic_count(), 3, "the registry is full");
+    for (id, name) in ids.iter().zip(["t1", "t2", "t3", "t4", "t5", "t1"]) {
+        let event = all.next().await;
+        assert_eq!((event.id.as_str(), event.data.as_str(), event.event.as_str()), (id.as_str(), name, "message"));
+    }
+}
+
 #[tokio::test]
 async fn healthz_and_readyz() {
     let server = TestServer::start().await;
