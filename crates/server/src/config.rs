@@ -41,6 +41,8 @@ pub mod defaults {
     pub const MAX_BATCH_EVENTS: usize = 10_000;
     /// Time a client has to send a complete request head.
     pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+    /// Time a client has to send a request's whole body, from the end of its head.
+    pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
     /// A keep-alive connection with no request in flight is closed after this.
     pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
     /// A stream whose client stops reading for this long is disconnected.
@@ -157,10 +159,15 @@ pub struct Settings {
     /// How long idempotency keys are remembered [default: 24h].
     #[arg(long, env = "HERALD_IDEMPOTENCY_TTL", value_name = "DURATION")]
     pub idempotency_ttl: Option<String>,
-    /// Time a client has to send a request head [default: 10s].
+    /// Time a client has to send a request head, from its first byte; a new
+    /// connection's first head, from the connection [default: 10s].
     #[arg(long, env = "HERALD_HEADER_TIMEOUT", value_name = "DURATION")]
     pub header_timeout: Option<String>,
-    /// Idle keep-alive connections are closed after this (never streams) [default: 60s].
+    /// Time a client has to send a request body, from the end of its head; late is a 408 [default: 10s].
+    #[arg(long, env = "HERALD_BODY_TIMEOUT", value_name = "DURATION")]
+    pub body_timeout: Option<String>,
+    /// Keep-alive connections with no request in flight are closed after this
+    /// (never streams); HTTP/2 peers are also pinged this often [default: 60s].
     #[arg(long, env = "HERALD_IDLE_TIMEOUT", value_name = "DURATION")]
     pub idle_timeout: Option<String>,
     /// A stream whose client stops reading this long is disconnected [default: 30s].
@@ -246,6 +253,7 @@ impl Settings {
                 retention_age,
                 idempotency_ttl,
                 header_timeout,
+                body_timeout,
                 idle_timeout,
                 stall_timeout,
                 stream_max_duration,
@@ -321,8 +329,10 @@ pub struct Config {
     pub max_topics_per_subscription: usize,
     /// Events per batch publish.
     pub max_batch_events: usize,
-    /// Header read timeout.
+    /// Time for a request head, from its first byte.
     pub header_timeout: Duration,
+    /// Time for a request body, from the end of its head.
+    pub body_timeout: Duration,
     /// Idle keep-alive timeout.
     pub idle_timeout: Duration,
     /// Stalled-reader timeout.
@@ -530,6 +540,7 @@ impl Config {
             ),
             max_batch_events: p.count("max_batch_events", s.max_batch_events.as_deref(), defaults::MAX_BATCH_EVENTS),
             header_timeout: p.duration("header_timeout", s.header_timeout.as_deref(), defaults::HEADER_TIMEOUT),
+            body_timeout: p.duration("body_timeout", s.body_timeout.as_deref(), defaults::BODY_TIMEOUT),
             idle_timeout: p.duration("idle_timeout", s.idle_timeout.as_deref(), defaults::IDLE_TIMEOUT),
             stall_timeout: p.duration("stall_timeout", s.stall_timeout.as_deref(), defaults::STALL_TIMEOUT),
             stream_max_duration: (!stream_max.is_zero()).then_some(stream_max),
