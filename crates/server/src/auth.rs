@@ -233,7 +233,7 @@ pub fn mint(spec: &TokenSpec, alg: Algorithm, key: &EncodingKey) -> Result<Strin
     let now = now_secs();
     let claims = Claims {
         sub: Some(spec.subject.clone()),
-        exp: now + spec.ttl.as_secs(),
+        exp: now.saturating_add(spec.ttl.as_secs()),
         iat: Some(now),
         herald: HeraldClaim { publish: spec.publish.clone(), subscribe: spec.subscribe.clone(), admin: spec.admin },
     };

@@ -41,6 +41,8 @@ pub mod defaults {
     pub const MAX_BATCH_EVENTS: usize = 10_000;
     /// Time a client has to send a complete request head.
     pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+    /// Time a client has to send a request's whole body, from the end of its head.
+    pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
     /// A keep-alive connection with no request in flight is closed after this.
     pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
     /// A stream whose client stops reading for this long is disconnected.
@@ -165,19 +167,25 @@ pub struct Settings {
     /// How long idempotency keys are remembered [default: 24h].
     #[arg(long, env = "HERALD_IDEMPOTENCY_TTL", value_name = "DURATION")]
     pub idempotency_ttl: Option<String>,
-    /// Time a client has to send a request head [default: 10s].
+    /// Time a client has to send a request head, from its first byte; a new
+    /// connection's first head, from the connection [default: 10s].
     #[arg(long, env = "HERALD_HEADER_TIMEOUT", value_name = "DURATION")]
     pub header_timeout: Option<String>,
-    /// Idle keep-alive connections are closed after this (never streams) [default: 60s].
+    /// Time a client has to send a request body, from the end of its head; late is a 408 [default: 10s].
+    #[arg(long, env = "HERALD_BODY_TIMEOUT", value_name = "DURATION")]
+    pub body_timeout: Option<String>,
+    /// Keep-alive connections with no request in flight are closed after this
+    /// (never streams); a silent HTTP/2 peer is pinged after it [default: 60s].
     #[arg(long, env = "HERALD_IDLE_TIMEOUT", value_name = "DURATION")]
     pub idle_timeout: Option<String>,
-    /// A stream whose client stops reading this long is disconnected [default: 30s].
+    /// A stream whose client stops reading (over HTTP/2: keeps its window shut,
+    /// or leaves a PING unanswered) this long is disconnected [default: 30s].
     #[arg(long, env = "HERALD_STALL_TIMEOUT", value_name = "DURATION")]
     pub stall_timeout: Option<String>,
     /// Streams end after this long and clients reconnect; `0` never [default: 0].
     #[arg(long, env = "HERALD_STREAM_MAX_DURATION", value_name = "DURATION")]
     pub stream_max_duration: Option<String>,
-    /// Time given to in-flight work at shutdown [default: 10s].
+    /// Time given to in-flight work at shutdown, and to a connection told to close [default: 10s].
     #[arg(long, env = "HERALD_SHUTDOWN_GRACE", value_name = "DURATION")]
     pub shutdown_grace: Option<String>,
     /// Log filter, as RUST_LOG syntax [default: info].
@@ -256,6 +264,7 @@ impl Settings {
                 retention_age,
                 idempotency_ttl,
                 header_timeout,
+                body_timeout,
                 idle_timeout,
                 stall_timeout,
                 stream_max_duration,
@@ -331,8 +340,10 @@ pub struct Config {
     pub max_topics_per_subscription: usize,
     /// Events per batch publish.
     pub max_batch_events: usize,
-    /// Header read timeout.
+    /// Time for a request head, from its first byte.
     pub header_timeout: Duration,
+    /// Time for a request body, from the end of its head.
+    pub body_timeout: Duration,
     /// Idle keep-alive timeout.
     pub idle_timeout: Duration,
     /// Stalled-reader timeout.
@@ -519,6 +530,10 @@ impl Config {
         if heartbeat.is_zero() {
             p.errors.push("--heartbeat: must be more than 0".into());
         }
+        let body_timeout = p.duration("body_timeout", s.body_timeout.as_deref(), defaults::BODY_TIMEOUT);
+        if body_timeout.is_zero() {
+            p.errors.push("--body-timeout: must be more than 0".into());
+        }
         let config = Self {
             listen,
             internal_listen,
@@ -550,6 +565,7 @@ impl Config {
             ),
             max_batch_events: p.count("max_batch_events", s.max_batch_events.as_deref(), defaults::MAX_BATCH_EVENTS),
             header_timeout: p.duration("header_timeout", s.header_timeout.as_deref(), defaults::HEADER_TIMEOUT),
+            body_timeout,
             idle_timeout: p.duration("idle_timeout", s.idle_timeout.as_deref(), defaults::IDLE_TIMEOUT),
             stall_timeout: p.duration("stall_timeout", s.stall_timeout.as_deref(), defaults::STALL_TIMEOUT),
             stream_max_duration: (!stream_max.is_zero()).then_some(stream_max),
@@ -618,7 +634,7 @@ mod tests {
         let file = dir.join("herald.toml");
         std::fs::write(
             &file,
-            "listen = \"127.0.0.1:9000\"\nheartbeat = \"2s\"\nmax-connections = 50\npublic-subscribe = [\"news.*\"]\n",
+            "listen = \"127.0.0.1:9000\"\nheartbeat = \"2s\"\nmax-connections = 50\npublic-subscribe = [\"news.*\"]\nbody-timeout = \"3s\"\n",
         )
         .unwrap();
         let settings = Settings { config: Some(file.clone()), heartbeat: Some("5s".into()), ..Settings::default() };
@@ -627,10 +643,20 @@ mod tests {
         assert_eq!(config.heartbeat, Duration::from_secs(5));
         assert_eq!(config.max_connections, 50);
         assert_eq!(config.public_subscribe.len(), 1);
+        assert_eq!(config.body_timeout, Duration::from_secs(3));
         std::fs::write(&file, "lisen = \"x\"\n").unwrap();
         let errors = Settings { config: Some(file), ..Settings::default() }.with_file().unwrap_err();
         assert!(errors[0].contains("unknown setting `lisen`"));
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn timeouts_default_and_a_zero_body_timeout_is_refused() {
+        let config = Config::for_tests("0123456789abcdef0123456789abcdef-secret");
+        assert_eq!(config.body_timeout, defaults::BODY_TIMEOUT);
+        let settings = Settings { body_timeout: Some("0".into()), ..Settings::default() };
+        let errors = Config::from_settings(&settings).unwrap_err();
+        assert!(errors.iter().any(|e| e.starts_with("--body-timeout")), "{errors:?}");
     }
 
     #[test]

@@ -2,13 +2,23 @@
 //! slow clients. A first request that opens an event stream is served
 //! directly (see `direct`); everything else by hyper.
 //!
-//! - A request head must arrive within `--header-timeout` (slowloris).
+//! - A request head must be whole within `--header-timeout` of its first
+//!   byte (slowloris); a new connection's first head, of the connection. The
+//!   time the direct reader spent counts: hyper gets what is left.
+//! - A request body must be whole within `--body-timeout` of its head, or the
+//!   request is answered 408 and the connection closed (`request_body`).
 //! - A keep-alive connection with no request in flight for
-//!   `--idle-timeout` is closed; an open event stream is a request in flight,
-//!   so streams are never closed as idle.
+//!   `--idle-timeout` is closed; the wait for the next request is timed by
+//!   this alone. An open event stream is a request in flight, so streams are
+//!   never closed as idle. An HTTP/2 peer that sends nothing for
+//!   `--idle-timeout` is pinged, and cut if it does not answer within
+//!   `--stall-timeout`.
 //! - A write that cannot make progress for `--stall-timeout` (a client that
-//!   stopped reading) fails the connection and is counted as lagged.
-//! - At shutdown the connection finishes in-flight requests and closes.
+//!   stopped reading) fails the connection and is counted as lagged; an
+//!   HTTP/2 stream whose window stays shut that long is cut alone
+//!   (`h2_stream`).
+//! - At shutdown, or when idle, the connection finishes in-flight requests
+//!   and closes, within `--shutdown-grace` even if the client ignores it.
 
 use std::{
     future::Future as _,
@@ -17,28 +27,31 @@ use std::{
     pin::Pin,
     sync::{
         Arc,
-        atomic::{AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
     task::{Context, Poll, ready},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use axum::{Router, body::Body, extract::ConnectInfo};
 use hyper::{Request, body::Incoming};
 use hyper_util::{
-    rt::{TokioExecutor, TokioIo, TokioTimer},
+    rt::{TokioIo, TokioTimer},
     server::conn::auto,
 };
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::TcpStream,
-    time::Sleep,
+    time::{Instant, Sleep, sleep_until},
 };
 use tower::ServiceExt as _;
 
 use crate::{
+    deadline,
     direct::{self, FirstRequest},
+    h2_stream::{Pull, StreamExecutor},
     limits::ConnectionPermit,
+    request_body,
     state::AppState,
     stream_runtime::StreamTasks,
 };
@@ -52,7 +65,8 @@ pub async fn serve(
     permit: ConnectionPermit,
     streams: StreamTasks,
 ) {
-    let reason = match direct::read_first(&mut stream, state.config.header_timeout, &state.shutdown).await {
+    let head_deadline = deadline::after(Instant::now(), state.config.header_timeout);
+    let reason = match direct::read_first(&mut stream, head_deadline, &state.shutdown).await {
         FirstRequest::Stream(request) => {
             // Moved to the streams' runtime: the socket re-registers with its reactor.
             let Ok(stream) = stream.into_std() else { return closed("error") };
@@ -70,7 +84,7 @@ pub async fn serve(
             return;
         }
         // Boxed: only connections that need hyper carry its state.
-        FirstRequest::Other(read) => Box::pin(serve_with_hyper(stream, read, peer, router, state)).await,
+        FirstRequest::Other(read) => Box::pin(serve_with_hyper(stream, read, head_deadline, peer, router, state)).await,
         FirstRequest::Gone(reason) => reason,
     };
     drop(permit);
@@ -81,35 +95,64 @@ fn closed(reason: &'static str) {
     metrics::counter!("herald_connections_closed_total", "reason" => reason).increment(1);
 }
 
-/// Serves a connection with hyper; `read` is what was read of it already.
+/// Serves a connection with hyper; `read` is what was read of it already,
+/// and `head_deadline` when the head begun there must be whole.
 async fn serve_with_hyper(
     stream: TcpStream,
     read: Vec<u8>,
+    head_deadline: Instant,
     peer: SocketAddr,
     router: Router,
     state: AppState,
 ) -> &'static str {
+    let config = &state.config;
     let activity = Arc::new(Activity::new());
     let requests = Arc::clone(&activity);
     let stalled = Stalled::default();
     let stall_flag = stalled.clone();
-    let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
-        request.extensions_mut().insert(ConnectInfo(peer));
-        request.extensions_mut().insert(stall_flag.clone());
+    let body_timeout = config.body_timeout;
+    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+        // The head is whole: from here the body's time runs.
         let busy = Busy::new(&requests);
-        let response = router.clone().oneshot(request.map(Body::new));
+        let (request, body) = request.into_parts();
+        let (body, late) = request_body::with_deadline(body, body_timeout);
+        let mut request = Request::from_parts(request, body);
+        request.extensions_mut().insert(ConnectInfo(peer));
+        let router = router.clone();
+        let connection_stalled = stall_flag.clone();
         async move {
-            let response = response.await?;
-            Ok::<_, std::convert::Infallible>(response.map(|body| Body::new(Tracked { body, _busy: busy })))
+            // Run by the stream's own task under HTTP/2, which knows it.
+            let pull = Pull::current();
+            let stalled = pull.as_ref().map_or(connection_stalled, |pull| pull.stalled.clone());
+            request.extensions_mut().insert(stalled);
+            let response = router.oneshot(request).await?;
+            let response = match late {
+                Some(late) if late.is_set() => request_body::late_response(body_timeout),
+                _ => response,
+            };
+            Ok::<_, std::convert::Infallible>(response.map(|body| Body::new(Tracked { body, pull, _busy: busy })))
         }
     });
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(state.config.header_timeout);
-    builder.http2().timer(TokioTimer::new());
-    let io = TokioIo::new(StallGuard::new(stream, read, state.config.stall_timeout, stalled.clone()));
+    let executor = StreamExecutor { stalled: stalled.clone(), stall_timeout: config.stall_timeout };
+    let mut builder = auto::Builder::new(executor);
+    // Heads are timed by the `StallGuard`: hyper's timer would also time the
+    // wait between requests, which is the idle timeout's.
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(None);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(deadline::bounded(config.idle_timeout))
+        .keep_alive_timeout(deadline::bounded(config.stall_timeout));
+    let heads =
+        (!read.starts_with(H2_PREFACE)).then(|| Heads::new(&activity, config.header_timeout, head_deadline, &read));
+    let io = TokioIo::new(StallGuard::new(stream, read, heads, config.stall_timeout, stalled.clone()));
     let connection = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(connection);
     let mut closing = None;
+    // Armed by a graceful shutdown: a client that ignores it (an HTTP/2 peer
+    // that never answers GOAWAY's PING) does not keep the connection.
+    let hard_stop = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(hard_stop);
     loop {
         tokio::select! {
             result = connection.as_mut() => {
@@ -124,29 +167,50 @@ async fn serve_with_hyper(
             }
             () = state.shutdown.cancelled(), if closing.is_none() => {
                 connection.as_mut().graceful_shutdown();
+                hard_stop.as_mut().reset(deadline::after(Instant::now(), config.shutdown_grace));
                 closing = Some("shutdown");
             }
-            () = idle_for(&activity, state.config.idle_timeout), if closing.is_none() => {
+            () = idle_for(&activity, config.idle_timeout), if closing.is_none() => {
                 connection.as_mut().graceful_shutdown();
+                hard_stop.as_mut().reset(deadline::after(Instant::now(), config.shutdown_grace));
                 closing = Some("idle");
+            }
+            () = hard_stop.as_mut(), if closing.is_some() => {
+                tracing::debug!(%peer, "connection did not close within the grace period; dropping it");
+                return closing.unwrap_or("shutdown");
             }
         }
     }
 }
 
+/// How an HTTP/2 connection with prior knowledge begins.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
+
 /// Requests in flight on one connection, and since when it has had none.
-/// Atomics rather than a channel: a request costs two increments, not a
+/// Atomics rather than a channel: a request costs three increments, not a
 /// wake-up of the connection's task and a timer each.
 struct Activity {
     in_flight: AtomicUsize,
-    /// When the last request ended, in ms after `start`.
+    /// Requests whose head was whole, ever: tells a head timer its head is done.
+    started: AtomicU64,
+    /// When the last request ended (or the next one's head began), in ms after `start`.
     idle_since_ms: AtomicU64,
-    start: Instant,
+    start: std::time::Instant,
 }
 
 impl Activity {
     fn new() -> Self {
-        Self { in_flight: AtomicUsize::new(0), idle_since_ms: AtomicU64::new(0), start: Instant::now() }
+        Self {
+            in_flight: AtomicUsize::new(0),
+            started: AtomicU64::new(0),
+            idle_since_ms: AtomicU64::new(0),
+            start: std::time::Instant::now(),
+        }
+    }
+
+    /// Restarts the idle clock: a head has begun, and the header timeout times it.
+    fn touch(&self) {
+        self.idle_since_ms.store(self.elapsed_ms(), Ordering::Release);
     }
 
     fn elapsed_ms(&self) -> u64 {
@@ -182,6 +246,7 @@ struct Busy(Arc<Activity>);
 impl Busy {
     fn new(activity: &Arc<Activity>) -> Self {
         activity.in_flight.fetch_add(1, Ordering::AcqRel);
+        activity.started.fetch_add(1, Ordering::AcqRel);
         Self(Arc::clone(activity))
     }
 }
@@ -195,9 +260,11 @@ impl Drop for Busy {
     }
 }
 
-/// A response body that keeps its request counted as in flight.
+/// A response body that keeps its request counted as in flight, and tells
+/// an HTTP/2 stream's task what it gave hyper.
 struct Tracked {
     body: Body,
+    pull: Option<Arc<Pull>>,
     _busy: Busy,
 }
 
@@ -209,7 +276,11 @@ impl http_body::Body for Tracked {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
+        let poll = Pin::new(&mut self.body).poll_frame(cx);
+        if let Some(pull) = &self.pull {
+            pull.note(&poll);
+        }
+        poll
     }
 
     fn is_end_stream(&self) -> bool {
@@ -221,36 +292,99 @@ impl http_body::Body for Tracked {
     }
 }
 
-/// Set when a connection is cut for stalling, so its stream can say why it ended.
+/// Set when a connection (or one HTTP/2 stream of it) is cut for stalling,
+/// so its stream can say why it ended.
 #[derive(Debug, Clone, Default)]
-pub struct Stalled(Arc<std::sync::atomic::AtomicBool>);
+pub struct Stalled {
+    own: Arc<AtomicBool>,
+    /// For one stream of a connection: the connection's flag.
+    connection: Option<Arc<AtomicBool>>,
+}
 
 impl Stalled {
-    /// Whether the connection was cut because the client stopped reading.
+    /// Whether the connection, or this stream, was cut because the client stopped reading.
     pub fn is_set(&self) -> bool {
-        self.0.load(std::sync::atomic::Ordering::Relaxed)
+        self.own.load(Ordering::Relaxed) || self.connection.as_ref().is_some_and(|c| c.load(Ordering::Relaxed))
     }
 
     pub(crate) fn set(&self) {
         metrics::counter!("herald_lagged_disconnects_total").increment(1);
-        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.own.store(true, Ordering::Relaxed);
+    }
+
+    /// A flag for one stream of this connection: set if the stream or the
+    /// connection is cut.
+    pub(crate) fn for_stream(&self) -> Self {
+        Self { own: Arc::default(), connection: Some(Arc::clone(&self.own)) }
+    }
+}
+
+/// Times HTTP/1.1 request heads: each must be whole within the header
+/// timeout of its first byte. Only reads look at it; a request costs one
+/// clock read and no timer unless its head arrives in pieces.
+struct Heads {
+    activity: Arc<Activity>,
+    timeout: Duration,
+    /// The head being read, if one has begun and not been handed to the service.
+    current: Option<Head>,
+}
+
+struct Head {
+    deadline: Instant,
+    /// `Activity::started` when it began: once that moves, the head is whole.
+    started: u64,
+    /// Made only when the head does not arrive in one read.
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl Heads {
+    /// Heads of a connection; `read` (the bytes the direct reader took),
+    /// if any, began a head that is due by `deadline`.
+    fn new(activity: &Arc<Activity>, timeout: Duration, deadline: Instant, read: &[u8]) -> Self {
+        let current = (!read.is_empty()).then_some(Head { deadline, started: 0, timer: None });
+        Self { activity: Arc::clone(activity), timeout, current }
+    }
+
+    /// Fails once the head being read is overdue.
+    fn poll_overdue(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let started = self.activity.started.load(Ordering::Acquire);
+        if self.current.as_ref().is_some_and(|head| head.started != started) {
+            self.current = None;
+        }
+        let Some(head) = &mut self.current else { return Poll::Pending };
+        let deadline = head.deadline;
+        head.timer.get_or_insert_with(|| Box::pin(sleep_until(deadline))).as_mut().poll(cx)
+    }
+
+    /// Bytes arrived: with no request in flight, they begin a head.
+    fn on_bytes(&mut self) {
+        if self.current.is_some() || self.activity.in_flight.load(Ordering::Acquire) > 0 {
+            return;
+        }
+        let now = Instant::now();
+        let started = self.activity.started.load(Ordering::Acquire);
+        self.current = Some(Head { deadline: deadline::after(now, self.timeout), started, timer: None });
+        self.activity.touch();
     }
 }
 
 /// A socket whose writes fail once they have made no progress for `timeout`;
-/// reads start with the bytes read before hyper took it over.
+/// reads start with the bytes read before hyper took it over, and fail once
+/// an HTTP/1.1 head is overdue.
 struct StallGuard {
     stream: TcpStream,
     unread: Vec<u8>,
     consumed: usize,
+    /// `None` for HTTP/2, whose requests are frames.
+    heads: Option<Heads>,
     timeout: Duration,
     stalled_since: Option<Pin<Box<Sleep>>>,
     stalled: Stalled,
 }
 
 impl StallGuard {
-    fn new(stream: TcpStream, unread: Vec<u8>, timeout: Duration, stalled: Stalled) -> Self {
-        Self { stream, unread, consumed: 0, timeout, stalled_since: None, stalled }
+    fn new(stream: TcpStream, unread: Vec<u8>, heads: Option<Heads>, timeout: Duration, stalled: Stalled) -> Self {
+        Self { stream, unread, consumed: 0, heads, timeout, stalled_since: None, stalled }
     }
 
     fn guard<T>(&mut self, cx: &mut Context<'_>, result: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
@@ -282,7 +416,19 @@ impl AsyncRead for StallGuard {
             }
             return Poll::Ready(Ok(()));
         }
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+        if let Some(heads) = &mut self.heads
+            && heads.poll_overdue(cx).is_ready()
+        {
+            return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "request head not whole in time")));
+        }
+        let filled = buf.filled().len();
+        ready!(Pin::new(&mut self.stream).poll_read(cx, buf))?;
+        if let Some(heads) = &mut self.heads
+            && buf.filled().len() > filled
+        {
+            heads.on_bytes();
+        }
+        Poll::Ready(Ok(()))
     }
 }
 

@@ -31,7 +31,7 @@ use http_body_util::BodyExt as _;
 use tokio::{
     io::{AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _},
     net::TcpStream,
-    time::{Sleep, sleep},
+    time::{Instant, Sleep, sleep},
 };
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
@@ -53,10 +53,10 @@ pub enum FirstRequest {
     Gone(&'static str),
 }
 
-/// Reads the first request head, within `timeout`, unless the server shuts down first.
-pub async fn read_first(stream: &mut TcpStream, timeout: Duration, shutdown: &CancellationToken) -> FirstRequest {
+/// Reads the first request head, by `deadline`, unless the server shuts down first.
+pub async fn read_first(stream: &mut TcpStream, deadline: Instant, shutdown: &CancellationToken) -> FirstRequest {
     let mut head = Vec::with_capacity(1024);
-    let read = tokio::time::timeout(timeout, async {
+    let read = tokio::time::timeout_at(deadline, async {
         loop {
             match stream.read_buf(&mut head).await {
                 Ok(0) if head.is_empty() => return FirstRequest::Gone("client_gone"),

@@ -52,6 +52,14 @@ pub enum ApiError {
     /// Wrong content type (415).
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// The client was too slow to send its request (408).
+    #[error("{message}")]
+    TimedOut {
+        /// Machine-readable code.
+        code: &'static str,
+        /// What was late, and which setting bounds it.
+        message: String,
+    },
     /// A per-client limit was hit (429).
     #[error("{0}")]
     TooManyRequests(String),
@@ -88,6 +96,7 @@ impl ApiError {
             Self::TooLarge { code, .. } => (StatusCode::PAYLOAD_TOO_LARGE, code),
             Self::Unprocessable { code, .. } => (StatusCode::UNPROCESSABLE_ENTITY, code),
             Self::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+            Self::TimedOut { code, .. } => (StatusCode::REQUEST_TIMEOUT, code),
             Self::TooManyRequests(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_requests"),
             Self::Unavailable { code, .. } => (StatusCode::SERVICE_UNAVAILABLE, code),
         }

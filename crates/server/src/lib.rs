@@ -7,13 +7,16 @@
 pub mod auth;
 pub mod config;
 pub mod connection;
+mod deadline;
 mod direct;
 pub mod error;
 pub mod extract;
+mod h2_stream;
 pub mod limits;
 pub mod metrics;
 mod ops;
 pub mod registry;
+mod request_body;
 mod routes;
 pub mod secret;
 mod server;

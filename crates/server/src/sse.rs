@@ -18,7 +18,7 @@ use herald_core::{Delivery, StoreError, Subscription, now_ms, sse};
 use tokio::time::{Instant, Sleep, sleep_until};
 use tokio_util::sync::CancellationToken;
 
-use crate::{connection::Stalled, limits::StreamPermit, metrics::HotPath, registry::Registration};
+use crate::{connection::Stalled, deadline, limits::StreamPermit, metrics::HotPath, registry::Registration};
 
 /// The event type sent when the token of an open stream expires.
 pub const EXPIRED_EVENT: &str = "herald.expired";
@@ -87,7 +87,7 @@ pub fn body(subscription: Subscription, options: StreamOptions, shutdown: Cancel
     let now = Instant::now();
     let expires_at = options.expires_at.map(|exp| {
         let now_secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        now + Duration::from_secs(exp.saturating_sub(now_secs))
+        deadline::after(now, Duration::from_secs(exp.saturating_sub(now_secs)))
     });
     let metrics = crate::metrics::hot_path();
     metrics.streams_open.increment(1.0);
@@ -98,7 +98,7 @@ pub fn body(subscription: Subscription, options: StreamOptions, shutdown: Cancel
         subscription,
         heartbeat: options.heartbeat,
         expires_at,
-        ends_at: options.max_duration.map(|d| now + d),
+        ends_at: options.max_duration.map(|d| deadline::after(now, d)),
         timer: Box::pin(sleep_until(now)),
         shutdown,
         last_write: now,
@@ -175,7 +175,7 @@ impl EventStream {
             Some(self.close(CloseReason::TokenExpired, sse::event_frame(None, Some(EXPIRED_EVENT), data, None)))
         } else if self.ends_at.is_some_and(|at| at <= now) {
             Some(self.close(CloseReason::MaxDuration, sse::comment("stream time limit reached; reconnect")))
-        } else if self.last_write + self.heartbeat <= now {
+        } else if self.next_heartbeat() <= now {
             self.last_write = now;
             Some(Bytes::from_static(b":\n"))
         } else {
@@ -186,9 +186,12 @@ impl EventStream {
     }
 
     fn rearm_timer(&mut self) {
-        let next =
-            [self.expires_at, self.ends_at].into_iter().flatten().fold(self.last_write + self.heartbeat, Instant::min);
+        let next = [self.expires_at, self.ends_at].into_iter().flatten().fold(self.next_heartbeat(), Instant::min);
         self.timer.as_mut().reset(next);
+    }
+
+    fn next_heartbeat(&self) -> Instant {
+        deadline::after(self.last_write, self.heartbeat)
     }
 
     /// A delivery's frames as one chunk, counted.
