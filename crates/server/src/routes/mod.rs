@@ -2,6 +2,7 @@
 
 pub mod events;
 pub mod health;
+pub mod index;
 pub mod publish;
 pub mod topics;
 
