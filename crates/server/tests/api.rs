@@ -1337,7 +1337,7 @@ async fn bad_event_types_and_bodies_are_clear_400s() {
 async fn unknown_routes_are_404_and_wrong_methods_405_in_json() {
     let server = TestServer::start().await;
     let token = server.root_token();
-    for path in ["/nope", "/topics/a/events/extra", "/topics/a/other", "/", "/metrics-not"] {
+    for path in ["/nope", "/topics/a/events/extra", "/topics/a/other", "/metrics-not"] {
         let response = server.client.get(server.url(path)).bearer_auth(&token).send().await.unwrap();
         expect_error(response, StatusCode::NOT_FOUND, "not_found").await;
     }
@@ -1354,6 +1354,29 @@ async fn unknown_routes_are_404_and_wrong_methods_405_in_json() {
         expect_error(response, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed").await;
     }
     server.assert_still_serving().await;
+}
+
+#[tokio::test]
+async fn the_root_points_to_the_inspector_the_dashboard_and_the_docs() {
+    let server = TestServer::start().await;
+    let response = server.client.get(server.url("/")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let index: Value = response.json().await.unwrap();
+    assert_eq!(index["name"], "herald");
+    assert_eq!(index["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(index["links"]["inspector"], "/inspector");
+    assert_eq!(index["links"]["admin"], "/admin");
+    assert!(index["links"]["docs"].as_str().is_some_and(|d| d.starts_with("http")), "{index}");
+    let page = server.client.get(server.url("/")).header(header::ACCEPT, "text/html,*/*").send().await.unwrap();
+    assert!(page.headers()[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/html"));
+    let page = page.text().await.unwrap();
+    assert!(page.contains("href=\"/inspector\"") && page.contains("href=\"/admin\""), "{page}");
+
+    // With an internal listener, the public root does not point to what it does not serve.
+    let internal = TestServer::start_with(|c| c.internal_listen = Some("127.0.0.1:9".parse().unwrap())).await;
+    let index: Value = internal.client.get(internal.url("/")).send().await.unwrap().json().await.unwrap();
+    assert!(index["links"].get("admin").is_none() && index["links"].get("metrics").is_none(), "{index}");
+    assert!(!index.to_string().contains(":9"), "no internal address: {index}");
 }
 
 // -------------------------------------------------------------- binary

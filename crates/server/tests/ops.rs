@@ -253,3 +253,20 @@ async fn the_dashboard_works_in_headless_chromium() {
         assert!(size > 5_000, "{} missing or empty", file.display());
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_peer_at_the_per_ip_stream_limit_warns_once_about_trusted_proxies() {
+    let dir = tempfile::tempdir().unwrap();
+    let herald = Herald::start(dir.path(), &["--memory", "--max-streams-per-ip", "1"]);
+    let client = reqwest::Client::new();
+    let open = client.get(herald.url("/topics/p/events")).bearer_auth(token()).send().await.unwrap();
+    assert_eq!(open.status(), 200);
+    for _ in 0..3 {
+        let refused = client.get(herald.url("/topics/p/events")).bearer_auth(token()).send().await.unwrap();
+        assert_eq!(refused.status(), 429);
+    }
+    let said = |log: &[String]| log.iter().filter(|l| l.contains("WARN") && l.contains("--trusted-proxies")).count();
+    wait_for(async || said(&herald.log.lock().unwrap()) > 0, "the warning").await;
+    assert_eq!(said(&herald.log.lock().unwrap()), 1, "{:?}", herald.log.lock().unwrap());
+    drop(open);
+}

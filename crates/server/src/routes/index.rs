@@ -21,7 +21,11 @@ fn links(state: &AppState) -> Vec<(&'static str, &'static str, &'static str)> {
     }
     links.push(("health", "/healthz", "liveness"));
     links.push(("ready", "/readyz", "readiness"));
-    links.push(("docs", env!("CARGO_PKG_REPOSITORY"), "documentation (README)"));
+    // The package's repository, whose README is the manual.
+    let docs = env!("CARGO_PKG_REPOSITORY");
+    if !docs.is_empty() {
+        links.push(("docs", docs, "documentation (the README)"));
+    }
     links
 }
 
