@@ -856,8 +856,8 @@ async fn topics_list_and_one_follow_grants() {
         server.client.get(server.url("/topics")).bearer_auth(&admin).send().await.unwrap().json().await.unwrap();
     let names: Vec<&str> = list.iter().map(|t| t["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["alpha", "beta"], "admin sees every topic, sorted");
-    let anonymous: Vec<Value> = server.client.get(server.url("/topics")).send().await.unwrap().json().await.unwrap();
-    assert!(anonymous.is_empty(), "no token, no public patterns: nothing listed: {anonymous:?}");
+    let anonymous = server.client.get(server.url("/topics")).send().await.unwrap();
+    expect_error(anonymous, StatusCode::UNAUTHORIZED, "missing_token").await;
 
     let one: Value =
         server.client.get(server.url("/topics/alpha")).bearer_auth(&reader).send().await.unwrap().json().await.unwrap();
@@ -871,6 +871,20 @@ async fn topics_list_and_one_follow_grants() {
     expect_error(unknown, StatusCode::NOT_FOUND, "not_found").await;
     let invalid = server.client.get(server.url("/topics/a%20b")).bearer_auth(&admin).send().await.unwrap();
     expect_error(invalid, StatusCode::BAD_REQUEST, "invalid_topic").await;
+}
+
+#[tokio::test]
+async fn the_topic_list_needs_a_token_even_with_public_patterns() {
+    let server = TestServer::start_with(|c| c.public_subscribe = vec!["news".parse().unwrap()]).await;
+    server.publish_data("news", "n").await;
+    let anonymous = server.client.get(server.url("/topics")).send().await.unwrap();
+    expect_error(anonymous, StatusCode::UNAUTHORIZED, "missing_token").await;
+    let one: Value = server.client.get(server.url("/topics/news")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(one["name"], "news", "one public topic's figures stay public");
+    let reader = server.token(&[], &["other"], false, HOUR);
+    let list: Vec<Value> =
+        server.client.get(server.url("/topics")).bearer_auth(&reader).send().await.unwrap().json().await.unwrap();
+    assert_eq!(list.len(), 1, "with a token, public topics are listed too: {list:?}");
 }
 
 #[tokio::test]
@@ -1330,6 +1344,52 @@ async fn bad_event_types_and_bodies_are_clear_400s() {
     // An event type with a dot but not the reserved prefix is fine.
     let ok = post_json(json!({"data": "x", "event": "heraldish.ok"})).await.unwrap();
     assert_eq!(ok.status(), StatusCode::CREATED);
+    server.assert_still_serving().await;
+}
+
+#[tokio::test]
+async fn publish_errors_say_what_to_send_and_which_flag_raises_a_limit() {
+    let server = TestServer::start_with(|c| {
+        c.max_body_bytes = 4096;
+        c.max_event_bytes = 100;
+        c.max_batch_events = 2;
+    })
+    .await;
+    let token = server.root_token();
+    let post = |path: &str, body: Value| server.client.post(server.url(path)).bearer_auth(&token).json(&body).send();
+
+    let pattern = post("/topics/orders.*/events", json!({"data": 1})).await.unwrap();
+    let message = expect_error(pattern, StatusCode::BAD_REQUEST, "invalid_topic").await;
+    assert!(message.contains("publishing needs one exact topic name"), "{message}");
+    let pattern = post("/publish", json!([{"topic": "orders.*", "data": 1}])).await.unwrap();
+    let message = expect_error(pattern, StatusCode::BAD_REQUEST, "invalid_topic").await;
+    assert!(message.starts_with("item 0: ") && message.contains("exact topic name"), "{message}");
+
+    let string = post("/topics/shape/events", json!("hello")).await.unwrap();
+    let message = expect_error(string, StatusCode::BAD_REQUEST, "invalid_json").await;
+    assert!(message.contains(r#"{"data": ..., "event"?"#) && !message.contains("PublishBody"), "{message}");
+    // serde would read an array as the struct's fields in order: refused, pointing to batches.
+    let array = post("/topics/shape/events", json!(["x", null, null])).await.unwrap();
+    let message = expect_error(array, StatusCode::BAD_REQUEST, "invalid_json").await;
+    assert!(message.contains("POST /publish"), "{message}");
+    let item = post("/publish", json!(["x"])).await.unwrap();
+    let message = expect_error(item, StatusCode::BAD_REQUEST, "invalid_json").await;
+    assert!(message.contains(r#"{"topic": "name""#) && !message.contains("BatchItem"), "{message}");
+    let object = post("/publish", json!({"topic": "shape", "data": 1})).await.unwrap();
+    let message = expect_error(object, StatusCode::BAD_REQUEST, "invalid_json").await;
+    assert!(message.contains("a JSON array of"), "{message}");
+    assert!(server.state.hub.topic_stats("shape").is_none(), "nothing was published");
+
+    let event = post("/topics/big/events", json!({"data": "x".repeat(101)})).await.unwrap();
+    let message = expect_error(event, StatusCode::PAYLOAD_TOO_LARGE, "event_too_large").await;
+    assert!(message.contains("--max-event-bytes"), "{message}");
+    let body = post("/topics/big/events", json!({"data": "x".repeat(5000)})).await.unwrap();
+    let message = expect_error(body, StatusCode::PAYLOAD_TOO_LARGE, "body_too_large").await;
+    assert!(message.contains("--max-body-bytes"), "{message}");
+    let items: Vec<Value> = (0..3).map(|i| json!({"topic": "big", "data": i})).collect();
+    let batch = post("/publish", Value::Array(items)).await.unwrap();
+    let message = expect_error(batch, StatusCode::PAYLOAD_TOO_LARGE, "batch_too_large").await;
+    assert!(message.contains("--max-batch-events"), "{message}");
     server.assert_still_serving().await;
 }
 

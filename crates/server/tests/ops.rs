@@ -135,7 +135,8 @@ async fn the_dashboard_needs_an_admin_token_and_disconnects_on_confirmation() {
     let user = token_with("user", &["*"], &["*"], false, Duration::from_secs(600));
     let forbidden = client.get(herald.url("/admin")).bearer_auth(&user).send().await.unwrap();
     assert_eq!(forbidden.status(), 403);
-    assert!(forbidden.text().await.unwrap().contains("no admin grant"));
+    let page = forbidden.text().await.unwrap();
+    assert!(page.contains("no admin grant") && page.contains("herald token --sub you --admin"), "{page}");
 
     let expired = token_with("ops", &[], &[], true, Duration::from_secs(1));
     tokio::time::sleep(Duration::from_millis(2_100)).await; // past exp

@@ -8,8 +8,12 @@ use herald_core::{TopicPattern, TopicStats};
 
 use crate::{error::ApiError, extract::Caller, routes::topic_from_path, state::AppState};
 
-/// Every topic in memory the caller may subscribe to.
+/// Every topic in memory the caller may subscribe to. Needs a token: public
+/// subscribe patterns open topics' streams, not the list of topics.
 pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<Vec<TopicStats>>, ApiError> {
+    if caller.0.is_none() {
+        return Err(ApiError::Unauthorized(crate::auth::AuthError::Missing));
+    }
     let grants = caller.with_public(&state);
     let mut topics: Vec<TopicStats> = state
         .hub
