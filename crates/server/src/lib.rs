@@ -13,6 +13,7 @@ pub mod extract;
 pub mod limits;
 pub mod metrics;
 mod ops;
+mod process_stats;
 pub mod registry;
 mod routes;
 pub mod secret;
