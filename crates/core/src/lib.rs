@@ -13,6 +13,7 @@ mod event;
 mod grants;
 mod hub;
 mod id;
+mod log_throttle;
 mod memory_store;
 mod name;
 mod ring;
@@ -25,6 +26,7 @@ pub use event::{Event, EventDraft, EventType, EventTypeError, MAX_EVENT_TYPE_LEN
 pub use grants::Grants;
 pub use hub::{ConnectionSnapshot, Hub, HubConfig, HubStats, PublishError, Published, SubscribeError, TopicStats};
 pub use id::{Epoch, EventId, MalformedId, Resume};
+pub use log_throttle::{LOG_REPEAT_INTERVAL, LogThrottle};
 pub use memory_store::{MemoryStore, Retention};
 pub use name::{MAX_TOPIC_NAME_LEN, TopicError, TopicName, TopicPattern};
 pub use ring::{RingBuffer, RingLimits, Since};

@@ -188,8 +188,15 @@ fn survive_file_size_limit() {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(SIGXFSZ)) {
             Ok(mut signal) => {
                 tokio::spawn(async move {
+                    // One per refused write: throttled like the store's errors.
+                    let throttle = herald_core::LogThrottle::new(herald_core::LOG_REPEAT_INTERVAL);
                     while signal.recv().await.is_some() {
-                        tracing::error!("file size limit reached (SIGXFSZ): writes fail until `ulimit -f` is raised");
+                        if let Some(unlogged) = throttle.admit() {
+                            tracing::error!(
+                                unlogged,
+                                "file size limit reached (SIGXFSZ): writes fail until `ulimit -f` is raised"
+                            );
+                        }
                     }
                 });
             }

@@ -498,9 +498,9 @@ impl EventStore for SqliteStore {
     async fn append(&self, drafts: &[EventDraft]) -> Result<Vec<Appended>, StoreError> {
         // Synchronous: the hub calls this from its writer thread, which is
         // there for it.
+        // Not logged here: the hub reports failed commits, throttled.
         self.append_in_transaction(drafts).map_err(|error| {
             self.resync.store(true, Ordering::Release);
-            tracing::error!(%error, events = drafts.len(), "SQLite commit failed");
             unavailable(error)
         })
     }
