@@ -442,6 +442,13 @@ async fn a_store_that_keeps_failing_is_logged_a_few_times_and_counted_every_time
         let response = publish(&client, &herald, "full", &event, None).await.unwrap();
         assert_eq!(response.status(), 503);
     }
+    let lines: Vec<String> = herald.log.lock().unwrap()[logged_before..]
+        .iter()
+        .filter(|l| l.contains("ERROR") || l.contains("WARN"))
+        .cloned()
+        .collect();
+    assert!(!lines.is_empty(), "the failure is logged");
+    assert!(lines.len() <= 5, "{} lines for {PUBLISHES} failed publishes:\n{}", lines.len(), lines.join("\n"));
     let metrics = client.get(herald.url("/metrics")).send().await.unwrap().text().await.unwrap();
     let value = |series: &str| -> f64 {
         metrics
@@ -454,13 +461,6 @@ async fn a_store_that_keeps_failing_is_logged_a_few_times_and_counted_every_time
     };
     assert_eq!(value("herald_store_errors_total"), PUBLISHES as f64, "every failed commit counted");
     assert_eq!(value("herald_events_published_total{result=\"failed\"}"), PUBLISHES as f64);
-    let lines: Vec<String> = herald.log.lock().unwrap()[logged_before..]
-        .iter()
-        .filter(|l| l.contains("ERROR") || l.contains("WARN"))
-        .cloned()
-        .collect();
-    assert!(!lines.is_empty(), "the failure is logged");
-    assert!(lines.len() <= 5, "{} lines for {PUBLISHES} failed publishes:\n{}", lines.len(), lines.join("\n"));
     assert!(Command::new("prlimit").args(["--pid", &pid, "--fsize=unlimited:unlimited"]).status().unwrap().success());
     publish_ok(&client, &herald, "full", "after").await;
 }
