@@ -1441,6 +1441,20 @@ async fn the_root_points_to_the_inspector_the_dashboard_and_the_docs() {
 
 // -------------------------------------------------------------- binary
 
+/// Its output once it holds `needle` (the lines after "listening on" come a little later).
+async fn logged(herald: &Herald, needle: &str) -> String {
+    within(WAIT, "a log line", async {
+        loop {
+            let output = herald.output();
+            if output.contains(needle) {
+                return output;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+}
+
 /// Runs `herald token` with `args` in `cwd`.
 fn herald_token(args: &[&str], cwd: &std::path::Path) -> std::process::Output {
     herald_command().arg("token").args(args).current_dir(cwd).output().expect("run herald token")
@@ -1472,7 +1486,8 @@ async fn herald_token_signs_with_the_servers_key_and_claims_from_another_directo
     .unwrap();
     let config_arg = config.to_str().unwrap();
     let mut herald = Herald::start(&["--config", config_arg], &server_cwd);
-    assert!(herald.output().contains("signing key: generated in"), "{}", herald.output());
+    let log = logged(&herald, "signing key: ").await;
+    assert!(log.contains("signing key: generated in"), "{log}");
     let secret_file = data.join("jwt-secret");
     let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&secret_file).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o600, "the generated secret is private to its owner");
@@ -1523,7 +1538,7 @@ async fn herald_token_signs_with_the_servers_key_and_claims_from_another_directo
     herald.terminate();
     herald.wait_exit(Duration::from_secs(10)).await;
     let again = Herald::start(&["--config", config_arg], &server_cwd);
-    let log = again.output();
+    let log = logged(&again, "signing key: ").await;
     assert!(log.contains("signing key: loaded from") && !log.contains("generated in"), "{log}");
     assert!(log.contains("herald token"), "the start-up log says how to mint a token:\n{log}");
     let still = http.post(again.url("/topics/a/events")).bearer_auth(&token).json(&json!({"data": 2})).send();
