@@ -32,7 +32,9 @@ impl IntoResponse for Refused {
             Self::Login(why) => (StatusCode::UNAUTHORIZED, Html(pages::login_page(&why))).into_response(),
             Self::NotAdmin => (
                 StatusCode::FORBIDDEN,
-                Html(pages::login_page("this token has no admin grant; mint one with `herald token --admin`")),
+                Html(pages::login_page(
+                    "this token has no admin grant; mint one with `herald token --sub you --admin`",
+                )),
             )
                 .into_response(),
             Self::Redirect(response) => response,

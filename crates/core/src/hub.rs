@@ -29,8 +29,8 @@ use tokio::{
 };
 
 use crate::{
-    Appended, Epoch, Event, EventDraft, EventId, EventStore, Publish, ReadLimit, RingLimits, StoreError, StoredTopic,
-    Topic, TopicName, TopicPattern, catch_up::CatchUp, now_ms,
+    Appended, Epoch, Event, EventDraft, EventId, EventStore, LOG_REPEAT_INTERVAL, LogThrottle, Publish, ReadLimit,
+    RingLimits, StoreError, StoredTopic, Topic, TopicName, TopicPattern, catch_up::CatchUp, now_ms,
 };
 
 /// Settings of a hub. Each bound has a default that suits one node.
@@ -681,7 +681,19 @@ impl HubInner {
                 }
             }
             Err(error) => {
-                tracing::warn!(%error, events, "store commit failed");
+                // Counted every time, logged once per interval: a full disk
+                // refuses every publish, and each would be a line.
+                static FAILURES: LogThrottle = LogThrottle::new(LOG_REPEAT_INTERVAL);
+                metrics::counter!("herald_store_errors_total").increment(1);
+                if let Some(unlogged) = FAILURES.admit() {
+                    tracing::error!(
+                        %error,
+                        events,
+                        unlogged,
+                        "store commit failed: publishes answer 503 until it recovers \
+                         (repeats logged at most every {LOG_REPEAT_INTERVAL:?}; `unlogged` failed since the last line)"
+                    );
+                }
                 for request in requests.drain(..) {
                     let _ = request.reply.send(Err(PublishError::Store(error.clone())));
                 }

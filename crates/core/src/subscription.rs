@@ -59,6 +59,9 @@ pub struct Subscription {
     topics: HashMap<TopicName, Arc<Topic>>,
     /// Every event up to here has been handed out (or was before the start).
     cursor: u64,
+    /// The hub's watermark when the subscription opened: events above it are
+    /// live, those at or below it replayed history.
+    opened_at: u64,
     /// A pattern subscription that resumed must read the store until its
     /// cursor reaches this point: topics it matched may have left the registry.
     store_until: u64,
@@ -85,6 +88,7 @@ impl Subscription {
             selection,
             topics: HashMap::new(),
             cursor: 0,
+            opened_at: 0,
             store_until: 0,
             unknown_resume: false,
             catching_up: false,
@@ -97,6 +101,7 @@ impl Subscription {
         }
         // Read only now that every topic would wake us.
         let watermark = subscription.hub.watermark();
+        subscription.opened_at = watermark;
         subscription.cursor = match resume {
             Resume::Live => watermark,
             Resume::After(id) if id.epoch == subscription.hub.epoch && id.seq <= watermark => id.seq,
@@ -141,6 +146,12 @@ impl Subscription {
     /// The id of the last event handed out (or of the start position).
     pub fn cursor(&self) -> EventId {
         EventId::new(self.hub.epoch, self.cursor)
+    }
+
+    /// The sequence of the last event published before the subscription
+    /// opened: events with a higher `id.seq` were delivered live.
+    pub fn opened_at(&self) -> u64 {
+        self.opened_at
     }
 
     /// Events published hub-wide that this subscription has not caught up

@@ -166,7 +166,11 @@ impl Verifier {
         let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(|e| match e.kind() {
             ErrorKind::ExpiredSignature => AuthError::invalid("expired", "the token has expired; mint a new one"),
             ErrorKind::ImmatureSignature => AuthError::invalid("not_yet_valid", "the token's nbf is in the future"),
-            ErrorKind::InvalidSignature => AuthError::invalid("bad_signature", "the signature does not match the key"),
+            ErrorKind::InvalidSignature => AuthError::invalid(
+                "bad_signature",
+                "the signature does not match the key; was it minted with this server's --jwt-secret / --data-dir \
+                 (herald token --config FILE or --data-dir DIR)?",
+            ),
             ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => AuthError::invalid(
                 "wrong_algorithm",
                 format!(
@@ -223,6 +227,21 @@ pub struct TokenSpec {
     pub admin: bool,
     /// Lifetime.
     pub ttl: Duration,
+    /// `iss`, for a server that requires one (`--jwt-issuer`).
+    pub issuer: Option<String>,
+    /// `aud`, for a server that requires one (`--jwt-audience`).
+    pub audience: Option<String>,
+}
+
+/// The claims of a minted token: Herald's, and `iss`/`aud` when configured.
+#[derive(Serialize)]
+struct Minted<'a> {
+    #[serde(flatten)]
+    claims: Claims,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    iss: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    aud: Option<&'a str>,
 }
 
 /// Signs a token for `spec` with `key` under `alg`.
@@ -237,5 +256,6 @@ pub fn mint(spec: &TokenSpec, alg: Algorithm, key: &EncodingKey) -> Result<Strin
         iat: Some(now),
         herald: HeraldClaim { publish: spec.publish.clone(), subscribe: spec.subscribe.clone(), admin: spec.admin },
     };
+    let claims = Minted { claims, iss: spec.issuer.as_deref(), aud: spec.audience.as_deref() };
     jsonwebtoken::encode(&Header::new(alg), &claims, key).map_err(|e| format!("cannot sign the token: {e}"))
 }

@@ -74,7 +74,7 @@ pub struct Settings {
     /// TOML file with settings (keys as the flags, without `--`).
     #[arg(long, env = "HERALD_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Address to listen on [default: 127.0.0.1:8080].
+    /// Address to listen on, IP:PORT or HOST:PORT [default: 127.0.0.1:8080].
     #[arg(long, env = "HERALD_LISTEN", value_name = "ADDR")]
     pub listen: Option<String>,
     /// Serve /metrics and /admin on this address only, off the public listener.
@@ -404,6 +404,25 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|e| format!("`{text}` is not a duration like 10s, 5m or 1h ({e})"))
 }
 
+/// An address to listen on: `IP:PORT`, or `HOST:PORT` resolved now (to the
+/// first address the resolver gives).
+pub fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(address) = text.parse::<SocketAddr>() {
+        return Ok(address);
+    }
+    let like = "an address like 127.0.0.1:8080, [::]:8080 or localhost:8080";
+    let Some((host, port)) = text.rsplit_once(':') else {
+        return Err(format!("`{text}` is not {like}"));
+    };
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err(format!("`{text}` is not {like}"));
+    }
+    match std::net::ToSocketAddrs::to_socket_addrs(text) {
+        Ok(mut addresses) => addresses.next().ok_or_else(|| format!("`{host}` resolves to no address")),
+        Err(e) => Err(format!("cannot resolve `{host}` ({e}); give {like}")),
+    }
+}
+
 /// Parses a token algorithm name.
 pub fn parse_algorithm(text: &str) -> Result<Algorithm, String> {
     match text.to_ascii_uppercase().as_str() {
@@ -430,14 +449,11 @@ impl Config {
     /// Validates `settings` (file already merged). Every problem is listed.
     pub fn from_settings(s: &Settings) -> Result<Self, Vec<String>> {
         let mut p = Parser::default();
-        let listen = p.parse("listen", s.listen.as_deref(), defaults_listen(), |t| {
-            t.parse::<SocketAddr>().map_err(|_| format!("`{t}` is not an address like 127.0.0.1:8080 or [::]:8080"))
-        });
-        let internal_listen = s.internal_listen.as_deref().map(|text| {
-            p.parse("internal_listen", Some(text), defaults_listen(), |t| {
-                t.parse::<SocketAddr>().map_err(|_| format!("`{t}` is not an address like 127.0.0.1:9090"))
-            })
-        });
+        let listen = p.parse("listen", s.listen.as_deref(), defaults_listen(), parse_listen);
+        let internal_listen = s
+            .internal_listen
+            .as_deref()
+            .map(|text| p.parse("internal_listen", Some(text), defaults_listen(), parse_listen));
         let data_dir = PathBuf::from(s.data_dir.as_deref().unwrap_or(defaults::DATA_DIR));
         let memory = p.parse("memory", s.memory.as_deref(), false, parse_bool);
         let sqlite_synchronous =
@@ -657,6 +673,17 @@ mod tests {
         let settings = Settings { body_timeout: Some("0".into()), ..Settings::default() };
         let errors = Config::from_settings(&settings).unwrap_err();
         assert!(errors.iter().any(|e| e.starts_with("--body-timeout")), "{errors:?}");
+    }
+
+    #[test]
+    fn listen_addresses_may_name_a_host() {
+        let local = parse_listen("localhost:8080").unwrap();
+        assert!(local.ip().is_loopback() && local.port() == 8080, "{local}");
+        assert_eq!(parse_listen("[::1]:9").unwrap().port(), 9);
+        let unknown = parse_listen("no-such-host.invalid:8080").unwrap_err();
+        assert!(unknown.contains("cannot resolve `no-such-host.invalid`"), "{unknown}");
+        assert!(parse_listen("localhost").unwrap_err().contains("not an address like"));
+        assert!(parse_listen("localhost:http").unwrap_err().contains("not an address like"));
     }
 
     #[test]

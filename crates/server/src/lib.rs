@@ -15,6 +15,7 @@ mod h2_stream;
 pub mod limits;
 pub mod metrics;
 mod ops;
+mod process_stats;
 pub mod registry;
 mod request_body;
 mod routes;
@@ -49,6 +50,7 @@ pub fn ops_app(state: AppState) -> Router {
 
 fn api(state: AppState) -> Router {
     let router = Router::new()
+        .route("/", get(routes::index::index))
         .route("/topics/{topic}/events", get(routes::events::one_topic).post(routes::publish::one))
         .route("/events", get(routes::events::many))
         .route("/publish", post(routes::publish::batch))

@@ -29,7 +29,10 @@ struct Cli {
 enum Command {
     /// Run the hub (the default).
     Serve(Box<Settings>),
-    /// Print a signed token.
+    /// Print a token signed with the server's key and claim settings: give
+    /// it the server's `--config FILE`, or the same `--data-dir` /
+    /// `--jwt-secret`, `--jwt-issuer` and `--jwt-audience`. It never makes
+    /// a key of its own.
     Token(Box<TokenArgs>),
 }
 
@@ -38,11 +41,11 @@ struct TokenArgs {
     /// Who the token is for (`sub`).
     #[arg(long, value_name = "NAME")]
     sub: String,
-    /// Topic patterns it may publish to.
-    #[arg(long, value_name = "PATTERN", num_args = 1..)]
+    /// Topic patterns it may publish to (comma-separated).
+    #[arg(long, value_name = "PATTERN", value_delimiter = ',', num_args = 1..)]
     publish: Vec<String>,
-    /// Topic patterns it may subscribe to.
-    #[arg(long, value_name = "PATTERN", num_args = 1..)]
+    /// Topic patterns it may subscribe to (comma-separated).
+    #[arg(long, value_name = "PATTERN", value_delimiter = ',', num_args = 1..)]
     subscribe: Vec<String>,
     /// Operator access (dashboard, all topics' figures).
     #[arg(long)]
@@ -96,11 +99,18 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let shutdown = shutdown_signal()?;
     raise_open_file_limit(config.max_connections);
     survive_file_size_limit();
-    let generated = match config.jwt_key {
+    // Bound before anything is written: a start that cannot listen leaves no
+    // data dir, database or secret behind.
+    let listener = bind(config.listen, "--listen").await?;
+    let internal = match config.internal_listen {
+        Some(address) => Some(bind(address, "--internal-listen").await?),
+        None => None,
+    };
+    let secret = match config.jwt_key {
         JwtKey::Generated => Some(secret::load_or_generate(&config.data_dir).map_err(anyhow::Error::msg)?),
         _ => None,
     };
-    let verifier = Verifier::new(&config, generated.as_ref()).map_err(anyhow::Error::msg)?;
+    let verifier = Verifier::new(&config, secret.as_ref().map(|(secret, _)| secret)).map_err(anyhow::Error::msg)?;
     let sqlite = if config.memory {
         None
     } else {
@@ -112,35 +122,17 @@ async fn run(config: Config) -> anyhow::Result<()> {
         None => Arc::new(MemoryStore::new(config.retention)),
     };
     let hub = Hub::start(Arc::clone(&store), config.hub.clone()).await.context("cannot open the store")?;
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
     let address = listener.local_addr()?;
     tracing::info!("Herald listening on http://{address}");
-    let internal = match config.internal_listen {
+    match &internal {
         Some(internal) => {
-            let listener = tokio::net::TcpListener::bind(internal)
-                .await
-                .with_context(|| format!("cannot listen on {internal} (--internal-listen)"))?;
-            tracing::info!("metrics and dashboard on http://{}/metrics and /admin", listener.local_addr()?);
-            Some(listener)
+            tracing::info!("metrics and dashboard on http://{}/metrics and /admin", internal.local_addr()?);
         }
-        None => {
-            tracing::info!("metrics and dashboard on http://{address}/metrics and /admin");
-            None
-        }
-    };
+        None => tracing::info!("metrics and dashboard on http://{address}/metrics and /admin"),
+    }
     tracing::info!("store: {}", store.describe());
-    if generated.is_some() {
-        let dir = if config.data_dir == std::path::Path::new(defaults::DATA_DIR) {
-            String::new()
-        } else {
-            format!(" --data-dir {}", config.data_dir.display())
-        };
-        tracing::info!(
-            "signing key: generated, kept in {}; mint a token with: herald token{dir} --sub me --publish '*' --subscribe '*'",
-            config.data_dir.join(secret::SECRET_FILE).display()
-        );
+    if let Some((_, origin)) = secret {
+        log_signing_key(&config, origin);
     }
     let state = AppState::new(hub, config, verifier);
     herald_server::serve_all(listener, internal, state, shutdown).await?;
@@ -148,6 +140,27 @@ async fn run(config: Config) -> anyhow::Result<()> {
         sqlite.close().await;
     }
     Ok(())
+}
+
+async fn bind(address: std::net::SocketAddr, flag: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(address).await.with_context(|| format!("cannot listen on {address} ({flag})"))
+}
+
+/// Says where the data dir's secret came from and how to mint a token with it.
+fn log_signing_key(config: &Config, origin: secret::Origin) {
+    let dir = if config.data_dir == std::path::Path::new(defaults::DATA_DIR) {
+        String::new()
+    } else {
+        format!(" --data-dir {}", config.data_dir.display())
+    };
+    let how = match origin {
+        secret::Origin::Loaded => "loaded from",
+        secret::Origin::Generated => "generated in",
+    };
+    tracing::info!(
+        "signing key: {how} {}; mint a token with: herald token{dir} --sub me --publish '*' --subscribe '*'",
+        config.data_dir.join(secret::SECRET_FILE).display()
+    );
 }
 
 /// Completes on SIGTERM or Ctrl-C. The handlers are installed now, before
@@ -175,8 +188,15 @@ fn survive_file_size_limit() {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(SIGXFSZ)) {
             Ok(mut signal) => {
                 tokio::spawn(async move {
+                    // One per refused write: throttled like the store's errors.
+                    let throttle = herald_core::LogThrottle::new(herald_core::LOG_REPEAT_INTERVAL);
                     while signal.recv().await.is_some() {
-                        tracing::error!("file size limit reached (SIGXFSZ): writes fail until `ulimit -f` is raised");
+                        if let Some(unlogged) = throttle.admit() {
+                            tracing::error!(
+                                unlogged,
+                                "file size limit reached (SIGXFSZ): writes fail until `ulimit -f` is raised"
+                            );
+                        }
                     }
                 });
             }
@@ -209,9 +229,22 @@ fn token(args: TokenArgs) -> Result<(), Vec<String>> {
     if ttl < Duration::from_secs(1) {
         return Err(vec!["--ttl: must be at least 1s".into()]);
     }
+    if args.publish.is_empty() && args.subscribe.is_empty() && !args.admin {
+        return Err(vec![
+            "the token would allow nothing: give it --publish PATTERN, --subscribe PATTERN (comma-separated) or --admin"
+                .into(),
+        ]);
+    }
     let (alg, key) = signing_key(&config, args.private_key.as_ref())?;
-    let spec =
-        TokenSpec { subject: args.sub, publish: args.publish, subscribe: args.subscribe, admin: args.admin, ttl };
+    let spec = TokenSpec {
+        subject: args.sub,
+        publish: args.publish,
+        subscribe: args.subscribe,
+        admin: args.admin,
+        ttl,
+        issuer: config.jwt_issuer.clone(),
+        audience: config.jwt_audience.clone(),
+    };
     let token = mint(&spec, alg, &key).map_err(|e| vec![e])?;
     println!("{token}");
     Ok(())
@@ -232,7 +265,19 @@ fn signing_key(config: &Config, private_key: Option<&PathBuf>) -> Result<(Algori
     }
     let secret = match &config.jwt_key {
         JwtKey::Secret(secret) => secret.clone(),
-        JwtKey::Generated => secret::load_or_generate(&config.data_dir).map_err(|e| vec![e])?,
+        // The server's own key, read, never made: a key made here would be
+        // one the server does not know.
+        JwtKey::Generated => secret::load(&config.data_dir).map_err(|e| vec![e])?.ok_or_else(|| {
+            let path = config.data_dir.join(secret::SECRET_FILE);
+            let path = std::path::absolute(&path).unwrap_or(path);
+            vec![format!(
+                "no signing key: --jwt-secret is not set and {} does not exist. `herald token` signs with the \
+                 server's key and never makes one: point it at the server's settings with --config FILE, at its \
+                 data dir with --data-dir DIR (the server makes the key there at its first start), or pass the \
+                 server's --jwt-secret",
+                path.display()
+            )]
+        })?,
         JwtKey::PublicKey { .. } => {
             return Err(vec![
                 "the server verifies tokens with a public key; sign with the private key: --private-key FILE".into(),

@@ -2,11 +2,12 @@
 //! (HELP and unit), histograms with explicit buckets, and no label with
 //! unbounded values (no per-topic label; per-topic detail is the dashboard's).
 
-use std::sync::OnceLock;
+use std::{path::Path, sync::OnceLock};
 
-use herald_core::Hub;
 use metrics::{Counter, Gauge, Histogram, Unit, describe_counter, describe_gauge, describe_histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::{process_stats::ProcessStats, state::AppState, store::DATABASE_FILE};
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -20,6 +21,7 @@ pub(crate) struct HotPath {
     pub(crate) streams_open: Gauge,
     pub(crate) stream_bytes: Counter,
     pub(crate) delivery_latency: Histogram,
+    pub(crate) replayed_events: Counter,
     pub(crate) publish_latency: Histogram,
 }
 
@@ -31,6 +33,7 @@ pub(crate) fn hot_path() -> &'static HotPath {
         streams_open: metrics::gauge!("herald_streams_open"),
         stream_bytes: metrics::counter!("herald_stream_bytes_total"),
         delivery_latency: metrics::histogram!("herald_delivery_latency_seconds"),
+        replayed_events: metrics::counter!("herald_replayed_events_total"),
         publish_latency: metrics::histogram!("herald_publish_latency_seconds"),
     })
 }
@@ -88,7 +91,8 @@ fn describe() {
     describe_gauge!("herald_topics", "Topics held in memory.");
     describe_counter!(
         "herald_events_published_total",
-        "Publish outcomes by result (created, duplicate, rejected, failed)."
+        "Publish outcomes by result: events created or duplicate (idempotent repeats); requests rejected (4xx: \
+         bad request, token, size, content type) or failed (5xx: store unavailable, shutting down)."
     );
     describe_counter!("herald_events_delivered_total", "Events written to subscribers' streams.");
     describe_counter!("herald_stream_bytes_total", Unit::Bytes, "Bytes written to event streams.");
@@ -96,7 +100,12 @@ fn describe() {
     describe_histogram!(
         "herald_delivery_latency_seconds",
         Unit::Seconds,
-        "Durable commit to write on a subscriber's socket (oldest event of each write)."
+        "Durable commit to write on a subscriber's socket, for live events only (the oldest live event of each \
+         write); replayed history is counted in herald_replayed_events_total instead."
+    );
+    describe_counter!(
+        "herald_replayed_events_total",
+        "Events written to streams that were published before the stream opened (a resume's catch-up)."
     );
     describe_counter!("herald_replays_total", "Resumed subscriptions caught up, by source (ring or store).");
     describe_counter!(
@@ -114,12 +123,25 @@ fn describe() {
     describe_gauge!("herald_ring_events", "Events buffered in all topics' rings.");
     describe_gauge!("herald_ring_bytes", Unit::Bytes, "Bytes buffered in all topics' rings.");
     describe_gauge!("herald_store_healthy", "1 when the last store commit succeeded, else 0.");
+    describe_counter!(
+        "herald_store_errors_total",
+        "Store commits that failed (each refused its publishes with 503); logged at most once per interval."
+    );
+    describe_gauge!(
+        "herald_store_size_bytes",
+        Unit::Bytes,
+        "Size on disk of the SQLite store (herald.db, -wal and -shm); absent with --memory."
+    );
+    describe_gauge!("herald_build_info", "Always 1; the version label says which Herald runs.");
+    metrics::gauge!("herald_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
 }
 
-/// The exposition, with the hub's gauges and counters read now.
-pub fn render(handle: &PrometheusHandle, hub: &Hub, connections_open: usize) -> String {
+/// The exposition, with the hub's, the store's and the process's figures
+/// read now.
+pub fn render(state: &AppState) -> String {
+    let hub = &state.hub;
     let stats = hub.stats();
-    metrics::gauge!("herald_connections_open").set(connections_open as f64);
+    metrics::gauge!("herald_connections_open").set(state.connections.open() as f64);
     metrics::gauge!("herald_subscriptions").set(stats.subscriptions as f64);
     metrics::gauge!("herald_topics").set(stats.topics as f64);
     metrics::gauge!("herald_ring_events").set(stats.ring_events as f64);
@@ -131,5 +153,21 @@ pub fn render(handle: &PrometheusHandle, hub: &Hub, connections_open: usize) -> 
     metrics::counter!("herald_events_published_total", "result" => "duplicate").absolute(stats.duplicates);
     metrics::counter!("herald_events_delivered_total").absolute(stats.delivered);
     metrics::counter!("herald_gaps_total").absolute(stats.gaps);
-    handle.render()
+    if !state.config.memory {
+        metrics::gauge!("herald_store_size_bytes").set(store_size(&state.config.data_dir) as f64);
+    }
+    let mut text = state.metrics.render();
+    // Written here, not recorded: the recorder's counters hold whole numbers,
+    // and CPU seconds need their fractions.
+    text.push_str(&ProcessStats::read().exposition());
+    text
+}
+
+/// Bytes of the SQLite database and its WAL and shared-memory files.
+fn store_size(data_dir: &Path) -> u64 {
+    ["", "-wal", "-shm"]
+        .iter()
+        .filter_map(|suffix| std::fs::metadata(data_dir.join(format!("{DATABASE_FILE}{suffix}"))).ok())
+        .map(|m| m.len())
+        .sum()
 }

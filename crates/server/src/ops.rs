@@ -22,7 +22,7 @@ pub fn router(state: AppState) -> Router {
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
-    let text = crate::metrics::render(&state.metrics, &state.hub, state.connections.open());
+    let text = crate::metrics::render(&state);
     let mut response = text.into_response();
     response
         .headers_mut()
@@ -51,7 +51,7 @@ impl herald_admin::AdminSource for Source {
     }
 
     fn metrics_text(&self) -> String {
-        crate::metrics::render(&self.0.metrics, &self.0.hub, self.0.connections.open())
+        crate::metrics::render(&self.0)
     }
 
     fn authorize(&self, token: &str) -> Result<Grants, String> {

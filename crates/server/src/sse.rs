@@ -210,8 +210,13 @@ impl EventStream {
         let entry = &self.ties.registration.entry;
         entry.events_sent.fetch_add(events, Ordering::Relaxed);
         entry.lag.store(self.subscription.lag(), Ordering::Relaxed);
-        if let Some(first) = delivery.events.first() {
-            let age = now_ms().saturating_sub(first.time_ms);
+        // Replayed history is counted, not timed: its age is how long the
+        // client was away, not how fast the hub delivers.
+        let opened_at = self.subscription.opened_at();
+        let replayed = delivery.events.iter().take_while(|e| e.id.seq <= opened_at).count();
+        self.metrics.replayed_events.increment(replayed as u64);
+        if let Some(first_live) = delivery.events.get(replayed) {
+            let age = now_ms().saturating_sub(first_live.time_ms);
             self.metrics.delivery_latency.record(age as f64 / 1000.0);
         }
         out.freeze()

@@ -909,8 +909,8 @@ async fn topics_list_and_one_follow_grants() {
         server.client.get(server.url("/topics")).bearer_auth(&admin).send().await.unwrap().json().await.unwrap();
     let names: Vec<&str> = list.iter().map(|t| t["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["alpha", "beta"], "admin sees every topic, sorted");
-    let anonymous: Vec<Value> = server.client.get(server.url("/topics")).send().await.unwrap().json().await.unwrap();
-    assert!(anonymous.is_empty(), "no token, no public patterns: nothing listed: {anonymous:?}");
+    let anonymous = server.client.get(server.url("/topics")).send().await.unwrap();
+    expect_error(anonymous, StatusCode::UNAUTHORIZED, "missing_token").await;
 
     let one: Value =
         server.client.get(server.url("/topics/alpha")).bearer_auth(&reader).send().await.unwrap().json().await.unwrap();
@@ -974,6 +974,20 @@ async fn a_full_topic_registry_loses_nothing_for_pattern_subscribers() {
         let event = all.next().await;
         assert_eq!((event.id.as_str(), event.data.as_str(), event.event.as_str()), (id.as_str(), name, "message"));
     }
+}
+
+#[tokio::test]
+async fn the_topic_list_needs_a_token_even_with_public_patterns() {
+    let server = TestServer::start_with(|c| c.public_subscribe = vec!["news".parse().unwrap()]).await;
+    server.publish_data("news", "n").await;
+    let anonymous = server.client.get(server.url("/topics")).send().await.unwrap();
+    expect_error(anonymous, StatusCode::UNAUTHORIZED, "missing_token").await;
+    let one: Value = server.client.get(server.url("/topics/news")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(one["name"], "news", "one public topic's figures stay public");
+    let reader = server.token(&[], &["other"], false, HOUR);
+    let list: Vec<Value> =
+        server.client.get(server.url("/topics")).bearer_auth(&reader).send().await.unwrap().json().await.unwrap();
+    assert_eq!(list.len(), 1, "with a token, public topics are listed too: {list:?}");
 }
 
 #[tokio::test]
@@ -1437,10 +1451,56 @@ async fn bad_event_types_and_bodies_are_clear_400s() {
 }
 
 #[tokio::test]
+async fn publish_errors_say_what_to_send_and_which_flag_raises_a_limit() {
+    let server = TestServer::start_with(|c| {
+        c.max_body_bytes = 4096;
+        c.max_event_bytes = 100;
+        c.max_batch_events = 2;
+    })
+    .await;
+    let token = server.root_token();
+    let post = |path: &str, body: Value| server.client.post(server.url(path)).bearer_auth(&token).json(&body).send();
+
+    let pattern = post("/topics/orders.*/events", json!({"data": 1})).await.unwrap();
+    let message = expect_error(pattern, StatusCode::BAD_REQUEST, "invalid_topic").await;
+    assert!(message.contains("publishing needs one exact topic name"), "{message}");
+    let pattern = post("/publish", json!([{"topic": "orders.*", "data": 1}])).await.unwrap();
+    let message = expect_error(pattern, StatusCode::BAD_REQUEST, "invalid_topic").await;
+    assert!(message.starts_with("item 0: ") && message.contains("exact topic name"), "{message}");
+
+    let string = post("/topics/shape/events", json!("hello")).await.unwrap();
+    let message = expect_error(string, StatusCode::BAD_REQUEST, "invalid_json").await;
+    assert!(message.contains(r#"{"data": ..., "event"?"#) && !message.contains("PublishBody"), "{message}");
+    // serde would read an array as the struct's fields in order: refused, pointing to batches.
+    let array = post("/topics/shape/events", json!(["x", null, null])).await.unwrap();
+    let message = expect_error(array, StatusCode::BAD_REQUEST, "invalid_json").await;
+    assert!(message.contains("POST /publish"), "{message}");
+    let item = post("/publish", json!(["x"])).await.unwrap();
+    let message = expect_error(item, StatusCode::BAD_REQUEST, "invalid_json").await;
+    assert!(message.contains(r#"{"topic": "name""#) && !message.contains("BatchItem"), "{message}");
+    let object = post("/publish", json!({"topic": "shape", "data": 1})).await.unwrap();
+    let message = expect_error(object, StatusCode::BAD_REQUEST, "invalid_json").await;
+    assert!(message.contains("a JSON array of"), "{message}");
+    assert!(server.state.hub.topic_stats("shape").is_none(), "nothing was published");
+
+    let event = post("/topics/big/events", json!({"data": "x".repeat(101)})).await.unwrap();
+    let message = expect_error(event, StatusCode::PAYLOAD_TOO_LARGE, "event_too_large").await;
+    assert!(message.contains("--max-event-bytes"), "{message}");
+    let body = post("/topics/big/events", json!({"data": "x".repeat(5000)})).await.unwrap();
+    let message = expect_error(body, StatusCode::PAYLOAD_TOO_LARGE, "body_too_large").await;
+    assert!(message.contains("--max-body-bytes"), "{message}");
+    let items: Vec<Value> = (0..3).map(|i| json!({"topic": "big", "data": i})).collect();
+    let batch = post("/publish", Value::Array(items)).await.unwrap();
+    let message = expect_error(batch, StatusCode::PAYLOAD_TOO_LARGE, "batch_too_large").await;
+    assert!(message.contains("--max-batch-events"), "{message}");
+    server.assert_still_serving().await;
+}
+
+#[tokio::test]
 async fn unknown_routes_are_404_and_wrong_methods_405_in_json() {
     let server = TestServer::start().await;
     let token = server.root_token();
-    for path in ["/nope", "/topics/a/events/extra", "/topics/a/other", "/", "/metrics-not"] {
+    for path in ["/nope", "/topics/a/events/extra", "/topics/a/other", "/metrics-not"] {
         let response = server.client.get(server.url(path)).bearer_auth(&token).send().await.unwrap();
         expect_error(response, StatusCode::NOT_FOUND, "not_found").await;
     }
@@ -1459,58 +1519,196 @@ async fn unknown_routes_are_404_and_wrong_methods_405_in_json() {
     server.assert_still_serving().await;
 }
 
+#[tokio::test]
+async fn the_root_points_to_the_inspector_the_dashboard_and_the_docs() {
+    let server = TestServer::start().await;
+    let response = server.client.get(server.url("/")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let index: Value = response.json().await.unwrap();
+    assert_eq!(index["name"], "herald");
+    assert_eq!(index["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(index["links"]["inspector"], "/inspector");
+    assert_eq!(index["links"]["admin"], "/admin");
+    assert!(index["links"]["docs"].as_str().is_some_and(|d| d.starts_with("http")), "{index}");
+    let page = server.client.get(server.url("/")).header(header::ACCEPT, "text/html,*/*").send().await.unwrap();
+    assert!(page.headers()[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/html"));
+    let page = page.text().await.unwrap();
+    assert!(page.contains("href=\"/inspector\"") && page.contains("href=\"/admin\""), "{page}");
+
+    // With an internal listener, the public root does not point to what it does not serve.
+    let internal = TestServer::start_with(|c| c.internal_listen = Some("127.0.0.1:9".parse().unwrap())).await;
+    let index: Value = internal.client.get(internal.url("/")).send().await.unwrap().json().await.unwrap();
+    assert!(index["links"].get("admin").is_none() && index["links"].get("metrics").is_none(), "{index}");
+    assert!(!index.to_string().contains(":9"), "no internal address: {index}");
+}
+
 // -------------------------------------------------------------- binary
 
+/// Its output once it holds `needle` (the lines after "listening on" come a little later).
+async fn logged(herald: &Herald, needle: &str) -> String {
+    within(WAIT, "a log line", async {
+        loop {
+            let output = herald.output();
+            if output.contains(needle) {
+                return output;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+}
+
+/// Runs `herald token` with `args` in `cwd`.
+fn herald_token(args: &[&str], cwd: &std::path::Path) -> std::process::Output {
+    herald_command().arg("token").args(args).current_dir(cwd).output().expect("run herald token")
+}
+
+/// A token's claims, checked with `secret` (any `aud`).
+fn claims_of(token: &str, secret: &str) -> Value {
+    let mut validation = jsonwebtoken::Validation::new(Algorithm::HS256);
+    validation.validate_aud = false;
+    let key = jsonwebtoken::DecodingKey::from_secret(secret.as_bytes());
+    jsonwebtoken::decode::<Value>(token, &key, &validation).expect("a token signed with the secret").claims
+}
+
 #[tokio::test]
-async fn herald_token_mints_a_token_the_server_with_the_same_data_dir_accepts() {
+async fn herald_token_signs_with_the_servers_key_and_claims_from_another_directory() {
     let dir = tempfile::tempdir().unwrap();
+    let (server_cwd, elsewhere) = (dir.path().join("server"), dir.path().join("elsewhere"));
+    std::fs::create_dir_all(&server_cwd).unwrap();
+    std::fs::create_dir_all(&elsewhere).unwrap();
     let data = dir.path().join("data");
-    let data_arg = data.to_str().unwrap();
-    let output = herald_command()
-        .args(["token", "--data-dir", data_arg, "--sub", "x", "--publish", "*", "--subscribe", "*"])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "herald token failed: {}", show(&output.stderr));
-    let token = show(&output.stdout).trim().to_owned();
-    assert_eq!(token.split('.').count(), 3, "a JWT: {token}");
+    let config = dir.path().join("herald.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\ndata-dir = \"{}\"\njwt-issuer = \"https://issuer.test\"\njwt-audience = \"herald-test\"\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    let config_arg = config.to_str().unwrap();
+    let mut herald = Herald::start(&["--config", config_arg], &server_cwd);
+    let log = logged(&herald, "signing key: ").await;
+    assert!(log.contains("signing key: generated in"), "{log}");
     let secret_file = data.join("jwt-secret");
     let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&secret_file).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o600, "the generated secret is private to its owner");
 
-    // Another data dir, another secret.
-    let other = dir.path().join("other");
+    // Minted elsewhere with the server's config file: its key, iss and aud; comma lists split.
+    let output =
+        herald_token(&["--config", config_arg, "--sub", "x", "--publish", "a,b", "--subscribe", "b"], &elsewhere);
+    assert!(output.status.success(), "herald token failed: {}", show(&output.stderr));
+    let token = show(&output.stdout).trim().to_owned();
+    let secret = std::fs::read_to_string(&secret_file).unwrap();
+    let claims = claims_of(&token, secret.trim());
+    assert_eq!((claims["iss"].as_str(), claims["aud"].as_str()), (Some("https://issuer.test"), Some("herald-test")));
+    assert_eq!(claims["herald"]["publish"], json!(["a", "b"]), "{claims}");
+    assert!(std::fs::read_dir(&elsewhere).unwrap().next().is_none(), "herald token made nothing where it ran");
+
+    let http = client();
+    let mut sse = Sse::open(http.get(herald.url("/topics/b/events")).bearer_auth(&token)).await;
+    for topic in ["a", "b"] {
+        let response = http
+            .post(herald.url(&format!("/topics/{topic}/events")))
+            .bearer_auth(&token)
+            .json(&json!({"data": topic}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED, "publish to {topic}");
+    }
+    assert_eq!(sse.next().await.data, "b");
+
+    // The same key without the claim settings: the server wants its iss.
+    let data_arg = data.to_str().unwrap();
+    let output = herald_token(&["--data-dir", data_arg, "--sub", "x", "--publish", "a"], &elsewhere);
+    assert!(output.status.success(), "{}", show(&output.stderr));
+    let bare = show(&output.stdout).trim().to_owned();
+    let refused = http.post(herald.url("/topics/a/events")).bearer_auth(&bare).json(&json!({"data": 1})).send();
+    let message = expect_invalid_token(refused.await.unwrap()).await;
+    assert!(message.contains("`iss`") || message.contains("`aud`"), "{message}");
+
+    // Another key: the 401 says where keys come from.
+    let other = "another-secret-0123456789abcdef-0123456789";
+    let output = herald_token(&["--jwt-secret", other, "--sub", "y", "--publish", "a"], &elsewhere);
+    let foreign = show(&output.stdout).trim().to_owned();
+    let refused = http.post(herald.url("/topics/a/events")).bearer_auth(&foreign).json(&json!({"data": 1})).send();
+    let message = expect_invalid_token(refused.await.unwrap()).await;
+    assert!(message.contains("--jwt-secret") && message.contains("--data-dir"), "{message}");
+
+    // A second start reuses the key, and says so.
+    herald.terminate();
+    herald.wait_exit(Duration::from_secs(10)).await;
+    let again = Herald::start(&["--config", config_arg], &server_cwd);
+    let log = logged(&again, "signing key: ").await;
+    assert!(log.contains("signing key: loaded from") && !log.contains("generated in"), "{log}");
+    assert!(log.contains("herald token"), "the start-up log says how to mint a token:\n{log}");
+    let still = http.post(again.url("/topics/a/events")).bearer_auth(&token).json(&json!({"data": 2})).send();
+    assert_eq!(still.await.unwrap().status(), StatusCode::CREATED);
+}
+
+#[tokio::test]
+async fn herald_token_never_makes_a_key_and_refuses_a_token_that_allows_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = herald_token(&["--sub", "x", "--publish", "a"], dir.path());
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = show(&output.stderr);
+    let looked = std::path::absolute(dir.path().join("herald-data/jwt-secret")).unwrap();
+    assert!(stderr.contains(&looked.display().to_string()), "says where it looked: {stderr}");
+    for flag in ["--data-dir", "--config", "--jwt-secret"] {
+        assert!(stderr.contains(flag), "names {flag}: {stderr}");
+    }
+    assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none(), "no data dir, no secret made");
+
+    let output = herald_token(&["--jwt-secret", SECRET, "--sub", "x"], dir.path());
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = show(&output.stderr);
+    for flag in ["--publish", "--subscribe", "--admin"] {
+        assert!(stderr.contains(flag), "names {flag}: {stderr}");
+    }
+    let output =
+        herald_token(&["--jwt-secret", SECRET, "--sub", "x", "--subscribe", "a.*,b", "--subscribe", "c"], dir.path());
+    assert!(output.status.success(), "{}", show(&output.stderr));
+    let claims = claims_of(show(&output.stdout).trim(), SECRET);
+    assert_eq!(claims["herald"]["subscribe"], json!(["a.*", "b", "c"]), "{claims}");
+    assert!(claims.get("iss").is_none() && claims.get("aud").is_none(), "{claims}");
+}
+
+#[tokio::test]
+async fn a_start_that_cannot_listen_leaves_nothing_behind() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    for (args, flag) in [
+        (vec!["--listen", port.as_str()], "--listen"),
+        (vec!["--listen", "127.0.0.1:0", "--internal-listen", port.as_str()], "--internal-listen"),
+    ] {
+        let output = herald_command().args(args).current_dir(dir.path()).output().unwrap();
+        let stderr = show(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains(&format!("cannot listen on {port} ({flag})")), "{stderr}");
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert!(left.is_empty(), "a failed start left {left:?}");
+    }
+}
+
+#[tokio::test]
+async fn listen_takes_a_host_name_and_an_unknown_one_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let herald = Herald::start(&["--memory", "--listen", "localhost:0", "--jwt-secret", SECRET], dir.path());
+    assert!(herald.addr.ip().is_loopback(), "{}", herald.addr);
+    let health = client().get(herald.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
     let output = herald_command()
-        .args(["token", "--data-dir", other.to_str().unwrap(), "--sub", "y", "--publish", "*"])
+        .args(["--memory", "--listen", "no-such-host.invalid:8080", "--internal-listen", "nor-this.invalid:9090"])
+        .current_dir(dir.path())
         .output()
         .unwrap();
-    assert!(output.status.success());
-    let foreign = show(&output.stdout).trim().to_owned();
-
-    let herald = Herald::start(&["--data-dir", data_arg, "--listen", "127.0.0.1:0"], dir.path());
-    let http = client();
-    let mut sse = Sse::open(http.get(herald.url("/topics/cli/events")).bearer_auth(&token)).await;
-    let response = http
-        .post(herald.url("/topics/cli/events"))
-        .bearer_auth(&token)
-        .json(&json!({"data": "from cli"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::CREATED);
-    let id = response.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
-    let event = sse.next().await;
-    assert_eq!((event.id.as_str(), event.data.as_str()), (id.as_str(), "from cli"));
-    let refused = http
-        .post(herald.url("/topics/cli/events"))
-        .bearer_auth(&foreign)
-        .json(&json!({"data": 1}))
-        .send()
-        .await
-        .unwrap();
-    expect_invalid_token(refused).await;
-    let text = herald.output();
-    assert!(text.contains("herald token"), "the start-up log says how to mint a token:\n{text}");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = show(&output.stderr);
+    assert!(stderr.contains("--listen: cannot resolve `no-such-host.invalid`"), "{stderr}");
+    assert!(stderr.contains("--internal-listen: cannot resolve `nor-this.invalid`"), "{stderr}");
 }
 
 #[tokio::test]

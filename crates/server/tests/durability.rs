@@ -562,3 +562,42 @@ async fn stalled_readers_of_large_events_hold_memory_within_the_delivery_bound()
     assert_eq!((got[0].0.as_str(), got[0].1.len()), (last.as_str(), data.len()));
     drop(stalled);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_keeps_failing_is_logged_a_few_times_and_counted_every_time() {
+    const PUBLISHES: usize = 200;
+    let dir = tempfile::tempdir().unwrap();
+    let client = reqwest::Client::new();
+    let herald = Herald::start(dir.path(), &[]);
+    publish_ok(&client, &herald, "full", "before").await;
+    let pid = herald.child.id().to_string();
+    let logged_before = herald.log.lock().unwrap().len();
+    // No file may grow past 4 KiB: every commit of a 20 KB event fails, as on a full disk.
+    assert!(Command::new("prlimit").args(["--pid", &pid, "--fsize=4096:unlimited"]).status().unwrap().success());
+    let event = "x".repeat(20_000);
+    for _ in 0..PUBLISHES {
+        let response = publish(&client, &herald, "full", &event, None).await.unwrap();
+        assert_eq!(response.status(), 503);
+    }
+    let lines: Vec<String> = herald.log.lock().unwrap()[logged_before..]
+        .iter()
+        .filter(|l| l.contains("ERROR") || l.contains("WARN"))
+        .cloned()
+        .collect();
+    assert!(!lines.is_empty(), "the failure is logged");
+    assert!(lines.len() <= 5, "{} lines for {PUBLISHES} failed publishes:\n{}", lines.len(), lines.join("\n"));
+    let metrics = client.get(herald.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let value = |series: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+            .unwrap_or_else(|| panic!("no {series} in:\n{metrics}"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(value("herald_store_errors_total"), PUBLISHES as f64, "every failed commit counted");
+    assert_eq!(value("herald_events_published_total{result=\"failed\"}"), PUBLISHES as f64);
+    assert!(Command::new("prlimit").args(["--pid", &pid, "--fsize=unlimited:unlimited"]).status().unwrap().success());
+    publish_ok(&client, &herald, "full", "after").await;
+}

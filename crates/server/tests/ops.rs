@@ -36,7 +36,7 @@ async fn wait_for(mut check: impl AsyncFnMut() -> bool, what: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_exposition_passes_promtool_and_counts_what_subscribers_received() {
     let dir = tempfile::tempdir().unwrap();
-    let herald = Herald::start(dir.path(), &["--memory"]);
+    let herald = Herald::start(dir.path(), &["--memory", "--max-event-bytes", "1000"]);
     let client = reqwest::Client::new();
     let mut readers = Vec::new();
     for _ in 0..3 {
@@ -83,6 +83,24 @@ async fn the_exposition_passes_promtool_and_counts_what_subscribers_received() {
     // A bad token, to see the auth failure counted.
     let denied = client.get(herald.url("/topics/m/events")).bearer_auth("not-a-token").send().await.unwrap();
     assert_eq!(denied.status(), 401);
+    // Publishes refused for the request's fault: 400, 403, 413, 415.
+    let reader = token_with("reader", &[], &["*"], false, Duration::from_secs(600));
+    for (token, content_type, body, status) in [
+        (token(), "application/json", "\"hello\"".to_owned(), 400),
+        (reader, "text/plain", "x".to_owned(), 403),
+        (token(), "text/plain", "x".repeat(1001), 413),
+        (token(), "text/html", "x".to_owned(), 415),
+    ] {
+        let r = client
+            .post(herald.url("/topics/m/events"))
+            .bearer_auth(token)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status);
+    }
 
     let response = client.get(herald.url("/metrics")).send().await.unwrap();
     assert_eq!(response.status(), 200);
@@ -90,6 +108,16 @@ async fn the_exposition_passes_promtool_and_counts_what_subscribers_received() {
     let text = response.text().await.unwrap();
     assert_eq!(metric(&text, "herald_events_delivered_total"), 150.0, "delivered = what the subscribers received");
     assert_eq!(metric(&text, "herald_events_published_total{result=\"created\"}"), 50.0);
+    assert_eq!(metric(&text, "herald_events_published_total{result=\"rejected\"}"), 4.0);
+    assert_eq!(metric(&text, &format!("herald_build_info{{version=\"{}\"}}", env!("CARGO_PKG_VERSION"))), 1.0);
+    for series in ["process_resident_memory_bytes", "process_open_fds", "process_max_fds"] {
+        assert!(metric(&text, series) > 0.0, "{series}");
+    }
+    assert!(metric(&text, "process_cpu_seconds_total") >= 0.0);
+    let started = metric(&text, "process_start_time_seconds");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    assert!(started > now - 3600.0 && started <= now + 1.0, "started {started}, now {now}");
+    assert!(!text.contains("herald_store_size_bytes "), "no store size with --memory");
     assert_eq!(metric(&text, "herald_streams_open"), 3.0);
     assert_eq!(metric(&text, "herald_subscriptions"), 3.0);
     assert_eq!(metric(&text, "herald_auth_failures_total{reason=\"malformed\"}"), 1.0);
@@ -135,7 +163,8 @@ async fn the_dashboard_needs_an_admin_token_and_disconnects_on_confirmation() {
     let user = token_with("user", &["*"], &["*"], false, Duration::from_secs(600));
     let forbidden = client.get(herald.url("/admin")).bearer_auth(&user).send().await.unwrap();
     assert_eq!(forbidden.status(), 403);
-    assert!(forbidden.text().await.unwrap().contains("no admin grant"));
+    let page = forbidden.text().await.unwrap();
+    assert!(page.contains("no admin grant") && page.contains("herald token --sub you --admin"), "{page}");
 
     let expired = token_with("ops", &[], &[], true, Duration::from_secs(1));
     tokio::time::sleep(Duration::from_millis(2_100)).await; // past exp
@@ -252,4 +281,88 @@ async fn the_dashboard_works_in_headless_chromium() {
         let size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
         assert!(size > 5_000, "{} missing or empty", file.display());
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_peer_at_the_per_ip_stream_limit_warns_once_about_trusted_proxies() {
+    let dir = tempfile::tempdir().unwrap();
+    let herald = Herald::start(dir.path(), &["--memory", "--max-streams-per-ip", "1"]);
+    let client = reqwest::Client::new();
+    let open = client.get(herald.url("/topics/p/events")).bearer_auth(token()).send().await.unwrap();
+    assert_eq!(open.status(), 200);
+    for _ in 0..3 {
+        let refused = client.get(herald.url("/topics/p/events")).bearer_auth(token()).send().await.unwrap();
+        assert_eq!(refused.status(), 429);
+    }
+    let said = |log: &[String]| log.iter().filter(|l| l.contains("WARN") && l.contains("--trusted-proxies")).count();
+    wait_for(async || said(&herald.log.lock().unwrap()) > 0, "the warning").await;
+    assert_eq!(said(&herald.log.lock().unwrap()), 1, "{:?}", herald.log.lock().unwrap());
+    drop(open);
+}
+
+fn metric_or_zero(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+        .map_or(0.0, |v| v.trim().parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_after_a_pause_counts_as_replay_not_as_delivery_latency() {
+    let dir = tempfile::tempdir().unwrap();
+    let herald = Herald::start(dir.path(), &[]);
+    let client = reqwest::Client::new();
+    let publish = async |data: &str| {
+        let r = client
+            .post(herald.url("/topics/away/events"))
+            .bearer_auth(token())
+            .header("content-type", "text/plain")
+            .body(data.to_owned())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        r.json::<serde_json::Value>().await.unwrap()["id"].as_str().unwrap().to_owned()
+    };
+    let scrape = async || client.get(herald.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let missed = publish("while away").await;
+    // The client is away for a while; its resume replays what it missed.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let before = scrape().await;
+    let count = "herald_delivery_latency_seconds_count";
+    let start = format!("{}-0000000000000000", missed.split('-').next().unwrap());
+    let response = client
+        .get(herald.url("/topics/away/events"))
+        .bearer_auth(token())
+        .header("last-event-id", start)
+        .send()
+        .await
+        .unwrap();
+    let mut events = response.bytes_stream().eventsource();
+    let mut next = async || loop {
+        let event = tokio::time::timeout(Duration::from_secs(10), events.next()).await.unwrap().unwrap().unwrap();
+        if event.event == "message" {
+            return event;
+        }
+    };
+    assert_eq!(next().await.id, missed);
+    let replayed = scrape().await;
+    assert_eq!(
+        metric_or_zero(&replayed, count),
+        metric_or_zero(&before, count),
+        "a replayed event adds no sample (it would be the pause, not the hub's latency)"
+    );
+    assert_eq!(metric_or_zero(&replayed, "herald_replayed_events_total"), 1.0);
+
+    let live = publish("live").await;
+    assert_eq!(next().await.id, live);
+    let after = scrape().await;
+    assert_eq!(metric_or_zero(&after, count), metric_or_zero(&before, count) + 1.0, "a live event is timed");
+    assert_eq!(metric_or_zero(&after, "herald_replayed_events_total"), 1.0);
+    let size = metric(&after, "herald_store_size_bytes");
+    let on_disk: u64 = ["herald.db", "herald.db-wal", "herald.db-shm"]
+        .iter()
+        .filter_map(|f| std::fs::metadata(dir.path().join(f)).ok())
+        .map(|m| m.len())
+        .sum();
+    assert!(size > 0.0 && on_disk > 0, "store size {size}, files {on_disk}");
 }

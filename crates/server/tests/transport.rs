@@ -354,7 +354,7 @@ async fn h2_read_to_end(mut body: h2::RecvStream) -> Vec<u8> {
 
 /// The value of `series` in the server's metrics; 0 before it is first counted.
 fn metric(server: &TestServer, series: &str) -> f64 {
-    let text = herald_server::metrics::render(&server.state.metrics, &server.state.hub, 0);
+    let text = herald_server::metrics::render(&server.state);
     text.lines()
         .find_map(|line| line.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
         .map_or(0.0, |value| value.trim().parse().unwrap())

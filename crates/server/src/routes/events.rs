@@ -97,6 +97,7 @@ fn open(
     let resume = Resume::parse(last_id.as_deref());
     let Some(permit) = state.streams.acquire(ip) else {
         metrics::counter!("herald_rejected_total", "limit" => "streams_per_ip").increment(1);
+        warn_if_behind_a_proxy(ip, &state.config.trusted_proxies);
         return Err(ApiError::TooManyRequests(format!(
             "{ip} has {} streams open, the limit; close one or subscribe to several topics in one stream (/events?topic=a&topic=b)",
             state.config.max_streams_per_ip
@@ -125,4 +126,23 @@ fn open(
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
     Ok(response)
+}
+
+/// A loopback or private peer that hits the per-IP limit is most likely a
+/// proxy speaking for many clients: say so once, as every stream behind it
+/// counts against one address until `--trusted-proxies` names it.
+fn warn_if_behind_a_proxy(ip: IpAddr, trusted: &[IpAddr]) {
+    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    let local = match ip.to_canonical() {
+        IpAddr::V4(v4) => v4.is_loopback() || v4.is_private() || v4.is_link_local(),
+        IpAddr::V6(v6) => v6.is_loopback() || v6.is_unique_local() || v6.is_unicast_link_local(),
+    };
+    if local && !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        let proxies = if trusted.is_empty() { "no --trusted-proxies are set" } else { "it is not a trusted proxy" };
+        tracing::warn!(
+            "{ip} reached --max-streams-per-ip; it is a loopback or private address and {proxies}: if Herald is \
+             behind a proxy, name it with --trusted-proxies so that clients are counted by their own address \
+             (X-Forwarded-For); otherwise raise --max-streams-per-ip. Said once."
+        );
+    }
 }

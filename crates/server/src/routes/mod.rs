@@ -2,6 +2,7 @@
 
 pub mod events;
 pub mod health;
+pub mod index;
 pub mod publish;
 pub mod topics;
 
@@ -15,9 +16,15 @@ use crate::error::ApiError;
 
 /// A topic from the path, or a 400 that says what is wrong with it.
 pub fn topic_from_path(path: Result<axum::extract::Path<String>, PathRejection>) -> Result<TopicName, ApiError> {
+    let text = path_text(path)?;
+    text.parse().map_err(|e| ApiError::bad_request("invalid_topic", format!("`{}`: {e}", shorten(&text))))
+}
+
+/// The topic segment of the path, decoded but not yet checked.
+pub fn path_text(path: Result<axum::extract::Path<String>, PathRejection>) -> Result<String, ApiError> {
     let axum::extract::Path(text) =
         path.map_err(|e| ApiError::bad_request("invalid_topic", format!("the topic in the path is unreadable: {e}")))?;
-    text.parse().map_err(|e| ApiError::bad_request("invalid_topic", format!("`{}`: {e}", shorten(&text))))
+    Ok(text)
 }
 
 /// The first 64 characters of `text`, to echo user input safely.

@@ -17,12 +17,18 @@ use serde_json::Value;
 use crate::{
     error::ApiError,
     extract::Caller,
-    routes::{shorten, topic_from_path},
+    routes::{path_text, shorten},
     state::AppState,
 };
 
 /// Longest accepted `Idempotency-Key`.
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
+
+/// What a JSON body of the single-event route looks like, for messages.
+const EVENT_SHAPE: &str = r#"{"data": ..., "event"?: "type", "retry"?: ms}"#;
+
+/// What a batch looks like, for messages.
+const BATCH_SHAPE: &str = r#"a JSON array of {"topic": "name", "data": ..., "event"?: "type", "retry"?: ms}"#;
 
 /// A JSON publish body.
 #[derive(Debug, Deserialize)]
@@ -78,26 +84,57 @@ enum Payload {
 /// Publishes one event.
 pub async fn one(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Result<Caller, ApiError>,
     path: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let grants = caller.require()?;
-    let topic = topic_from_path(path)?;
+    counted(publish_one(&state, caller, path, &headers, body).await)
+}
+
+/// Publishes several events in one durable commit: all or none.
+pub async fn batch(
+    State(state): State<AppState>,
+    caller: Result<Caller, ApiError>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    counted(publish_batch(&state, caller, &headers, body).await)
+}
+
+/// Counts a publish request that did not succeed, by whose fault it is: the
+/// request's (`rejected`, 4xx) or the server's (`failed`, 5xx). Events
+/// created and duplicates are the hub's counts.
+fn counted(result: Result<Response, ApiError>) -> Result<Response, ApiError> {
+    if let Err(error) = &result {
+        let outcome = if error.status_and_code().0.is_client_error() { "rejected" } else { "failed" };
+        metrics::counter!("herald_events_published_total", "result" => outcome).increment(1);
+    }
+    result
+}
+
+async fn publish_one(
+    state: &AppState,
+    caller: Result<Caller, ApiError>,
+    path: Result<Path<String>, PathRejection>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let grants = caller?.require()?;
+    let topic = exact_topic(&path_text(path)?, At(None))?;
     if !grants.may_publish(&topic) {
         return Err(ApiError::Forbidden(format!("this token may not publish to `{topic}`")));
     }
-    let key = idempotency_key(&headers)?;
-    let draft = match read_payload(&state, &headers, body).await? {
+    let key = idempotency_key(headers)?;
+    let draft = match read_payload(state, headers, body).await? {
         Payload::Text(data) => EventDraft::new(topic, data),
         Payload::Json(bytes) => {
-            let body: PublishBody = parse_json(&bytes)?;
+            let body = event_body(&bytes)?;
             draft(topic, body.data, body.event, body.retry, At(None))?
         }
     };
-    check_size(&state, &draft, At(None))?;
-    let published = submit(&state, &grants, key, vec![draft]).await?;
+    check_size(state, &draft, At(None))?;
+    let published = submit(state, &grants, key, vec![draft]).await?;
     let Some(published) = published.first() else {
         return Err(publish_error(PublishError::ShuttingDown));
     };
@@ -127,47 +164,91 @@ fn receipt_response(replayed: bool, body: impl IntoResponse) -> Response {
     response
 }
 
-/// Publishes several events in one durable commit: all or none.
-pub async fn batch(
-    State(state): State<AppState>,
-    caller: Caller,
-    headers: HeaderMap,
+async fn publish_batch(
+    state: &AppState,
+    caller: Result<Caller, ApiError>,
+    headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let grants = caller.require()?;
-    let key = idempotency_key(&headers)?;
-    let Payload::Json(bytes) = read_payload(&state, &headers, body).await? else {
-        return Err(ApiError::UnsupportedMediaType(
-            "a batch must be a JSON array: send Content-Type: application/json".into(),
-        ));
+    let grants = caller?.require()?;
+    let key = idempotency_key(headers)?;
+    let Payload::Json(bytes) = read_payload(state, headers, body).await? else {
+        return Err(ApiError::UnsupportedMediaType(format!(
+            "a batch is {BATCH_SHAPE}: send Content-Type: application/json"
+        )));
     };
-    let items: Vec<BatchItem> = parse_json(&bytes)?;
+    if first_byte(&bytes) != Some(b'[') {
+        return Err(ApiError::bad_request("invalid_json", format!("a batch is {BATCH_SHAPE}")));
+    }
+    let items: Vec<BatchItem> = parse_json(&bytes, BATCH_SHAPE)?;
     if items.is_empty() {
         return Err(ApiError::bad_request("empty_batch", "the batch is empty; send at least one event"));
     }
     if items.len() > state.config.max_batch_events {
         return Err(ApiError::TooLarge {
             code: "batch_too_large",
-            message: format!("the batch has {} events; the limit is {}", items.len(), state.config.max_batch_events),
+            message: format!(
+                "the batch has {} events; the limit is {} (--max-batch-events)",
+                items.len(),
+                state.config.max_batch_events
+            ),
         });
     }
     let mut drafts = Vec::with_capacity(items.len());
     for (index, item) in items.into_iter().enumerate() {
         let at = At(Some(index));
-        let topic: TopicName = item
-            .topic
-            .parse()
-            .map_err(|e| ApiError::bad_request("invalid_topic", format!("{at}`{}`: {e}", shorten(&item.topic))))?;
+        let topic = exact_topic(&item.topic, at)?;
         if !grants.may_publish(&topic) {
             return Err(ApiError::Forbidden(format!("{at}this token may not publish to `{topic}`")));
         }
         let draft = draft(topic, item.data, item.event, item.retry, at)?;
-        check_size(&state, &draft, at)?;
+        check_size(state, &draft, at)?;
         drafts.push(draft);
     }
-    let published = submit(&state, &grants, key, drafts).await?;
+    let published = submit(state, &grants, key, drafts).await?;
     let receipts: Vec<Receipt<'_>> = published.iter().map(Receipt::from).collect();
     Ok(receipt_response(published.iter().any(|p| p.duplicate), Json(receipts)))
+}
+
+/// The topic to publish to: one exact name. Only subscriptions take patterns.
+fn exact_topic(text: &str, at: At) -> Result<TopicName, ApiError> {
+    text.parse().map_err(|e| {
+        let shown = shorten(text);
+        let message = if text.contains('*') {
+            format!(
+                "{at}`{shown}` is a pattern; publishing needs one exact topic name \
+                 (patterns are for subscribing: GET /events?topic={shown})"
+            )
+        } else {
+            format!("{at}`{shown}`: {e}")
+        };
+        ApiError::bad_request("invalid_topic", message)
+    })
+}
+
+/// The JSON body of the single-event route: an object. An array is a batch,
+/// which has a route of its own.
+fn event_body(bytes: &[u8]) -> Result<PublishBody, ApiError> {
+    match first_byte(bytes) {
+        Some(b'{') => parse_json(bytes, EVENT_SHAPE),
+        Some(b'[') => Err(ApiError::bad_request(
+            "invalid_json",
+            format!(
+                "a JSON array is a batch: send it to POST /publish as {BATCH_SHAPE}; this route takes one event, {EVENT_SHAPE}"
+            ),
+        )),
+        _ => Err(ApiError::bad_request(
+            "invalid_json",
+            format!(
+                "the body must be a JSON object, {EVENT_SHAPE}; to publish a bare value, wrap it \
+                 (like {{\"data\": \"hello\"}}) or send it as text/plain"
+            ),
+        )),
+    }
+}
+
+fn first_byte(bytes: &[u8]) -> Option<u8> {
+    bytes.iter().copied().find(|b| !b.is_ascii_whitespace())
 }
 
 fn draft(
@@ -203,7 +284,7 @@ fn check_size(state: &AppState, draft: &EventDraft, at: At) -> Result<(), ApiErr
         return Err(ApiError::TooLarge {
             code: "event_too_large",
             message: format!(
-                "{at}the event data is {} bytes; the limit is {}",
+                "{at}the event data is {} bytes; the limit is {} (--max-event-bytes)",
                 draft.data.len(),
                 state.config.max_event_bytes
             ),
@@ -212,9 +293,12 @@ fn check_size(state: &AppState, draft: &EventDraft, at: At) -> Result<(), ApiErr
     Ok(())
 }
 
-fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| ApiError::bad_request("invalid_json", format!("the body is not valid JSON for this request: {e}")))
+fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8], shape: &str) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        // serde names the Rust type it wanted; the client knows JSON shapes.
+        let why = e.to_string().replace("struct PublishBody", "an object").replace("struct BatchItem", "an object");
+        ApiError::bad_request("invalid_json", format!("the body is not {shape}: {why}"))
+    })
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
@@ -253,7 +337,7 @@ async fn read_payload(state: &AppState, headers: &HeaderMap, body: Body) -> Resu
         metrics::counter!("herald_rejected_total", "limit" => "body_size").increment(1);
         ApiError::TooLarge {
             code: "body_too_large",
-            message: format!("the request body is over the {limit}-byte limit"),
+            message: format!("the request body is over the {limit}-byte limit (--max-body-bytes)"),
         }
     };
     let declared =
@@ -276,17 +360,14 @@ async fn read_payload(state: &AppState, headers: &HeaderMap, body: Body) -> Resu
         .map_err(|_| ApiError::bad_request("invalid_utf8", "a text/plain body must be UTF-8"))
 }
 
+/// The answer to a publish the hub could not take. Not logged here: the hub
+/// reports store failures once for all the requests they refuse.
 fn publish_error(error: PublishError) -> ApiError {
-    let result = if matches!(error, PublishError::KeyReused) { "rejected" } else { "failed" };
-    metrics::counter!("herald_events_published_total", "result" => result).increment(1);
     match error {
-        PublishError::Store(e) => {
-            tracing::error!(error = %e, "publish failed: store unavailable");
-            ApiError::unavailable(
-                "store_unavailable",
-                "the store cannot take events right now; retry shortly (nothing was published)",
-            )
-        }
+        PublishError::Store(_) => ApiError::unavailable(
+            "store_unavailable",
+            "the store cannot take events right now; retry shortly (nothing was published)",
+        ),
         PublishError::ShuttingDown => {
             ApiError::unavailable("shutting_down", "the server is shutting down; retry on another node or shortly")
         }

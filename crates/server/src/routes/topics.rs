@@ -21,7 +21,12 @@ pub const MAX_TOPICS_LISTED: usize = 1000;
 /// Every topic with stored events or subscribers that the caller may
 /// subscribe to, in name order, a page at a time: `?after=NAME` continues
 /// after the last name of the previous page, `?limit=N` (at most 1000).
+/// Needs a token: public subscribe patterns open topics' streams, not the
+/// list of topics.
 pub async fn list(State(state): State<AppState>, caller: Caller, uri: Uri) -> Result<Json<Vec<TopicStats>>, ApiError> {
+    if caller.0.is_none() {
+        return Err(ApiError::Unauthorized(crate::auth::AuthError::Missing));
+    }
     let grants = caller.with_public(&state);
     let after = match query_values(uri.query(), "after").next() {
         Some(text) => Some(

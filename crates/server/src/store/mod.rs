@@ -3,4 +3,4 @@
 
 mod sqlite;
 
-pub use sqlite::{SqliteStore, Synchronous};
+pub use sqlite::{DATABASE_FILE, SqliteStore, Synchronous};

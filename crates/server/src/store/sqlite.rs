@@ -568,9 +568,9 @@ impl EventStore for SqliteStore {
     async fn append(&self, requests: &[Publish]) -> Result<Vec<Appended>, StoreError> {
         // Synchronous: the hub calls this from its writer thread, which is
         // there for it.
+        // Not logged here: the hub reports failed commits, throttled.
         self.append_in_transaction(requests).map_err(|error| {
             self.resync.store(true, Ordering::Release);
-            tracing::error!(%error, requests = requests.len(), "SQLite commit failed");
             unavailable(error)
         })
     }

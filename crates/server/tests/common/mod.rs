@@ -111,6 +111,7 @@ impl TestServer {
             subscribe: subscribe.iter().map(|s| (*s).to_owned()).collect(),
             admin,
             ttl,
+            ..TokenSpec::default()
         };
         mint(&spec, Algorithm::HS256, &EncodingKey::from_secret(SECRET.as_bytes())).expect("mint")
     }

@@ -23,6 +23,7 @@ pub fn token() -> String {
         subscribe: vec!["*".into()],
         admin: true,
         ttl: Duration::from_secs(3600),
+        ..TokenSpec::default()
     };
     mint(&spec, Algorithm::HS256, &EncodingKey::from_secret(SECRET.as_bytes())).unwrap()
 }
@@ -106,6 +107,7 @@ pub fn token_with(subject: &str, publish: &[&str], subscribe: &[&str], admin: bo
         subscribe: subscribe.iter().map(|s| s.to_string()).collect(),
         admin,
         ttl,
+        ..TokenSpec::default()
     };
     mint(&spec, Algorithm::HS256, &EncodingKey::from_secret(SECRET.as_bytes())).unwrap()
 }
