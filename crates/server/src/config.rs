@@ -53,6 +53,8 @@ pub mod defaults {
     pub const RETENTION_EVENTS: usize = 10_000;
     /// Age after which the store drops events.
     pub const RETENTION_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+    /// Rows the dashboard lists per table (topics, streams).
+    pub const DASHBOARD_ROWS: usize = 500;
 }
 
 /// A secret that never appears in logs or `Debug` output.
@@ -118,6 +120,11 @@ pub struct Settings {
     /// Origins allowed by CORS (comma-separated; `*` for any).
     #[arg(long, env = "HERALD_CORS_ORIGINS", value_name = "ORIGIN", value_delimiter = ',', num_args = 1..)]
     pub cors_origins: Vec<String>,
+    /// Let CORS origins send cookies (Access-Control-Allow-Credentials), for
+    /// the `herald_token` cookie across origins; with `*`, any site may then
+    /// read streams with its visitors' cookies [default: false].
+    #[arg(long, env = "HERALD_CORS_CREDENTIALS", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub cors_credentials: Option<String>,
     /// Proxies whose X-Forwarded-For is trusted (comma-separated IPs).
     #[arg(long, env = "HERALD_TRUSTED_PROXIES", value_name = "IP", value_delimiter = ',', num_args = 1..)]
     pub trusted_proxies: Vec<String>,
@@ -172,6 +179,9 @@ pub struct Settings {
     /// Time given to in-flight work at shutdown [default: 10s].
     #[arg(long, env = "HERALD_SHUTDOWN_GRACE", value_name = "DURATION")]
     pub shutdown_grace: Option<String>,
+    /// Rows the dashboard lists per table; past it the page says "showing N of M" [default: 500].
+    #[arg(long, env = "HERALD_DASHBOARD_ROWS", value_name = "N")]
+    pub dashboard_rows: Option<String>,
     /// Log filter, as RUST_LOG syntax [default: info].
     #[arg(long, env = "HERALD_LOG", value_name = "FILTER")]
     pub log: Option<String>,
@@ -233,6 +243,7 @@ impl Settings {
                 jwt_leeway,
                 heartbeat,
                 retry,
+                cors_credentials,
                 max_connections,
                 max_streams_per_ip,
                 max_body_bytes,
@@ -250,6 +261,7 @@ impl Settings {
                 stall_timeout,
                 stream_max_duration,
                 shutdown_grace,
+                dashboard_rows,
                 log,
             ],
             [public_subscribe, cors_origins, trusted_proxies]
@@ -307,6 +319,8 @@ pub struct Config {
     pub retry: Duration,
     /// CORS origins (`*` for any); empty disables CORS.
     pub cors_origins: Vec<String>,
+    /// Whether CORS answers carry `Access-Control-Allow-Credentials: true`.
+    pub cors_credentials: bool,
     /// Proxies trusted for X-Forwarded-For.
     pub trusted_proxies: Vec<IpAddr>,
     /// Open connections, all clients.
@@ -335,6 +349,8 @@ pub struct Config {
     pub hub: HubConfig,
     /// Store retention.
     pub retention: Retention,
+    /// Rows per table on the dashboard.
+    pub dashboard_rows: usize,
     /// Log filter.
     pub log: String,
 }
@@ -514,6 +530,7 @@ impl Config {
             heartbeat,
             retry: p.duration("retry", s.retry.as_deref(), defaults::RETRY),
             cors_origins,
+            cors_credentials: p.parse("cors_credentials", s.cors_credentials.as_deref(), false, parse_bool),
             trusted_proxies,
             max_connections: p.count("max_connections", s.max_connections.as_deref(), defaults::MAX_CONNECTIONS),
             max_streams_per_ip: p.count(
@@ -536,6 +553,7 @@ impl Config {
             shutdown_grace: p.duration("shutdown_grace", s.shutdown_grace.as_deref(), defaults::SHUTDOWN_GRACE),
             hub,
             retention,
+            dashboard_rows: p.count("dashboard_rows", s.dashboard_rows.as_deref(), defaults::DASHBOARD_ROWS),
             log: s.log.clone().unwrap_or_else(|| "info".to_owned()),
         };
         if config.max_body_bytes < config.max_event_bytes {
