@@ -809,7 +809,11 @@ async fn preflight(server: &TestServer, origin: &str) -> Response {
 /// A stream opened from `origin`, with a token in the header.
 async fn cross_origin_stream(server: &TestServer, origin: &str) -> Sse {
     Sse::open(
-        server.client.get(server.url("/topics/c/events")).bearer_auth(server.root_token()).header(header::ORIGIN, origin),
+        server
+            .client
+            .get(server.url("/topics/c/events"))
+            .bearer_auth(server.root_token())
+            .header(header::ORIGIN, origin),
     )
     .await
 }
