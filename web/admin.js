@@ -147,7 +147,7 @@ function signOut(why) {
   setText("signed-out-why", why);
   $("signed-out").hidden = false;
 }
-const expiredWhy = (data) => { try { return JSON.parse(data).message; } catch { return "your admin token expired; sign in again"; } };
+const expiredWhy = (data) => { try { return JSON.parse(data).message; } catch { return "Your admin token expired; sign in again."; } };
 
 function follow() {
   const pill = $("live-pill");

@@ -148,15 +148,18 @@ fn push_windowed<T>(values: &mut VecDeque<T>, value: T) {
 }
 
 impl SamplerState {
-    /// Per second between the oldest of `values` and the newest, whose
-    /// times are the newest of `self.times`.
+    /// Per second over the window: between the oldest of `values` and the
+    /// newest, whose times are the newest of `self.times`. Spread over the
+    /// whole window at least, so a topic seen for one interval does not read
+    /// as a burst.
     fn rate(&self, values: &VecDeque<u64>) -> f64 {
         let (Some(first), Some(last)) = (values.front(), values.back()) else { return 0.0 };
         let Some(since) = self.times.len().checked_sub(values.len()).and_then(|at| self.times.get(at)) else {
             return 0.0;
         };
         let elapsed = self.times.back().map_or(0, |now| now.saturating_sub(*since)) as f64 / 1000.0;
-        if elapsed > 0.0 { last.saturating_sub(*first) as f64 / elapsed } else { 0.0 }
+        let window = INTERVAL.as_secs_f64() * WINDOW as f64;
+        last.saturating_sub(*first) as f64 / elapsed.max(window)
     }
 
     fn take(&mut self, source: &dyn AdminSource) -> Snapshot {

@@ -239,6 +239,16 @@ mod tests {
         assert!(page.contains("&#60;script&#62;") || page.contains("&lt;script&gt;"), "user agent is escaped");
         assert!(!page.contains("<script>alert"));
         assert!(page.contains("1m 5s"));
+        assert!(page.contains("id=\"c-more\" hidden"), "nothing cut, no notice: {page}");
+        let cut = ConnectionsPage {
+            frame: frame("connections", "memory", true, 65),
+            connections: vec![connection()],
+            connections_total: 501,
+        }
+        .render()
+        .unwrap();
+        assert!(cut.contains("id=\"c-count\">501<") && cut.contains("showing 1 of 501 streams"), "{cut}");
+        assert!(!cut.contains("id=\"c-more\" hidden"), "{cut}");
 
         let sample = Sample { streams: 5, publish_rate: 12.4, ..Sample::default() };
         let topics = vec![TopicRow {

@@ -61,7 +61,7 @@ where
             biased;
             () = session.shutdown.cancelled() => None,
             () = expiry => {
-                let data = r#"{"reason":"token_expired","message":"your admin token expired; sign in again"}"#;
+                let data = r#"{"reason":"token_expired","message":"Your admin token expired; sign in again."}"#;
                 Some((Ok::<_, Infallible>(sse::event_frame(None, Some(EXPIRED_EVENT), data, None)), None))
             }
             () = tokio::time::sleep(session.heartbeat) => Some((Ok(sse::comment("")), Some((frames, session)))),

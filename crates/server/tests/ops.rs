@@ -446,7 +446,7 @@ async fn the_dashboard_counts_every_stream_says_when_lists_are_cut_and_keeps_rat
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_works_in_headless_chromium() {
     let dir = tempfile::tempdir().unwrap();
-    let herald = Herald::start(dir.path(), &["--memory"]);
+    let herald = Herald::start(dir.path(), &["--memory", "--dashboard-rows", "3"]);
     let shots = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/screenshots");
     let _ = std::fs::remove_dir_all(&shots);
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/dashboard.mjs");
@@ -457,6 +457,8 @@ async fn the_dashboard_works_in_headless_chromium() {
         .env("HERALD_URL", &herald.base)
         .env("ADMIN_TOKEN", admin)
         .env("USER_TOKEN", user)
+        .env("JWT_SECRET", process::SECRET)
+        .env("DASHBOARD_ROWS", "3")
         .env("SCREENSHOT_DIR", &shots)
         .kill_on_drop(true)
         .output();
@@ -465,8 +467,18 @@ async fn the_dashboard_works_in_headless_chromium() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "dashboard e2e failed:\n{stdout}\n{stderr}");
     assert!(stdout.contains("dashboard e2e: ok"), "{stdout}");
-    for page in ["overview", "topic", "connections", "metrics", "inspector", "overview-dark", "overview-phone", "login"]
-    {
+    for page in [
+        "overview",
+        "topic",
+        "connections",
+        "metrics",
+        "inspector",
+        "inspector-refused",
+        "signed-out",
+        "overview-dark",
+        "overview-phone",
+        "login",
+    ] {
         let file = shots.join(format!("{page}.png"));
         let size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
         assert!(size > 5_000, "{} missing or empty", file.display());
