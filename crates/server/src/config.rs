@@ -616,7 +616,8 @@ mod tests {
         let file = dir.join("herald.toml");
         std::fs::write(
             &file,
-            "listen = \"127.0.0.1:9000\"\nheartbeat = \"2s\"\nmax-connections = 50\npublic-subscribe = [\"news.*\"]\n",
+            "listen = \"127.0.0.1:9000\"\nheartbeat = \"2s\"\nmax-connections = 50\npublic-subscribe = [\"news.*\"]\n\
+             cors-credentials = true\ndashboard-rows = 7\n",
         )
         .unwrap();
         let settings = Settings { config: Some(file.clone()), heartbeat: Some("5s".into()), ..Settings::default() };
@@ -625,6 +626,9 @@ mod tests {
         assert_eq!(config.heartbeat, Duration::from_secs(5));
         assert_eq!(config.max_connections, 50);
         assert_eq!(config.public_subscribe.len(), 1);
+        assert!(config.cors_credentials);
+        assert_eq!(config.dashboard_rows, 7);
+        assert!(!Config::for_tests("0123456789abcdef0123456789abcdef").cors_credentials, "off by default");
         std::fs::write(&file, "lisen = \"x\"\n").unwrap();
         let errors = Settings { config: Some(file), ..Settings::default() }.with_file().unwrap_err();
         assert!(errors[0].contains("unknown setting `lisen`"));
