@@ -1,5 +1,6 @@
 // Herald dashboard: follows /admin/live (the hub's own SSE) and keeps every
-// figure, chart and table current without reloading.
+// figure, chart and table current without reloading. When the sign-in ends
+// (the admin token expires), the page says so and offers to sign in again.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -19,6 +20,13 @@ function ago(t) {
   return Math.floor(s / 86400) + "d ago";
 }
 function setText(id, text) { const el = $(id); if (el) el.textContent = text; }
+// "showing 500 of 812 topics" under a list cut at --dashboard-rows.
+function setMore(id, shown, total, what) {
+  const el = $(id);
+  if (!el) return;
+  el.hidden = shown >= total;
+  el.textContent = `showing ${shown} of ${total} ${what}`;
+}
 
 function drawLine(svg, values, cls, max) {
   const w = 600, h = 120, n = values.length;
@@ -95,11 +103,13 @@ function render(snap) {
       `<tr><td><a href="/admin/topics/${encodeURIComponent(t.name)}">${esc(t.name)}</a></td><td class="num">${t.subscribers}</td><td class="num">${t.buffered}</td><td class="num">${ago(t.last_event_ms)}</td><td class="num">${t.publish_rate.toFixed(1)}</td></tr>`).join("");
     const empty = $("topics-empty");
     if (empty) empty.hidden = snap.topics.length > 0;
+    setMore("topics-more", snap.topics.length, snap.topics_total, "topics, those with the most subscribers");
   }
   if (page === "connections" && $("connections")) {
     const q = filterText("conn-filter");
     const rows = sortRows("connections", snap.connections.filter((c) => JSON.stringify(c).toLowerCase().includes(q)));
-    setText("c-count", snap.connections.length);
+    setText("c-count", s.streams);
+    setMore("c-more", snap.connections.length, s.streams, "streams, the oldest first");
     $("connections").tBodies[0].innerHTML = rows.map((c) =>
       `<tr><td class="num">${c.id}</td><td>${esc(c.remote)}</td><td class="ua" title="${esc(c.user_agent)}">${esc(c.user_agent)}</td><td>${esc(c.subject || "—")}</td><td>${esc(c.topics.join(", "))}</td><td class="num">${ago(c.connected_ms)}</td><td class="num">${fmt(c.events_sent)}</td><td class="num">${fmt(c.lag)}</td><td><button class="danger" data-disconnect="${c.id}">Disconnect</button></td></tr>`).join("");
   }
@@ -112,6 +122,7 @@ function render(snap) {
     const t = snap.topics.find((x) => x.name === name);
     setText("t-subscribers", t ? t.subscribers : subs.length);
     setText("t-buffered", t ? t.buffered : 0);
+    setMore("tc-more", subs.length, t ? Math.max(t.subscribers, subs.length) : subs.length, "streams");
   }
 }
 
@@ -123,11 +134,36 @@ document.addEventListener("click", async (e) => {
   if (!r.ok && r.status !== 404) alert("Disconnect failed: " + (await r.text()));
 });
 
+// The sign-in has ended: stop following and offer to sign in again.
+let signedOut = false;
+const streams = { live: null, tail: null };
+function signOut(why) {
+  if (signedOut) return;
+  signedOut = true;
+  if (streams.live) streams.live.close();
+  if (streams.tail) streams.tail.abort();
+  const pill = $("live-pill");
+  if (pill) { pill.className = "pill bad"; pill.textContent = "signed out"; }
+  setText("signed-out-why", why);
+  $("signed-out").hidden = false;
+}
+const expiredWhy = (data) => { try { return JSON.parse(data).message; } catch { return "Your admin token expired; sign in again."; } };
+
 function follow() {
   const pill = $("live-pill");
   const live = new EventSource("/admin/live");
+  streams.live = live;
   live.addEventListener("open", () => { pill.className = "pill ok"; pill.textContent = "live"; });
-  live.addEventListener("error", () => { pill.className = "pill wait"; pill.textContent = "reconnecting"; });
+  live.addEventListener("error", async () => {
+    if (signedOut) return;
+    pill.className = "pill wait"; pill.textContent = "reconnecting";
+    // EventSource gives up on a refusal and cannot say why: ask.
+    if (live.readyState !== EventSource.CLOSED) return;
+    const r = await fetch("/admin/live", { method: "HEAD" }).catch(() => null);
+    if (r && (r.status === 401 || r.status === 403)) signOut("Your sign-in is no longer valid.");
+    else setTimeout(follow, 3000);
+  });
+  live.addEventListener("herald.expired", (e) => signOut(expiredWhy(e.data)));
   live.addEventListener("history", (e) => { history.splice(0, history.length, ...JSON.parse(e.data)); drawCharts(); });
   live.addEventListener("snapshot", (e) => {
     lastSnapshot = JSON.parse(e.data);
@@ -138,9 +174,9 @@ function follow() {
   });
 }
 
-// The live tail reads the topic's stream with fetch, not EventSource, so
-// that events of every type show (EventSource only hands out named types
-// one listens for by name). It resumes from the last id after a drop.
+// The topic's live tail, from the dashboard's own route (authorised by the
+// sign-in, not counted as a subscriber). It resumes from the last id after
+// a drop, and shows events of every type.
 async function tail() {
   const list = $("tail");
   if (!list) return;
@@ -148,46 +184,34 @@ async function tail() {
   const state = $("tail-state");
   let lastId = "";
   const show = (ev) => {
+    if (ev.type === "herald.expired") return signOut(expiredWhy(ev.data));
     $("tail-empty").hidden = true;
-    if (ev.id) setText("t-last", ev.id);
+    if (ev.id) { lastId = ev.id; setText("t-last", ev.id); }
     const li = document.createElement("li");
     li.innerHTML = `<div class="meta">${esc(ev.id || "–")} · <span class="type">${esc(ev.type)}</span> · ${new Date().toLocaleTimeString()}</div><pre>${esc(ev.data)}</pre>`;
     list.prepend(li);
     while (list.children.length > 200) list.lastChild.remove();
   };
-  for (;;) {
+  while (!signedOut) {
+    const controller = new AbortController();
+    streams.tail = controller;
     try {
       const headers = lastId ? { "Last-Event-ID": lastId } : {};
-      const response = await fetch(`/topics/${encodeURIComponent(topic)}/events`, { credentials: "same-origin", headers });
-      if (!response.ok) { state.textContent = `error ${response.status}`; await new Promise((r) => setTimeout(r, 3000)); continue; }
-      state.textContent = "live";
-      const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
-      let buffer = "";
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        buffer += value.replace(/\r\n?/g, "\n");
-        let end;
-        while ((end = buffer.indexOf("\n\n")) >= 0) {
-          const block = buffer.slice(0, end);
-          buffer = buffer.slice(end + 2);
-          const ev = { id: "", type: "message", data: [] };
-          for (const line of block.split("\n")) {
-            if (!line || line.startsWith(":")) continue;
-            const at = line.indexOf(":");
-            const field = at < 0 ? line : line.slice(0, at);
-            let text = at < 0 ? "" : line.slice(at + 1);
-            if (text.startsWith(" ")) text = text.slice(1);
-            if (field === "data") ev.data.push(text);
-            else if (field === "event") ev.type = text;
-            else if (field === "id") ev.id = text;
-          }
-          if (ev.data.length) { ev.data = ev.data.join("\n"); if (ev.id) lastId = ev.id; show(ev); }
-        }
+      const response = await fetch(`/admin/topics/${encodeURIComponent(topic)}/tail`, { headers, signal: controller.signal });
+      if (response.status === 401 || response.status === 403) return signOut("Your sign-in is no longer valid.");
+      if (!response.ok) {
+        state.textContent = `error ${await refusal(response)}`;
+        state.classList.add("notice");
+        await new Promise((r) => setTimeout(r, 3000));
+        continue;
       }
+      state.textContent = "live";
+      state.classList.remove("notice");
+      await readEvents(response, show);
     } catch (err) {
       /* network drop: retry below */
     }
+    if (signedOut) return;
     state.textContent = "reconnecting…";
     await new Promise((r) => setTimeout(r, 1000));
   }

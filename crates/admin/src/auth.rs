@@ -1,5 +1,9 @@
 //! Who may see the dashboard: an admin token from the header, the query
-//! (once; then the cookie), or the `herald_token` cookie.
+//! (once; then the cookie), or the dashboard's own `herald_admin` cookie.
+//!
+//! The cookie is scoped to `/admin` and is not the public API's
+//! `herald_token`: the public API never accepts it, so an admin token kept
+//! by an operator's browser cannot be spent on the API by another page.
 
 use axum::{
     Form,
@@ -7,13 +11,16 @@ use axum::{
     http::{HeaderValue, StatusCode, header, request::Parts},
     response::{Html, IntoResponse, Redirect, Response},
 };
-use herald_core::Grants;
+use herald_core::{Grants, now_ms};
 use serde::Deserialize;
 
 use crate::{Admin, pages};
 
-/// The cookie that keeps the token.
-pub(crate) const COOKIE: &str = "herald_token";
+/// The cookie that keeps the token, sent to `/admin` only.
+pub(crate) const COOKIE: &str = "herald_admin";
+
+/// The longest a sign-in is kept, when the token lives longer.
+const COOKIE_MAX_AGE_SECS: u64 = 86_400;
 
 /// An operator with the admin grant.
 pub(crate) struct Operator(pub(crate) Grants);
@@ -60,11 +67,16 @@ fn query_token(parts: &Parts) -> Option<String> {
         .map(|(_, v)| v.into_owned())
 }
 
-/// `Set-Cookie` keeping `token` for the dashboard and the streams it opens.
-pub(crate) fn set_cookie(token: &str) -> HeaderValue {
-    let value = format!("{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age=86400");
-    HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static("herald_token=; Path=/"))
+/// `Set-Cookie` keeping `token` for the dashboard, until the token expires.
+pub(crate) fn set_cookie(token: &str, grants: &Grants) -> HeaderValue {
+    let left = grants.expires_at.map_or(COOKIE_MAX_AGE_SECS, |exp| exp.saturating_sub(now_ms() / 1000));
+    let max_age = left.min(COOKIE_MAX_AGE_SECS);
+    let value = format!("{COOKIE}={token}; Path=/admin; HttpOnly; SameSite=Strict; Max-Age={max_age}");
+    HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static(CLEARED))
 }
+
+/// `Set-Cookie` forgetting the sign-in.
+const CLEARED: &str = "herald_admin=; Path=/admin; HttpOnly; SameSite=Strict; Max-Age=0";
 
 impl FromRequestParts<Admin> for Operator {
     type Rejection = Refused;
@@ -91,7 +103,7 @@ impl FromRequestParts<Admin> for Operator {
                 .get::<OriginalUri>()
                 .map_or_else(|| parts.uri.path().to_owned(), |u| u.path().to_owned());
             let mut redirect = Redirect::to(&path).into_response();
-            redirect.headers_mut().insert(header::SET_COOKIE, set_cookie(&token));
+            redirect.headers_mut().insert(header::SET_COOKIE, set_cookie(&token, &grants));
             return Err(Refused::Redirect(redirect));
         }
         Ok(Self(grants))
@@ -110,7 +122,7 @@ pub(crate) async fn login(State(admin): State<Admin>, Form(form): Form<LoginForm
         Ok(grants) if grants.admin => {
             tracing::info!(subject = grants.subject.as_deref().unwrap_or("-"), "dashboard sign-in");
             let mut redirect = Redirect::to("/admin").into_response();
-            redirect.headers_mut().insert(header::SET_COOKIE, set_cookie(token));
+            redirect.headers_mut().insert(header::SET_COOKIE, set_cookie(token, &grants));
             redirect
         }
         Ok(_) => Refused::NotAdmin.into_response(),
@@ -121,9 +133,6 @@ pub(crate) async fn login(State(admin): State<Admin>, Form(form): Form<LoginForm
 /// `GET /admin/logout`: forgets the cookie.
 pub(crate) async fn logout() -> Response {
     let mut redirect = Redirect::to("/admin").into_response();
-    redirect.headers_mut().insert(
-        header::SET_COOKIE,
-        HeaderValue::from_static("herald_token=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
-    );
+    redirect.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_static(CLEARED));
     redirect
 }

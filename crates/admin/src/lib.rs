@@ -5,8 +5,9 @@
 //! no lock that publishing needs: every figure comes from a snapshot.
 //!
 //! Access needs a token with the admin grant, from `Authorization: Bearer`,
-//! from `?access_token=` once (it is then kept in the `herald_token` cookie),
-//! or from that cookie. The one write action, disconnecting a stream, asks
+//! from `?access_token=` once (it is then kept in the `herald_admin` cookie,
+//! sent to `/admin` only and never accepted by the public API), or from that
+//! cookie. The one write action, disconnecting a stream, asks
 //! for confirmation in the page and is logged.
 
 mod assets;
@@ -14,8 +15,10 @@ mod auth;
 mod exposition;
 mod live;
 mod pages;
+mod session;
+mod tail;
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use axum::{
     Router,
@@ -47,21 +50,37 @@ pub trait AdminSource: Send + Sync + 'static {
     fn shutdown(&self) -> CancellationToken;
 }
 
+/// How the dashboard behaves; the server fills it from its settings.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Rows listed per table (`--dashboard-rows`); past it the page says
+    /// "showing N of M".
+    pub rows: usize,
+    /// Idle time before a comment line on the dashboard's streams (`--heartbeat`).
+    pub heartbeat: Duration,
+    /// Whether `/inspector` is served beside the dashboard, so that the
+    /// dashboard links to it (not with `--internal-listen`, where the public
+    /// API the inspector talks to is on another listener).
+    pub inspector: bool,
+}
+
 /// Shared by the dashboard's handlers.
 #[derive(Clone)]
 pub(crate) struct Admin {
     pub(crate) source: Arc<dyn AdminSource>,
     pub(crate) live: Arc<live::Live>,
+    pub(crate) options: Arc<Options>,
 }
 
 /// The dashboard's router, to nest under `/admin`. Starts the sampler that
 /// feeds the live charts (needs a Tokio runtime).
-pub fn router(source: Arc<dyn AdminSource>) -> Router {
-    let live = live::Live::start(Arc::clone(&source));
-    let admin = Admin { source, live };
+pub fn router(source: Arc<dyn AdminSource>, options: Options) -> Router {
+    let live = live::Live::start(Arc::clone(&source), options.rows);
+    let admin = Admin { source, live, options: Arc::new(options) };
     Router::new()
         .route("/", get(pages::overview))
         .route("/topics/{topic}", get(pages::topic))
+        .route("/topics/{topic}/tail", get(tail::stream))
         .route("/connections", get(pages::connections))
         .route("/connections/{id}/disconnect", post(pages::disconnect))
         .route("/metrics", get(pages::metrics))
@@ -73,9 +92,10 @@ pub fn router(source: Arc<dyn AdminSource>) -> Router {
 }
 
 /// The public topic inspector page (`/inspector`): subscribe to a topic in
-/// the browser and publish a test event with a pasted token.
+/// the browser and publish a test event with a pasted token. Its style
+/// sheet is served beside it, as `/admin` may be on another listener.
 pub fn inspector() -> Router {
-    Router::new().route("/inspector", get(assets::inspector))
+    Router::new().route("/inspector", get(assets::inspector)).route("/inspector/assets/{file}", get(assets::serve))
 }
 
 /// The version shown on the dashboard.

@@ -1,21 +1,17 @@
 //! The dashboard's live feed: a sampler takes a snapshot of the hub every
 //! half second, keeps fifteen minutes of samples for the charts, and the
 //! dashboard follows it over its own SSE stream (`/admin/live`), encoded by
-//! the hub's own SSE encoder.
+//! the hub's own SSE encoder. Rates span the last five seconds of samples,
+//! so a steady trickle reads steady; lists hold at most `--dashboard-rows`
+//! rows and carry the true totals beside them.
 
 use std::{
     collections::{HashMap, VecDeque},
-    convert::Infallible,
     sync::Arc,
     time::Duration,
 };
 
-use axum::{
-    body::Body,
-    extract::State,
-    http::{HeaderValue, header},
-    response::{IntoResponse, Response},
-};
+use axum::{extract::State, response::Response};
 use herald_core::{ConnectionSnapshot, now_ms, sse};
 use parking_lot::Mutex;
 use serde::Serialize;
@@ -25,16 +21,15 @@ use crate::{
     Admin, AdminSource,
     auth::Operator,
     exposition::{buckets, parse_exposition, quantile},
+    session::{self, Session},
 };
 
 /// How often the sampler looks.
 const INTERVAL: Duration = Duration::from_millis(500);
 /// Fifteen minutes of samples.
 const HISTORY: usize = 1800;
-/// Percentiles span this many samples (five seconds).
-const LATENCY_WINDOW: usize = 10;
-/// At most this many topics and connections in one update.
-const LIST_LIMIT: usize = 500;
+/// Percentiles and rates span this many sampling intervals (five seconds).
+const WINDOW: usize = 10;
 
 /// The hub at one moment.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -47,9 +42,9 @@ pub struct Sample {
     pub connections: usize,
     /// Topics in memory.
     pub topics: usize,
-    /// Events published per second (since the last sample).
+    /// Events published per second, over the last five seconds.
     pub publish_rate: f64,
-    /// Events delivered per second.
+    /// Events delivered per second, over the last five seconds.
     pub delivery_rate: f64,
     /// Median delivery latency over the last five seconds, in ms.
     pub p50_ms: Option<f64>,
@@ -77,7 +72,12 @@ pub(crate) struct TopicRow {
 #[derive(Debug, Clone, Default, Serialize)]
 pub(crate) struct Snapshot {
     pub(crate) sample: Sample,
+    /// The busiest topics, at most `--dashboard-rows`.
     pub(crate) topics: Vec<TopicRow>,
+    /// How many topics there are in all.
+    pub(crate) topics_total: usize,
+    /// The oldest open streams, at most `--dashboard-rows`; `sample.streams`
+    /// counts them all.
     pub(crate) connections: Vec<ConnectionSnapshot>,
 }
 
@@ -88,12 +88,12 @@ pub(crate) struct Live {
 }
 
 impl Live {
-    pub(crate) fn start(source: Arc<dyn AdminSource>) -> Arc<Self> {
+    pub(crate) fn start(source: Arc<dyn AdminSource>, rows: usize) -> Arc<Self> {
         let live = Arc::new(Self { history: Mutex::default(), latest: watch::Sender::new(Arc::default()) });
         let sampler = Arc::clone(&live);
         let shutdown = source.shutdown();
         tokio::spawn(async move {
-            let mut state = SamplerState::default();
+            let mut state = SamplerState { rows, ..SamplerState::default() };
             let mut tick = tokio::time::interval(INTERVAL);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
@@ -127,92 +127,109 @@ impl Live {
 
 #[derive(Default)]
 struct SamplerState {
-    last: Option<Sample>,
-    topic_published: HashMap<String, u64>,
+    /// Rows per list.
+    rows: usize,
+    /// When the last `WINDOW + 1` samples were taken, oldest first.
+    times: VecDeque<u64>,
+    /// Hub-wide published and delivered totals at those times.
+    totals: VecDeque<(u64, u64)>,
+    /// Each topic's published total at those times (the newest ones only,
+    /// for a topic seen in fewer samples).
+    topic_published: HashMap<String, VecDeque<u64>>,
     latency: VecDeque<Vec<(f64, f64)>>,
 }
 
+/// Keeps the newest `WINDOW + 1` values of `values`, with `value` last.
+fn push_windowed<T>(values: &mut VecDeque<T>, value: T) {
+    values.push_back(value);
+    while values.len() > WINDOW + 1 {
+        values.pop_front();
+    }
+}
+
 impl SamplerState {
+    /// Per second over the window: between the oldest of `values` and the
+    /// newest, whose times are the newest of `self.times`. Spread over the
+    /// whole window at least, so a topic seen for one interval does not read
+    /// as a burst.
+    fn rate(&self, values: &VecDeque<u64>) -> f64 {
+        let (Some(first), Some(last)) = (values.front(), values.back()) else { return 0.0 };
+        let Some(since) = self.times.len().checked_sub(values.len()).and_then(|at| self.times.get(at)) else {
+            return 0.0;
+        };
+        let elapsed = self.times.back().map_or(0, |now| now.saturating_sub(*since)) as f64 / 1000.0;
+        let window = INTERVAL.as_secs_f64() * WINDOW as f64;
+        last.saturating_sub(*first) as f64 / elapsed.max(window)
+    }
+
     fn take(&mut self, source: &dyn AdminSource) -> Snapshot {
         let hub = source.hub();
         let stats = hub.stats();
         let now = now_ms();
-        let connections = source.connections();
+        let mut connections = source.connections();
         let rows = parse_exposition(&source.metrics_text());
-        self.latency.push_back(buckets(&rows, "herald_delivery_latency_seconds"));
-        if self.latency.len() > LATENCY_WINDOW {
-            self.latency.pop_front();
-        }
+        push_windowed(&mut self.latency, buckets(&rows, "herald_delivery_latency_seconds"));
         let oldest = self.latency.front().cloned().unwrap_or_default();
         let newest = self.latency.back().cloned().unwrap_or_default();
-        let elapsed = self.last.as_ref().map_or(0.0, |l| now.saturating_sub(l.t) as f64 / 1000.0);
-        let rate = |now_total: u64, then: Option<u64>| match then {
-            Some(then) if elapsed > 0.0 => now_total.saturating_sub(then) as f64 / elapsed,
-            _ => 0.0,
-        };
+        push_windowed(&mut self.times, now);
+        push_windowed(&mut self.totals, (stats.published, stats.delivered));
+        let published = self.totals.iter().map(|t| t.0).collect();
+        let delivered = self.totals.iter().map(|t| t.1).collect();
         let sample = Sample {
             t: now,
             streams: connections.len(),
             connections: source.tcp_connections(),
             topics: stats.topics,
-            publish_rate: rate(stats.published, self.last.as_ref().map(|l| l.published)),
-            delivery_rate: rate(stats.delivered, self.last.as_ref().map(|l| l.delivered)),
+            publish_rate: self.rate(&published),
+            delivery_rate: self.rate(&delivered),
             p50_ms: quantile(&oldest, &newest, 0.5).map(|s| s * 1000.0),
             p99_ms: quantile(&oldest, &newest, 0.99).map(|s| s * 1000.0),
             store_healthy: hub.store_healthy(),
             published: stats.published,
             delivered: stats.delivered,
         };
+        let mut seen = HashMap::with_capacity(self.topic_published.len());
         let mut topics: Vec<TopicRow> = hub
             .all_topic_stats()
             .into_iter()
             .map(|t| {
                 let name = t.name.to_string();
-                let before = self.topic_published.insert(name.clone(), t.published);
-                TopicRow {
-                    publish_rate: rate(t.published, before),
-                    name,
+                let mut history = self.topic_published.remove(&name).unwrap_or_default();
+                push_windowed(&mut history, t.published);
+                let row = TopicRow {
+                    publish_rate: self.rate(&history),
+                    name: name.clone(),
                     subscribers: t.subscribers,
                     buffered: t.buffered,
                     last_event_ms: t.last_event_ms,
-                }
+                };
+                seen.insert(name, history);
+                row
             })
             .collect();
-        self.topic_published.retain(|name, _| topics.iter().any(|t| &t.name == name));
+        // Topics that left the registry are forgotten.
+        self.topic_published = seen;
+        let topics_total = topics.len();
         topics.sort_by(|a, b| b.subscribers.cmp(&a.subscribers).then_with(|| a.name.cmp(&b.name)));
-        topics.truncate(LIST_LIMIT);
-        let mut connections = connections;
-        connections.truncate(LIST_LIMIT);
-        self.last = Some(sample.clone());
-        Snapshot { sample, topics, connections }
+        topics.truncate(self.rows);
+        connections.truncate(self.rows);
+        Snapshot { sample, topics, topics_total, connections }
     }
 }
 
-/// `GET /admin/live`: the history once, then a snapshot every half second.
-pub(crate) async fn stream(State(admin): State<Admin>, _operator: Operator) -> Response {
+/// `GET /admin/live`: the history once, then a snapshot every half second,
+/// until the operator's token expires.
+pub(crate) async fn stream(State(admin): State<Admin>, Operator(grants): Operator) -> Response {
     let history = serde_json::to_string(&admin.live.history()).unwrap_or_else(|_| "[]".into());
     let first = sse::event_frame(None, Some("history"), &history, None);
     let updates = admin.live.latest.subscribe();
-    let shutdown = admin.source.shutdown();
-    let state = (Some(first), updates, shutdown);
-    let body = futures_util::stream::unfold(state, |(first, mut updates, shutdown)| async move {
-        if let Some(first) = first {
-            return Some((Ok::<_, Infallible>(first), (None, updates, shutdown)));
-        }
-        tokio::select! {
-            () = shutdown.cancelled() => None,
-            changed = updates.changed() => {
-                changed.ok()?;
-                let snapshot = updates.borrow_and_update().clone();
-                let data = serde_json::to_string(&*snapshot).ok()?;
-                Some((Ok(sse::event_frame(None, Some("snapshot"), &data, None)), (None, updates, shutdown)))
-            }
-        }
+    let snapshots = futures_util::stream::unfold(updates, |mut updates| async move {
+        updates.changed().await.ok()?;
+        let snapshot = updates.borrow_and_update().clone();
+        let data = serde_json::to_string(&*snapshot).ok()?;
+        Some((sse::event_frame(None, Some("snapshot"), &data, None), updates))
     });
-    let mut response = Body::from_stream(body).into_response();
-    let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    response
+    let frames = futures_util::StreamExt::chain(futures_util::stream::iter([first]), snapshots);
+    let session = Session::new(&grants, admin.source.shutdown(), admin.options.heartbeat);
+    session::respond(Box::pin(frames), session)
 }

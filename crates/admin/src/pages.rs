@@ -18,6 +18,8 @@ use crate::{
 /// What every page shows in its frame (the base template reads `frame.*`).
 pub(crate) struct Frame {
     nav: &'static str,
+    /// Whether to link to `/inspector` (served on this listener).
+    inspector: bool,
     version: &'static str,
     store: String,
     store_healthy: bool,
@@ -31,6 +33,7 @@ impl Frame {
         let started_ms = admin.source.started_ms();
         Self {
             nav,
+            inspector: admin.options.inspector,
             version: VERSION,
             store: hub.store().describe(),
             store_healthy: hub.store_healthy(),
@@ -63,6 +66,7 @@ pub(crate) struct OverviewPage {
     p50: String,
     p99: String,
     topics: Vec<TopicRow>,
+    topics_total: usize,
 }
 
 #[derive(Template)]
@@ -74,6 +78,7 @@ pub(crate) struct TopicPage {
     buffered: usize,
     last_id: String,
     connections: Vec<ConnectionSnapshot>,
+    connections_total: usize,
 }
 
 #[derive(Template)]
@@ -81,6 +86,7 @@ pub(crate) struct TopicPage {
 pub(crate) struct ConnectionsPage {
     frame: Frame,
     connections: Vec<ConnectionSnapshot>,
+    connections_total: usize,
 }
 
 #[derive(Template)]
@@ -122,6 +128,7 @@ pub(crate) async fn overview(State(admin): State<Admin>, _operator: Operator) ->
             p99: millis(latest.sample.p99_ms),
             sample: latest.sample.clone(),
             topics: latest.topics.clone(),
+            topics_total: latest.topics_total,
         }
         .render(),
     )
@@ -134,12 +141,14 @@ pub(crate) async fn topic(State(admin): State<Admin>, _operator: Operator, Path(
     };
     let frame = Frame::new(&admin, "topic");
     let stats = admin.source.hub().topic_stats(topic.as_str());
-    let connections = admin
+    let mut connections: Vec<ConnectionSnapshot> = admin
         .source
         .connections()
         .into_iter()
         .filter(|c| c.topics.iter().any(|t| t.parse::<TopicPattern>().is_ok_and(|p| p.matches(topic.as_str()))))
         .collect();
+    let connections_total = connections.len();
+    connections.truncate(admin.options.rows);
     html(
         TopicPage {
             frame,
@@ -148,6 +157,7 @@ pub(crate) async fn topic(State(admin): State<Admin>, _operator: Operator, Path(
             last_id: stats.and_then(|s| s.last_id).map_or_else(|| "–".into(), |id| id.to_string()),
             name: topic.to_string(),
             connections,
+            connections_total,
         }
         .render(),
     )
@@ -155,8 +165,10 @@ pub(crate) async fn topic(State(admin): State<Admin>, _operator: Operator, Path(
 
 /// `GET /admin/connections`.
 pub(crate) async fn connections(State(admin): State<Admin>, _operator: Operator) -> Response {
-    let connections = admin.source.connections();
-    html(ConnectionsPage { frame: Frame::new(&admin, "connections"), connections }.render())
+    let mut connections = admin.source.connections();
+    let connections_total = connections.len();
+    connections.truncate(admin.options.rows);
+    html(ConnectionsPage { frame: Frame::new(&admin, "connections"), connections, connections_total }.render())
 }
 
 /// `GET /admin/metrics`: the exposition as a table.
@@ -190,7 +202,15 @@ mod tests {
     use super::*;
 
     fn frame(nav: &'static str, store: &str, store_healthy: bool, up: u64) -> Frame {
-        Frame { nav, version: VERSION, store: store.into(), store_healthy, started_ms: 0, uptime: uptime(up) }
+        Frame {
+            nav,
+            inspector: true,
+            version: VERSION,
+            store: store.into(),
+            store_healthy,
+            started_ms: 0,
+            uptime: uptime(up),
+        }
     }
 
     fn connection() -> ConnectionSnapshot {
@@ -208,13 +228,27 @@ mod tests {
 
     #[test]
     fn pages_render_their_data_and_escape_it() {
-        let page = ConnectionsPage { frame: frame("connections", "memory", true, 65), connections: vec![connection()] }
-            .render()
-            .unwrap();
+        let page = ConnectionsPage {
+            frame: frame("connections", "memory", true, 65),
+            connections: vec![connection()],
+            connections_total: 1,
+        }
+        .render()
+        .unwrap();
         assert!(page.contains("alice") && page.contains("orders.*") && page.contains("data-disconnect=\"7\""));
         assert!(page.contains("&#60;script&#62;") || page.contains("&lt;script&gt;"), "user agent is escaped");
         assert!(!page.contains("<script>alert"));
         assert!(page.contains("1m 5s"));
+        assert!(page.contains("id=\"c-more\" hidden"), "nothing cut, no notice: {page}");
+        let cut = ConnectionsPage {
+            frame: frame("connections", "memory", true, 65),
+            connections: vec![connection()],
+            connections_total: 501,
+        }
+        .render()
+        .unwrap();
+        assert!(cut.contains("id=\"c-count\">501<") && cut.contains("showing 1 of 501 streams"), "{cut}");
+        assert!(!cut.contains("id=\"c-more\" hidden"), "{cut}");
 
         let sample = Sample { streams: 5, publish_rate: 12.4, ..Sample::default() };
         let topics = vec![TopicRow {
@@ -230,6 +264,7 @@ mod tests {
             p50: millis(Some(1.234)),
             p99: millis(None),
             topics,
+            topics_total: 1,
         }
         .render()
         .unwrap();

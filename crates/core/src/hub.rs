@@ -228,6 +228,9 @@ pub(crate) struct Subscriber {
     pub(crate) signal: Arc<Notify>,
     pub(crate) patterns: Vec<TopicPattern>,
     pub(crate) joined: Mutex<Vec<Arc<Topic>>>,
+    /// An operator watching (`Subscription::observe`): not counted as a
+    /// subscriber of its topics nor among the open subscriptions.
+    pub(crate) observer: bool,
 }
 
 /// State shared by the hub handle, its writer task and every subscription.
@@ -470,7 +473,7 @@ impl Hub {
         let inner = &self.inner;
         let ttl = u64::try_from(inner.config.idle_topic_ttl.as_millis()).unwrap_or(u64::MAX);
         let idle = |t: &Arc<Topic>| {
-            t.subscriber_count() == 0
+            !t.is_attached()
                 && now_ms.saturating_sub(t.last_activity_ms()) >= ttl
                 // An event above the watermark belongs to a commit in flight.
                 && t.ring().last().is_none_or(|e| e.id.seq <= inner.watermark())
@@ -519,18 +522,20 @@ impl HubInner {
         let topic = Arc::new(Topic::new(name, self.config.ring, floor, now_ms(), Arc::clone(&self.watermark)));
         for watcher in self.watchers.read().iter() {
             if watcher.patterns.iter().any(|p| p.matches(topic.name().as_str())) {
-                topic.attach(watcher.id, &watcher.signal);
+                topic.attach(watcher.id, &watcher.signal, watcher.observer);
                 watcher.joined.lock().push(Arc::clone(&topic));
             }
         }
         topic
     }
 
-    pub(crate) fn new_subscriber(&self, patterns: Vec<TopicPattern>) -> Arc<Subscriber> {
+    pub(crate) fn new_subscriber(&self, patterns: Vec<TopicPattern>, observer: bool) -> Arc<Subscriber> {
         let id = self.next_subscriber.fetch_add(1, Ordering::Relaxed);
         let subscriber =
-            Arc::new(Subscriber { id, signal: Arc::new(Notify::new()), patterns, joined: Mutex::default() });
-        self.counters.subscriptions.fetch_add(1, Ordering::Relaxed);
+            Arc::new(Subscriber { id, signal: Arc::new(Notify::new()), patterns, joined: Mutex::default(), observer });
+        if !observer {
+            self.counters.subscriptions.fetch_add(1, Ordering::Relaxed);
+        }
         if !subscriber.patterns.is_empty() {
             self.watchers.write().push(Arc::clone(&subscriber));
             // Topics that exist already; one created meanwhile may attach twice,
@@ -543,7 +548,7 @@ impl HubInner {
                 .collect();
             for name in existing {
                 if let Some(topic) = self.topics.get(&name) {
-                    topic.attach(id, &subscriber.signal);
+                    topic.attach(id, &subscriber.signal, observer);
                     subscriber.joined.lock().push(Arc::clone(topic.value()));
                 }
             }
@@ -556,7 +561,7 @@ impl HubInner {
     pub(crate) fn attach(&self, name: &TopicName, subscriber: &Subscriber) -> Result<Arc<Topic>, SubscribeError> {
         let topic = match self.topics.entry(name.clone()) {
             Entry::Occupied(entry) => {
-                entry.get().attach(subscriber.id, &subscriber.signal);
+                entry.get().attach(subscriber.id, &subscriber.signal, subscriber.observer);
                 Arc::clone(entry.get())
             }
             Entry::Vacant(entry) => {
@@ -565,7 +570,7 @@ impl HubInner {
                 }
                 // The ring holds what comes after now; older events are in the store.
                 let topic = self.create_topic(name.clone(), self.watermark());
-                topic.attach(subscriber.id, &subscriber.signal);
+                topic.attach(subscriber.id, &subscriber.signal, subscriber.observer);
                 entry.insert(Arc::clone(&topic));
                 topic
             }
@@ -582,12 +587,12 @@ impl HubInner {
         let now = now_ms();
         let joined = std::mem::take(&mut *subscriber.joined.lock());
         for topic in topics.into_iter().chain(joined) {
-            topic.detach(subscriber.id, now);
-            self.remove_topic_if(topic.name(), |t| {
-                Arc::ptr_eq(t, &topic) && t.subscriber_count() == 0 && t.ring().is_empty()
-            });
+            topic.detach(subscriber.id, subscriber.observer, now);
+            self.remove_topic_if(topic.name(), |t| Arc::ptr_eq(t, &topic) && !t.is_attached() && t.ring().is_empty());
         }
-        self.counters.subscriptions.fetch_sub(1, Ordering::Relaxed);
+        if !subscriber.observer {
+            self.counters.subscriptions.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 
     /// Puts durable events into their rings in order, raises the watermark,

@@ -80,8 +80,19 @@ pub struct Subscription {
 impl Subscription {
     /// Subscribes to `selection`, resuming as `resume` says.
     pub fn open(hub: &Hub, selection: Selection, resume: Resume) -> Result<Self, SubscribeError> {
+        Self::open_as(hub, selection, resume, false)
+    }
+
+    /// As [`Subscription::open`], for an operator watching (the dashboard's
+    /// topic tail): it receives the same events, but is not counted as a
+    /// subscriber of its topics nor among the hub's open subscriptions.
+    pub fn observe(hub: &Hub, selection: Selection, resume: Resume) -> Result<Self, SubscribeError> {
+        Self::open_as(hub, selection, resume, true)
+    }
+
+    fn open_as(hub: &Hub, selection: Selection, resume: Resume, observer: bool) -> Result<Self, SubscribeError> {
         let inner = Arc::clone(&hub.inner);
-        let subscriber = inner.new_subscriber(selection.patterns.clone());
+        let subscriber = inner.new_subscriber(selection.patterns.clone(), observer);
         let mut subscription = Self {
             hub: inner,
             subscriber,

@@ -9,7 +9,7 @@ use std::{
     collections::{HashMap, HashSet},
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
 };
 
@@ -27,8 +27,11 @@ const INLINE_WAKE_LIMIT: usize = 32;
 pub struct Topic {
     name: TopicName,
     ring: Mutex<RingBuffer>,
-    /// Ids of the subscriptions attached to this topic.
+    /// Ids of the subscriptions attached to this topic, observers included.
     subscribers: Mutex<HashSet<u64>>,
+    /// How many of those are observers (an operator's tail), changed only
+    /// under the `subscribers` lock: not counted as subscribers.
+    observers: AtomicUsize,
     /// Readers to wake on the next event above their cursor: id → (signal,
     /// cursor when armed). A signal keeps one permit, so a wake between a
     /// reader's check and its sleep is never lost.
@@ -48,6 +51,7 @@ impl Topic {
             name,
             ring: Mutex::new(RingBuffer::new(limits, floor)),
             subscribers: Mutex::default(),
+            observers: AtomicUsize::new(0),
             armed: Mutex::default(),
             wake_pending: AtomicBool::new(false),
             latest_seq: AtomicU64::new(floor),
@@ -74,8 +78,12 @@ impl Topic {
     }
 
     /// Attaches a subscription, armed to wake on any event.
-    pub(crate) fn attach(&self, subscriber: u64, signal: &Arc<Notify>) {
-        self.subscribers.lock().insert(subscriber);
+    pub(crate) fn attach(&self, subscriber: u64, signal: &Arc<Notify>, observer: bool) {
+        let mut subscribers = self.subscribers.lock();
+        if subscribers.insert(subscriber) && observer {
+            self.observers.fetch_add(1, Ordering::Relaxed);
+        }
+        drop(subscribers);
         self.arm(subscriber, signal, 0);
     }
 
@@ -84,15 +92,26 @@ impl Topic {
         self.armed.lock().insert(subscriber, (Arc::clone(signal), cursor));
     }
 
-    pub(crate) fn detach(&self, subscriber: u64, now_ms: u64) {
-        self.subscribers.lock().remove(&subscriber);
+    pub(crate) fn detach(&self, subscriber: u64, observer: bool, now_ms: u64) {
+        let mut subscribers = self.subscribers.lock();
+        if subscribers.remove(&subscriber) && observer {
+            self.observers.fetch_sub(1, Ordering::Relaxed);
+        }
+        drop(subscribers);
         self.armed.lock().remove(&subscriber);
         self.last_activity_ms.store(now_ms, Ordering::Relaxed);
     }
 
-    /// Subscriptions attached to this topic now.
+    /// Subscriptions attached to this topic now, observers left out.
     pub fn subscriber_count(&self) -> usize {
-        self.subscribers.lock().len()
+        let subscribers = self.subscribers.lock();
+        subscribers.len().saturating_sub(self.observers.load(Ordering::Relaxed))
+    }
+
+    /// Whether any subscription, observers included, is attached: the topic
+    /// must stay in the registry, or they would miss its next events.
+    pub(crate) fn is_attached(&self) -> bool {
+        !self.subscribers.lock().is_empty()
     }
 
     /// Events published here since the topic entered the registry.

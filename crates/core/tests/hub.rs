@@ -529,3 +529,26 @@ async fn a_large_audience_behind_the_ring_catches_up_through_shared_reads() {
     let reads = store.reads.load(Ordering::Relaxed);
     assert!(reads <= 20, "{reads} store reads for 200 readers catching up on 1,000 events");
 }
+
+#[tokio::test]
+async fn an_observer_receives_events_but_is_not_counted_and_keeps_its_topic() {
+    let hub = hub_with(RingLimits::default(), Retention::default()).await;
+    let mut watcher = Subscription::observe(&hub, select(&["watched"]), Resume::Live).unwrap();
+    let stats = hub.topic_stats("watched").expect("the observed topic is in the registry");
+    assert_eq!(stats.subscribers, 0);
+    assert_eq!(hub.stats().subscriptions, 0);
+    let subscriber = Subscription::open(&hub, select(&["watched"]), Resume::Live).unwrap();
+    assert_eq!(hub.topic_stats("watched").unwrap().subscribers, 1);
+    assert_eq!(hub.stats().subscriptions, 1);
+    drop(subscriber);
+
+    // Idle for long: an observed topic stays, so the observer sees what comes next.
+    assert_eq!(hub.sweep_idle_topics(now_ms() + 3_600_000), 0);
+    hub.publish(EventDraft::new(topic("watched"), "seen")).await.unwrap();
+    let d = next_within(&mut watcher, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(d.events.len(), 1);
+    assert_eq!(hub.topic_stats("watched").unwrap().subscribers, 0);
+    drop(watcher);
+    assert_eq!(hub.sweep_idle_topics(now_ms() + 3_600_000), 1);
+    assert_eq!(hub.stats().subscriptions, 0);
+}

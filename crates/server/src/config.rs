@@ -55,6 +55,8 @@ pub mod defaults {
     pub const RETENTION_EVENTS: usize = 10_000;
     /// Age after which the store drops events.
     pub const RETENTION_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+    /// Rows the dashboard lists per table (topics, streams).
+    pub const DASHBOARD_ROWS: usize = 500;
 }
 
 /// A secret that never appears in logs or `Debug` output.
@@ -120,6 +122,11 @@ pub struct Settings {
     /// Origins allowed by CORS (comma-separated; `*` for any).
     #[arg(long, env = "HERALD_CORS_ORIGINS", value_name = "ORIGIN", value_delimiter = ',', num_args = 1..)]
     pub cors_origins: Vec<String>,
+    /// Let CORS origins send cookies (Access-Control-Allow-Credentials), for
+    /// the `herald_token` cookie across origins; with `*`, any site may then
+    /// read streams with its visitors' cookies [default: false].
+    #[arg(long, env = "HERALD_CORS_CREDENTIALS", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub cors_credentials: Option<String>,
     /// Proxies whose X-Forwarded-For is trusted (comma-separated IPs).
     #[arg(long, env = "HERALD_TRUSTED_PROXIES", value_name = "IP", value_delimiter = ',', num_args = 1..)]
     pub trusted_proxies: Vec<String>,
@@ -188,6 +195,9 @@ pub struct Settings {
     /// Time given to in-flight work at shutdown, and to a connection told to close [default: 10s].
     #[arg(long, env = "HERALD_SHUTDOWN_GRACE", value_name = "DURATION")]
     pub shutdown_grace: Option<String>,
+    /// Rows the dashboard lists per table; past it the page says "showing N of M" [default: 500].
+    #[arg(long, env = "HERALD_DASHBOARD_ROWS", value_name = "N")]
+    pub dashboard_rows: Option<String>,
     /// Log filter, as RUST_LOG syntax [default: info].
     #[arg(long, env = "HERALD_LOG", value_name = "FILTER")]
     pub log: Option<String>,
@@ -249,6 +259,7 @@ impl Settings {
                 jwt_leeway,
                 heartbeat,
                 retry,
+                cors_credentials,
                 max_connections,
                 max_streams_per_ip,
                 max_body_bytes,
@@ -269,6 +280,7 @@ impl Settings {
                 stall_timeout,
                 stream_max_duration,
                 shutdown_grace,
+                dashboard_rows,
                 log,
             ],
             [public_subscribe, cors_origins, trusted_proxies]
@@ -326,6 +338,8 @@ pub struct Config {
     pub retry: Duration,
     /// CORS origins (`*` for any); empty disables CORS.
     pub cors_origins: Vec<String>,
+    /// Whether CORS answers carry `Access-Control-Allow-Credentials: true`.
+    pub cors_credentials: bool,
     /// Proxies trusted for X-Forwarded-For.
     pub trusted_proxies: Vec<IpAddr>,
     /// Open connections, all clients.
@@ -356,6 +370,8 @@ pub struct Config {
     pub hub: HubConfig,
     /// Store retention.
     pub retention: Retention,
+    /// Rows per table on the dashboard.
+    pub dashboard_rows: usize,
     /// Log filter.
     pub log: String,
 }
@@ -565,6 +581,7 @@ impl Config {
             heartbeat,
             retry: p.duration("retry", s.retry.as_deref(), defaults::RETRY),
             cors_origins,
+            cors_credentials: p.parse("cors_credentials", s.cors_credentials.as_deref(), false, parse_bool),
             trusted_proxies,
             max_connections: p.count("max_connections", s.max_connections.as_deref(), defaults::MAX_CONNECTIONS),
             max_streams_per_ip: p.count(
@@ -588,6 +605,7 @@ impl Config {
             shutdown_grace: p.duration("shutdown_grace", s.shutdown_grace.as_deref(), defaults::SHUTDOWN_GRACE),
             hub,
             retention,
+            dashboard_rows: p.count("dashboard_rows", s.dashboard_rows.as_deref(), defaults::DASHBOARD_ROWS),
             log: s.log.clone().unwrap_or_else(|| "info".to_owned()),
         };
         if config.max_body_bytes < config.max_event_bytes {
@@ -650,7 +668,8 @@ mod tests {
         let file = dir.join("herald.toml");
         std::fs::write(
             &file,
-            "listen = \"127.0.0.1:9000\"\nheartbeat = \"2s\"\nmax-connections = 50\npublic-subscribe = [\"news.*\"]\nbody-timeout = \"3s\"\n",
+            "listen = \"127.0.0.1:9000\"\nheartbeat = \"2s\"\nmax-connections = 50\npublic-subscribe = [\"news.*\"]\n\
+             body-timeout = \"3s\"\ncors-credentials = true\ndashboard-rows = 7\n",
         )
         .unwrap();
         let settings = Settings { config: Some(file.clone()), heartbeat: Some("5s".into()), ..Settings::default() };
@@ -660,6 +679,9 @@ mod tests {
         assert_eq!(config.max_connections, 50);
         assert_eq!(config.public_subscribe.len(), 1);
         assert_eq!(config.body_timeout, Duration::from_secs(3));
+        assert!(config.cors_credentials);
+        assert_eq!(config.dashboard_rows, 7);
+        assert!(!Config::for_tests("0123456789abcdef0123456789abcdef").cors_credentials, "off by default");
         std::fs::write(&file, "lisen = \"x\"\n").unwrap();
         let errors = Settings { config: Some(file), ..Settings::default() }.with_file().unwrap_err();
         assert!(errors[0].contains("unknown setting `lisen`"));

@@ -60,7 +60,7 @@ fn api(state: AppState) -> Router {
         .route("/readyz", get(routes::health::ready))
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed);
-    let router = match cors(&state.config.cors_origins) {
+    let router = match cors(&state.config.cors_origins, state.config.cors_credentials) {
         Some(layer) => router.layer(layer),
         None => router,
     };
@@ -91,20 +91,25 @@ pub async fn serve_all(
     server::serve(listeners, state, shutdown).await
 }
 
-/// CORS for the configured origins; credentials allowed for the cookie.
-fn cors(origins: &[String]) -> Option<CorsLayer> {
+/// CORS for the configured origins. Cookies cross only with
+/// `--cors-credentials`: `*` alone answers `Access-Control-Allow-Origin: *`,
+/// which browsers never combine with cookies, so no site can read streams
+/// with its visitors' cookies unless the operator asked for it.
+fn cors(origins: &[String], credentials: bool) -> Option<CorsLayer> {
     if origins.is_empty() {
         return None;
     }
-    let allow = if origins.iter().any(|o| o == "*") {
-        AllowOrigin::mirror_request()
-    } else {
-        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    let any = origins.iter().any(|o| o == "*");
+    let allow = match (any, credentials) {
+        (true, false) => AllowOrigin::any(),
+        // `*` cannot carry credentials: echo the caller's origin instead.
+        (true, true) => AllowOrigin::mirror_request(),
+        (false, _) => AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok())),
     };
     Some(
         CorsLayer::new()
             .allow_origin(allow)
-            .allow_credentials(true)
+            .allow_credentials(credentials)
             .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
             .allow_headers([
                 header::AUTHORIZATION,

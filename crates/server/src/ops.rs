@@ -17,7 +17,13 @@ use crate::state::AppState;
 
 /// `/metrics` and `/admin`.
 pub fn router(state: AppState) -> Router {
-    let dashboard = herald_admin::router(Arc::new(Source(state.clone())));
+    let options = herald_admin::Options {
+        rows: state.config.dashboard_rows,
+        heartbeat: state.config.heartbeat,
+        // `/inspector` belongs to the public API's listener.
+        inspector: state.config.internal_listen.is_none(),
+    };
+    let dashboard = herald_admin::router(Arc::new(Source(state.clone())), options);
     Router::new().route("/metrics", get(metrics)).with_state(state).nest("/admin", dashboard)
 }
 

@@ -21,7 +21,7 @@ use common::*;
 use futures::StreamExt as _;
 use herald_server::config::JwtKey;
 use jsonwebtoken::{Algorithm, EncodingKey};
-use reqwest::{StatusCode, header};
+use reqwest::{Response, StatusCode, header};
 use serde_json::{Value, json};
 use tokio::{io::AsyncWriteExt as _, net::TcpStream};
 
@@ -846,23 +846,39 @@ async fn streams_end_at_stream_max_duration_and_resume_cleanly() {
     assert!(started.elapsed() >= Duration::from_millis(600), "{:?}", started.elapsed());
 }
 
+/// A CORS preflight for a publish from `origin`.
+async fn preflight(server: &TestServer, origin: &str) -> Response {
+    server
+        .client
+        .request(reqwest::Method::OPTIONS, server.url("/topics/c/events"))
+        .header(header::ORIGIN, origin)
+        .header(header::ACCESS_CONTROL_REQUEST_METHOD, "POST")
+        .header(header::ACCESS_CONTROL_REQUEST_HEADERS, "authorization, content-type, idempotency-key")
+        .send()
+        .await
+        .unwrap()
+}
+
+/// A stream opened from `origin`, with a token in the header.
+async fn cross_origin_stream(server: &TestServer, origin: &str) -> Sse {
+    Sse::open(
+        server
+            .client
+            .get(server.url("/topics/c/events"))
+            .bearer_auth(server.root_token())
+            .header(header::ORIGIN, origin),
+    )
+    .await
+}
+
 #[tokio::test]
 async fn cors_preflight_echoes_allowed_origins_only() {
     let server = TestServer::start_with(|c| c.cors_origins = vec!["https://app.example.com".into()]).await;
-    let preflight = |origin: &'static str| {
-        server
-            .client
-            .request(reqwest::Method::OPTIONS, server.url("/topics/c/events"))
-            .header(header::ORIGIN, origin)
-            .header(header::ACCESS_CONTROL_REQUEST_METHOD, "POST")
-            .header(header::ACCESS_CONTROL_REQUEST_HEADERS, "authorization, content-type, idempotency-key")
-            .send()
-    };
-    let allowed = preflight("https://app.example.com").await.unwrap();
+    let allowed = preflight(&server, "https://app.example.com").await;
     assert!(allowed.status().is_success(), "{}", allowed.status());
     let h = allowed.headers();
     assert_eq!(h.get(header::ACCESS_CONTROL_ALLOW_ORIGIN).unwrap(), "https://app.example.com");
-    assert_eq!(h.get(header::ACCESS_CONTROL_ALLOW_CREDENTIALS).unwrap(), "true");
+    assert!(h.get(header::ACCESS_CONTROL_ALLOW_CREDENTIALS).is_none(), "no cookies without --cors-credentials: {h:?}");
     let methods = h.get(header::ACCESS_CONTROL_ALLOW_METHODS).unwrap().to_str().unwrap().to_ascii_uppercase();
     assert!(methods.contains("POST") && methods.contains("GET"), "{methods}");
     let allowed_headers = h.get(header::ACCESS_CONTROL_ALLOW_HEADERS).unwrap().to_str().unwrap().to_ascii_lowercase();
@@ -870,20 +886,50 @@ async fn cors_preflight_echoes_allowed_origins_only() {
         assert!(allowed_headers.contains(name), "{name} in {allowed_headers}");
     }
 
-    let denied = preflight("https://evil.example.com").await.unwrap();
+    let denied = preflight(&server, "https://evil.example.com").await;
     assert!(denied.headers().get(header::ACCESS_CONTROL_ALLOW_ORIGIN).is_none(), "{:?}", denied.headers());
 
     // A real cross-origin stream request gets the header too.
-    let sse = Sse::open(
-        server
-            .client
-            .get(server.url("/topics/c/events"))
-            .bearer_auth(server.root_token())
-            .header(header::ORIGIN, "https://app.example.com"),
-    )
-    .await;
+    let sse = cross_origin_stream(&server, "https://app.example.com").await;
     assert_eq!(sse.headers.get(header::ACCESS_CONTROL_ALLOW_ORIGIN).unwrap(), "https://app.example.com");
-    assert_eq!(sse.headers.get(header::ACCESS_CONTROL_ALLOW_CREDENTIALS).unwrap(), "true");
+    assert!(sse.headers.get(header::ACCESS_CONTROL_ALLOW_CREDENTIALS).is_none(), "{:?}", sse.headers);
+}
+
+#[tokio::test]
+async fn cors_any_origin_never_carries_cookies_unless_asked() {
+    let server = TestServer::start_with(|c| c.cors_origins = vec!["*".into()]).await;
+    for response_headers in [
+        preflight(&server, "https://anyone.example.com").await.headers().clone(),
+        cross_origin_stream(&server, "https://anyone.example.com").await.headers,
+    ] {
+        assert_eq!(response_headers.get(header::ACCESS_CONTROL_ALLOW_ORIGIN).unwrap(), "*", "{response_headers:?}");
+        assert!(response_headers.get(header::ACCESS_CONTROL_ALLOW_CREDENTIALS).is_none(), "{response_headers:?}");
+    }
+
+    // `--cors-credentials`: the operator asked for cookies across origins.
+    let server = TestServer::start_with(|c| {
+        c.cors_origins = vec!["*".into()];
+        c.cors_credentials = true;
+    })
+    .await;
+    for response_headers in [
+        preflight(&server, "https://anyone.example.com").await.headers().clone(),
+        cross_origin_stream(&server, "https://anyone.example.com").await.headers,
+    ] {
+        let h = &response_headers;
+        assert_eq!(h.get(header::ACCESS_CONTROL_ALLOW_ORIGIN).unwrap(), "https://anyone.example.com", "{h:?}");
+        assert_eq!(h.get(header::ACCESS_CONTROL_ALLOW_CREDENTIALS).unwrap(), "true", "{h:?}");
+    }
+
+    // An explicit list follows the setting too.
+    let server = TestServer::start_with(|c| {
+        c.cors_origins = vec!["https://app.example.com".into()];
+        c.cors_credentials = true;
+    })
+    .await;
+    let h = preflight(&server, "https://app.example.com").await.headers().clone();
+    assert_eq!(h.get(header::ACCESS_CONTROL_ALLOW_ORIGIN).unwrap(), "https://app.example.com", "{h:?}");
+    assert_eq!(h.get(header::ACCESS_CONTROL_ALLOW_CREDENTIALS).unwrap(), "true", "{h:?}");
 }
 
 // ------------------------------------------------------- topics and health

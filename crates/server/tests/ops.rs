@@ -181,8 +181,36 @@ async fn the_dashboard_needs_an_admin_token_and_disconnects_on_confirmation() {
     assert_eq!(moved.status(), 303);
     assert_eq!(moved.headers()["location"], "/admin/connections");
     let cookie = moved.headers()["set-cookie"].to_str().unwrap().to_owned();
-    assert!(cookie.starts_with("herald_token=") && cookie.contains("HttpOnly"));
+    assert!(cookie.starts_with("herald_admin=") && cookie.contains("HttpOnly"), "{cookie}");
+    assert!(cookie.contains("Path=/admin;") && cookie.contains("SameSite=Strict"), "{cookie}");
     let cookie = cookie.split(';').next().unwrap().to_owned();
+
+    // The dashboard's cookie is its own: the public API never takes it.
+    for path in ["/topics/private/events", "/events?topic=private"] {
+        let refused = client.get(herald.url(path)).header("cookie", &cookie).send().await.unwrap();
+        assert_eq!(refused.status(), 401, "{path} with the dashboard's cookie");
+    }
+    let publish = client
+        .post(herald.url("/topics/private/events"))
+        .header("cookie", &cookie)
+        .header("content-type", "text/plain")
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(publish.status(), 401, "a publish with the dashboard's cookie");
+
+    // Signing in with the form sets that cookie alone.
+    let form = client
+        .post(herald.url("/admin/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={admin}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(form.status(), 303);
+    let set: Vec<&str> = form.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap()).collect();
+    assert!(set.len() == 1 && set[0].starts_with("herald_admin=") && set[0].contains("Path=/admin;"), "{set:?}");
     let overview = client.get(herald.url("/admin")).header("cookie", &cookie).send().await.unwrap();
     assert_eq!(overview.status(), 200);
     assert!(overview.text().await.unwrap().contains("id=\"m-streams\""));
@@ -243,7 +271,7 @@ async fn internal_listen_moves_metrics_and_the_dashboard_off_the_public_listener
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let internal = format!("127.0.0.1:{port}");
     let herald = Herald::start(dir.path(), &["--memory", "--internal-listen", &internal]);
-    let client = reqwest::Client::new();
+    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
     assert_eq!(client.get(herald.url("/metrics")).send().await.unwrap().status(), 404);
     assert_eq!(client.get(herald.url("/admin")).send().await.unwrap().status(), 404);
     assert_eq!(client.get(herald.url("/healthz")).send().await.unwrap().status(), 200);
@@ -251,12 +279,203 @@ async fn internal_listen_moves_metrics_and_the_dashboard_off_the_public_listener
     assert_eq!(metrics.status(), 200);
     assert!(metrics.text().await.unwrap().contains("# HELP herald_subscriptions "));
     assert_eq!(client.get(format!("http://{internal}/admin")).send().await.unwrap().status(), 401);
+
+    // Every link and asset of every dashboard page resolves on the internal listener.
+    let admin = token_with("ops", &[], &[], true, Duration::from_secs(600));
+    for page in ["/admin", "/admin/connections", "/admin/metrics", "/admin/topics/t"] {
+        let html = client
+            .get(format!("http://{internal}{page}"))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let targets: Vec<&str> = ["href=\"", "src=\""]
+            .iter()
+            .flat_map(|attr| html.split(attr).skip(1).filter_map(|rest| rest.split('"').next()))
+            .filter(|target| target.starts_with('/'))
+            .collect();
+        assert!(targets.contains(&"/admin/assets/admin.js"), "{page}: {targets:?}");
+        for target in targets {
+            let status =
+                client.get(format!("http://{internal}{target}")).bearer_auth(&admin).send().await.unwrap().status();
+            assert_ne!(status, 404, "{page} links to {target}, which the internal listener does not serve");
+        }
+    }
+    // The inspector stays on the public listener, with its assets beside it.
+    for path in ["/inspector", "/inspector/assets/admin.css", "/inspector/assets/sse.js"] {
+        assert_eq!(client.get(herald.url(path)).send().await.unwrap().status(), 200, "{path}");
+    }
+
+    // A topic's tail on the dashboard's listener sees what the public one publishes.
+    let tail = client.get(format!("http://{internal}/admin/topics/t/tail")).bearer_auth(&admin).send().await.unwrap();
+    assert_eq!(tail.status(), 200);
+    assert_eq!(tail.headers()["content-type"], "text/event-stream");
+    let mut events = tail.bytes_stream().eventsource();
+    publish(&client, &herald, "t", r#"{"data":"over the wall","event":"note"}"#).await;
+    let event = next_event(&mut events).await;
+    assert_eq!((event.event.as_str(), event.data.as_str()), ("note", "over the wall"));
+}
+
+async fn publish(client: &reqwest::Client, herald: &Herald, topic: &str, body: &str) {
+    let r = client
+        .post(herald.url(&format!("/topics/{topic}/events")))
+        .bearer_auth(token())
+        .header("content-type", "application/json")
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "publish to {topic}");
+}
+
+/// The next event of an SSE stream, within ten seconds.
+async fn next_event<S, E>(events: &mut S) -> eventsource_stream::Event
+where
+    S: futures::Stream<Item = Result<eventsource_stream::Event, E>> + Unpin,
+    E: std::fmt::Debug,
+{
+    tokio::time::timeout(Duration::from_secs(10), events.next())
+        .await
+        .expect("an event within ten seconds")
+        .expect("the stream went on")
+        .unwrap()
+}
+
+async fn subscribers(client: &reqwest::Client, herald: &Herald, topic: &str) -> u64 {
+    let r = client.get(herald.url(&format!("/topics/{topic}"))).bearer_auth(token()).send().await.unwrap();
+    let body: serde_json::Value = r.json().await.unwrap();
+    body["subscribers"].as_u64().unwrap_or_else(|| panic!("no subscribers in {body}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_topic_tail_is_the_operators_own_and_not_a_subscriber() {
+    let dir = tempfile::tempdir().unwrap();
+    let herald = Herald::start(dir.path(), &["--memory"]);
+    let client = reqwest::Client::new();
+    let admin = token_with("ops", &[], &[], true, Duration::from_secs(600));
+
+    // The public API does not serve the tail, with an admin token or not.
+    assert_eq!(client.get(herald.url("/admin/topics/t/tail")).send().await.unwrap().status(), 401);
+    let tail = client.get(herald.url("/admin/topics/t/tail")).bearer_auth(&admin).send().await.unwrap();
+    assert_eq!(tail.status(), 200);
+    let mut events = tail.bytes_stream().eventsource();
+    publish(&client, &herald, "t", r#"{"data":"first","event":"invoice.paid"}"#).await;
+    let event = next_event(&mut events).await;
+    assert_eq!((event.event.as_str(), event.data.as_str()), ("invoice.paid", "first"));
+
+    // Not a subscriber: not counted on the topic nor in the hub, not listed.
+    assert_eq!(subscribers(&client, &herald, "t").await, 0);
+    let text = client.get(herald.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert_eq!(metric(&text, "herald_subscriptions"), 0.0);
+    let list =
+        client.get(herald.url("/admin/connections")).bearer_auth(&admin).send().await.unwrap().text().await.unwrap();
+    assert!(!list.contains("data-disconnect="), "the tail is listed as a stream: {list}");
+    let real = client.get(herald.url("/topics/t/events")).bearer_auth(token()).send().await.unwrap();
+    let mut real = real.bytes_stream();
+    let _opened = real.next().await;
+    assert_eq!(subscribers(&client, &herald, "t").await, 1);
+
+    // It resumes from Last-Event-ID like any stream.
+    let second = client.get(herald.url("/admin/topics/t/tail")).bearer_auth(&admin).header("last-event-id", &event.id);
+    publish(&client, &herald, "t", r#"{"data":"second"}"#).await;
+    let mut resumed = second.send().await.unwrap().bytes_stream().eventsource();
+    assert_eq!(next_event(&mut resumed).await.data, "second");
+    drop(real);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboards_streams_end_when_the_admin_token_expires() {
+    let dir = tempfile::tempdir().unwrap();
+    let herald = Herald::start(dir.path(), &["--memory", "--jwt-leeway", "0"]);
+    let client = reqwest::Client::new();
+    let short = token_with("ops", &[], &[], true, Duration::from_secs(3));
+    let mut streams = Vec::new();
+    for path in ["/admin/live", "/admin/topics/t/tail"] {
+        let response = client.get(herald.url(path)).bearer_auth(&short).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        streams.push((path, response.bytes_stream().eventsource()));
+    }
+    for (path, mut events) in streams {
+        let ended = tokio::time::timeout(Duration::from_secs(10), async {
+            let mut last = None;
+            while let Some(event) = events.next().await {
+                last = Some(event.unwrap());
+            }
+            last
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{path} went on after the token expired"));
+        let last = ended.unwrap_or_else(|| panic!("{path} ended without a word"));
+        assert_eq!(last.event, "herald.expired", "{path}: {last:?}");
+        assert!(last.data.contains("sign in again"), "{path}: {last:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_counts_every_stream_says_when_lists_are_cut_and_keeps_rates_steady() {
+    let dir = tempfile::tempdir().unwrap();
+    let herald = Herald::start(dir.path(), &["--memory", "--dashboard-rows", "2"]);
+    let client = reqwest::Client::new();
+    let admin = token_with("ops", &[], &[], true, Duration::from_secs(600));
+    let mut open = Vec::new();
+    for topic in ["r1", "r2", "r3"] {
+        let response =
+            client.get(herald.url(&format!("/topics/{topic}/events"))).bearer_auth(token()).send().await.unwrap();
+        let mut stream = response.bytes_stream();
+        let _opened = stream.next().await;
+        open.push(stream);
+    }
+    let page =
+        client.get(herald.url("/admin/connections")).bearer_auth(&admin).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("id=\"c-count\">3<"), "{page}");
+    assert!(page.contains("showing 2 of 3 streams"), "{page}");
+    assert_eq!(page.matches("data-disconnect=").count(), 2, "{page}");
+
+    // One event a second on r1, slower than the sampler looks: the rate reads 1/s, not 2 and 0 by turns.
+    let live = client.get(herald.url("/admin/live")).bearer_auth(&admin).send().await.unwrap();
+    let mut live = live.bytes_stream().eventsource();
+    let start = tokio::time::Instant::now();
+    let mut next_publish = start;
+    let mut rates = Vec::new();
+    while start.elapsed() < Duration::from_secs(10) {
+        if tokio::time::Instant::now() >= next_publish {
+            publish(&client, &herald, "r1", r#"{"data":"tick"}"#).await;
+            next_publish += Duration::from_secs(1);
+        }
+        let event = next_event(&mut live).await;
+        if event.event != "snapshot" {
+            continue;
+        }
+        let snapshot: serde_json::Value = serde_json::from_str(&event.data).unwrap();
+        assert_eq!(snapshot["sample"]["streams"], 3, "{snapshot}");
+        assert_eq!(snapshot["connections"].as_array().unwrap().len(), 2, "{snapshot}");
+        assert_eq!(snapshot["topics_total"], 3, "{snapshot}");
+        assert_eq!(snapshot["topics"].as_array().unwrap().len(), 2, "{snapshot}");
+        if start.elapsed() > Duration::from_secs(6) {
+            let topic = snapshot["topics"].as_array().unwrap().iter().find(|t| t["name"] == "r1").cloned();
+            rates
+                .push((snapshot["sample"]["publish_rate"].as_f64().unwrap(), topic.map(|t| t["publish_rate"].clone())));
+        }
+    }
+    assert!(rates.len() >= 4, "{rates:?}");
+    for (hub, topic) in &rates {
+        assert!((0.4..=1.6).contains(hub), "publishes/s at a steady 1/s: {rates:?}");
+        if let Some(topic) = topic.as_ref().and_then(serde_json::Value::as_f64) {
+            assert!((0.4..=1.6).contains(&topic), "r1's publishes/s at a steady 1/s: {rates:?}");
+        }
+    }
+    let overview = client.get(herald.url("/admin")).bearer_auth(&admin).send().await.unwrap().text().await.unwrap();
+    assert!(overview.contains("showing 2 of 3 topics"), "{overview}");
+    drop(open);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_works_in_headless_chromium() {
     let dir = tempfile::tempdir().unwrap();
-    let herald = Herald::start(dir.path(), &["--memory"]);
+    let herald = Herald::start(dir.path(), &["--memory", "--dashboard-rows", "3"]);
     let shots = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/screenshots");
     let _ = std::fs::remove_dir_all(&shots);
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/dashboard.mjs");
@@ -267,6 +486,8 @@ async fn the_dashboard_works_in_headless_chromium() {
         .env("HERALD_URL", &herald.base)
         .env("ADMIN_TOKEN", admin)
         .env("USER_TOKEN", user)
+        .env("JWT_SECRET", process::SECRET)
+        .env("DASHBOARD_ROWS", "3")
         .env("SCREENSHOT_DIR", &shots)
         .kill_on_drop(true)
         .output();
@@ -275,8 +496,18 @@ async fn the_dashboard_works_in_headless_chromium() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "dashboard e2e failed:\n{stdout}\n{stderr}");
     assert!(stdout.contains("dashboard e2e: ok"), "{stdout}");
-    for page in ["overview", "topic", "connections", "metrics", "inspector", "overview-dark", "overview-phone", "login"]
-    {
+    for page in [
+        "overview",
+        "topic",
+        "connections",
+        "metrics",
+        "inspector",
+        "inspector-refused",
+        "signed-out",
+        "overview-dark",
+        "overview-phone",
+        "login",
+    ] {
         let file = shots.join(format!("{page}.png"));
         let size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
         assert!(size > 5_000, "{} missing or empty", file.display());
