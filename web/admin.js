@@ -100,7 +100,7 @@ function render(snap) {
     const q = filterText("topic-filter");
     const rows = sortRows("topics", snap.topics.filter((t) => t.name.toLowerCase().includes(q)));
     $("topics").tBodies[0].innerHTML = rows.map((t) =>
-      `<tr><td><a href="/admin/topics/${encodeURIComponent(t.name)}">${esc(t.name)}</a></td><td class="num">${t.subscribers}</td><td class="num">${t.buffered}</td><td class="num">${ago(t.last_event_ms)}</td><td class="num">${t.publish_rate.toFixed(1)}</td></tr>`).join("");
+      `<tr><td><a href="/admin/topics/${encodeURIComponent(t.name)}">${esc(t.name)}</a></td><td class="num">${t.subscribers}</td><td class="num">${fmt(t.retained)}</td><td class="num">${ago(t.last_event_ms)}</td><td class="num">${t.publish_rate.toFixed(1)}</td></tr>`).join("");
     const empty = $("topics-empty");
     if (empty) empty.hidden = snap.topics.length > 0;
     setMore("topics-more", snap.topics.length, snap.topics_total, "topics, those with the most subscribers");
@@ -122,6 +122,7 @@ function render(snap) {
     const t = snap.topics.find((x) => x.name === name);
     setText("t-subscribers", t ? t.subscribers : subs.length);
     setText("t-buffered", t ? t.buffered : 0);
+    if (t) setText("t-retained", fmt(t.retained));
     setMore("tc-more", subs.length, t ? Math.max(t.subscribers, subs.length) : subs.length, "streams");
   }
 }

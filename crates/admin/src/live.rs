@@ -6,13 +6,13 @@
 //! rows and carry the true totals beside them.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{HashMap, HashSet, VecDeque},
     sync::Arc,
     time::Duration,
 };
 
 use axum::{extract::State, response::Response};
-use herald_core::{ConnectionSnapshot, now_ms, sse};
+use herald_core::{ConnectionSnapshot, Hub, TopicName, TopicStats, now_ms, sse};
 use parking_lot::Mutex;
 use serde::Serialize;
 use tokio::sync::watch;
@@ -30,6 +30,11 @@ const INTERVAL: Duration = Duration::from_millis(500);
 const HISTORY: usize = 1800;
 /// Percentiles and rates span this many sampling intervals (five seconds).
 const WINDOW: usize = 10;
+/// The store's topics are read every this many samples (five seconds): a
+/// read costs the store a query per topic, the registry costs nothing.
+const STORED_EVERY: usize = 10;
+/// Most of the store's topics read for the lists.
+const STORED_TOPICS: usize = 10_000;
 
 /// The hub at one moment.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -63,6 +68,9 @@ pub struct Sample {
 pub(crate) struct TopicRow {
     pub(crate) name: String,
     pub(crate) subscribers: usize,
+    /// Events the store retains (as of its last read).
+    pub(crate) retained: u64,
+    /// Events in its ring, in memory.
     pub(crate) buffered: usize,
     pub(crate) last_event_ms: Option<u64>,
     pub(crate) publish_rate: f64,
@@ -96,10 +104,13 @@ impl Live {
             let mut state = SamplerState { rows, ..SamplerState::default() };
             let mut tick = tokio::time::interval(INTERVAL);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
+            for taken in 0usize.. {
                 tokio::select! {
                     () = shutdown.cancelled() => return,
                     _ = tick.tick() => {}
+                }
+                if taken % STORED_EVERY == 0 {
+                    state.read_store(source.hub()).await;
                 }
                 let snapshot = state.take(source.as_ref());
                 {
@@ -137,6 +148,8 @@ struct SamplerState {
     /// for a topic seen in fewer samples).
     topic_published: HashMap<String, VecDeque<u64>>,
     latency: VecDeque<Vec<(f64, f64)>>,
+    /// The topics the store held at its last read, with their figures.
+    stored: HashMap<TopicName, TopicStats>,
 }
 
 /// Keeps the newest `WINDOW + 1` values of `values`, with `value` last.
@@ -148,6 +161,14 @@ fn push_windowed<T>(values: &mut VecDeque<T>, value: T) {
 }
 
 impl SamplerState {
+    /// Reads the store's topics, which stay listed after they leave memory.
+    async fn read_store(&mut self, hub: &Hub) {
+        match hub.topic_list(None, STORED_TOPICS).await {
+            Ok(stored) => self.stored = stored.into_iter().map(|t| (t.name.clone(), t)).collect(),
+            Err(error) => tracing::debug!(%error, "dashboard: the store's topics could not be read"),
+        }
+    }
+
     /// Per second over the window: between the oldest of `values` and the
     /// newest, whose times are the newest of `self.times`. Spread over the
     /// whole window at least, so a topic seen for one interval does not read
@@ -189,25 +210,37 @@ impl SamplerState {
             delivered: stats.delivered,
         };
         let mut seen = HashMap::with_capacity(self.topic_published.len());
-        let mut topics: Vec<TopicRow> = hub
-            .all_topic_stats()
-            .into_iter()
+        let live = hub.all_topic_stats();
+        let mut topics: Vec<TopicRow> = live
+            .iter()
             .map(|t| {
                 let name = t.name.to_string();
                 let mut history = self.topic_published.remove(&name).unwrap_or_default();
                 push_windowed(&mut history, t.published);
+                let stored = self.stored.get(&t.name);
                 let row = TopicRow {
                     publish_rate: self.rate(&history),
                     name: name.clone(),
                     subscribers: t.subscribers,
+                    retained: stored.map_or(0, |s| s.retained),
                     buffered: t.buffered,
-                    last_event_ms: t.last_event_ms,
+                    last_event_ms: t.last_event_ms.max(stored.and_then(|s| s.last_event_ms)),
                 };
                 seen.insert(name, history);
                 row
             })
             .collect();
-        // Topics that left the registry are forgotten.
+        // Topics out of memory are listed as the store last saw them.
+        let in_memory: HashSet<&TopicName> = live.iter().map(|t| &t.name).collect();
+        topics.extend(self.stored.values().filter(|s| !in_memory.contains(&s.name)).map(|s| TopicRow {
+            name: s.name.to_string(),
+            subscribers: 0,
+            retained: s.retained,
+            buffered: 0,
+            last_event_ms: s.last_event_ms,
+            publish_rate: 0.0,
+        }));
+        // Rates of topics that left the registry are forgotten.
         self.topic_published = seen;
         let topics_total = topics.len();
         topics.sort_by(|a, b| b.subscribers.cmp(&a.subscribers).then_with(|| a.name.cmp(&b.name)));

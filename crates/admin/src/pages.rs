@@ -75,6 +75,7 @@ pub(crate) struct TopicPage {
     frame: Frame,
     name: String,
     subscribers: usize,
+    retained: u64,
     buffered: usize,
     last_id: String,
     connections: Vec<ConnectionSnapshot>,
@@ -140,7 +141,13 @@ pub(crate) async fn topic(State(admin): State<Admin>, _operator: Operator, Path(
         return (StatusCode::BAD_REQUEST, "not a topic name").into_response();
     };
     let frame = Frame::new(&admin, "topic");
-    let stats = admin.source.hub().topic_stats(topic.as_str());
+    let stats = match admin.source.hub().topic(&topic).await {
+        Ok(stats) => stats,
+        Err(error) => {
+            tracing::warn!(%error, "dashboard: the store could not be read");
+            admin.source.hub().topic_stats(topic.as_str())
+        }
+    };
     let mut connections: Vec<ConnectionSnapshot> = admin
         .source
         .connections()
@@ -153,6 +160,7 @@ pub(crate) async fn topic(State(admin): State<Admin>, _operator: Operator, Path(
         TopicPage {
             frame,
             subscribers: stats.as_ref().map_or(0, |s| s.subscribers),
+            retained: stats.as_ref().map_or(0, |s| s.retained),
             buffered: stats.as_ref().map_or(0, |s| s.buffered),
             last_id: stats.and_then(|s| s.last_id).map_or_else(|| "–".into(), |id| id.to_string()),
             name: topic.to_string(),
@@ -254,6 +262,7 @@ mod tests {
         let topics = vec![TopicRow {
             name: "news".into(),
             subscribers: 5,
+            retained: 9,
             buffered: 9,
             last_event_ms: Some(1),
             publish_rate: 2.0,

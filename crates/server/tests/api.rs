@@ -1002,6 +1002,18 @@ async fn topics_are_reported_from_the_store_after_they_leave_memory() {
     assert_eq!(pages, ["a.1", "a.2", "a.3", "user@42"]);
     expect_error(get("/topics?limit=0").await.unwrap(), StatusCode::BAD_REQUEST, "invalid_limit").await;
     expect_error(get("/topics?after=a%20b").await.unwrap(), StatusCode::BAD_REQUEST, "invalid_topic").await;
+
+    // The dashboard lists it too, with what is stored (its sampler reads the
+    // store every few seconds).
+    let page = get("/admin/topics/user@42").await.unwrap().text().await.unwrap();
+    assert!(page.contains("id=\"t-retained\">4<"), "{page}");
+    let row = "<a href=\"/admin/topics/user@42\">user@42</a></td><td class=\"num\">0</td><td class=\"num\">4</td>";
+    within(WAIT, "the dashboard to list the stored topic", async {
+        while !get("/admin").await.unwrap().text().await.unwrap().contains(row) {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
 }
 
 /// With the registry full, events of topics that found no room reach pattern
