@@ -231,6 +231,9 @@ pub(crate) struct Subscriber {
     /// An operator watching (`Subscription::observe`): not counted as a
     /// subscriber of its topics nor among the open subscriptions.
     pub(crate) observer: bool,
+    /// A pattern subscription reads the store while its cursor is below
+    /// this: events of a topic it selects went to no ring up to here.
+    pub(crate) bypassed_through: AtomicU64,
 }
 
 /// State shared by the hub handle, its writer task and every subscription.
@@ -246,11 +249,6 @@ pub(crate) struct HubInner {
     /// Every event with a sequence up to here is in its ring or its store.
     /// Shared with every topic: a wake must not count an event it cannot see.
     watermark: Arc<AtomicU64>,
-    /// The newest event that went to no ring, because the registry was full
-    /// when its topic would have entered it. Its readers can only be pattern
-    /// subscriptions (a topic with an exact subscriber is in the registry),
-    /// and those read the store while their cursor is below this.
-    pub(crate) bypassed_through: AtomicU64,
     pub(crate) config: HubConfig,
     next_subscriber: AtomicU64,
     pub(crate) counters: Counters,
@@ -291,7 +289,6 @@ impl Hub {
             epoch: store.epoch(),
             store,
             watermark: Arc::new(AtomicU64::new(watermark)),
-            bypassed_through: AtomicU64::new(0),
             next_subscriber: AtomicU64::new(1),
             counters: Counters::default(),
             store_ok: AtomicBool::new(true),
@@ -531,8 +528,14 @@ impl HubInner {
 
     pub(crate) fn new_subscriber(&self, patterns: Vec<TopicPattern>, observer: bool) -> Arc<Subscriber> {
         let id = self.next_subscriber.fetch_add(1, Ordering::Relaxed);
-        let subscriber =
-            Arc::new(Subscriber { id, signal: Arc::new(Notify::new()), patterns, joined: Mutex::default(), observer });
+        let subscriber = Arc::new(Subscriber {
+            id,
+            signal: Arc::new(Notify::new()),
+            patterns,
+            joined: Mutex::default(),
+            observer,
+            bypassed_through: AtomicU64::new(0),
+        });
         if !observer {
             self.counters.subscriptions.fetch_add(1, Ordering::Relaxed);
         }
@@ -599,31 +602,57 @@ impl HubInner {
     /// then wakes the topics touched (after, so a woken reader sees them).
     fn deliver<'a>(&self, events: impl IntoIterator<Item = &'a Event>, fan_out: &Handle) {
         let mut touched: Vec<Arc<Topic>> = Vec::new();
+        let mut bypassed: Vec<&Event> = Vec::new();
         let mut last_seq = None;
-        let mut bypassed = false;
         for event in events {
             last_seq = Some(event.id.seq);
             match self.push_to_ring(event) {
                 Some(topic) => touched.push(topic),
-                // Set before the watermark passes the event: a reader that
-                // sees the event as visible sees this too.
-                None => {
-                    self.bypassed_through.fetch_max(event.id.seq, Ordering::AcqRel);
-                    bypassed = true;
-                }
+                None => bypassed.push(event),
             }
         }
         if let Some(seq) = last_seq {
-            self.watermark.fetch_max(seq, Ordering::AcqRel);
+            if bypassed.is_empty() {
+                self.watermark.fetch_max(seq, Ordering::AcqRel);
+            } else {
+                self.mark_bypassed(&bypassed, seq);
+            }
         }
         touched.sort_unstable_by_key(|t| Arc::as_ptr(t) as usize);
         touched.dedup_by(|a, b| Arc::ptr_eq(a, b));
         touched.iter().for_each(|topic| topic.wake(fan_out));
-        if bypassed {
-            // Pattern readers may select the topic that had no room: wake them
-            // all, as no topic of theirs would.
-            self.watchers.read().iter().for_each(|w| w.signal.notify_one());
+    }
+
+    /// Events that went to no ring (the registry was full) can only have
+    /// pattern readers: a topic with an exact subscriber is in the registry.
+    /// Each pattern subscriber that selects one reads the store until its
+    /// cursor passes it, and is woken, as no topic of its would wake it.
+    /// Marked before the watermark passes the events, under the watchers'
+    /// lock, which a pattern subscription holds while it reads the watermark
+    /// at its start: it is either marked, or starts after the events.
+    fn mark_bypassed(&self, bypassed: &[&Event], watermark: u64) {
+        let watchers = self.watchers.write();
+        let mut woken = Vec::new();
+        for watcher in watchers.iter() {
+            let selected = bypassed.iter().rev().find(|e| watcher.patterns.iter().any(|p| p.matches(e.topic.as_str())));
+            if let Some(last) = selected {
+                watcher.bypassed_through.fetch_max(last.id.seq, Ordering::AcqRel);
+                woken.push(Arc::clone(&watcher.signal));
+            }
         }
+        self.watermark.fetch_max(watermark, Ordering::AcqRel);
+        drop(watchers);
+        woken.iter().for_each(|signal| signal.notify_one());
+    }
+
+    /// The watermark, read so that [`HubInner::mark_bypassed`] either marks
+    /// the pattern subscriber `subscriber` or has raised it already.
+    pub(crate) fn watermark_for(&self, subscriber: &Subscriber) -> u64 {
+        if subscriber.patterns.is_empty() {
+            return self.watermark();
+        }
+        let _watchers = self.watchers.read();
+        self.watermark()
     }
 
     fn push_to_ring(&self, event: &Event) -> Option<Arc<Topic>> {

@@ -111,7 +111,7 @@ impl Subscription {
             subscription.topics.insert(name, topic);
         }
         // Read only now that every topic would wake us.
-        let watermark = subscription.hub.watermark();
+        let watermark = subscription.hub.watermark_for(&subscription.subscriber);
         subscription.opened_at = watermark;
         subscription.cursor = match resume {
             Resume::Live => watermark,
@@ -192,8 +192,8 @@ impl Subscription {
         let after = self.cursor;
         let limit = self.hub.config.delivery_limit();
         let mut events = Vec::new();
-        let mut from_store = after < self.store_until
-            || (!self.selection.patterns.is_empty() && after < self.hub.bypassed_through.load(Ordering::Acquire));
+        let mut from_store =
+            after < self.store_until || after < self.subscriber.bypassed_through.load(Ordering::Acquire);
         if !from_store {
             for topic in self.topics.values() {
                 if let Since::Behind { .. } = topic.ring().since(after, watermark, &mut events) {

@@ -4,17 +4,20 @@
 //! A response body waiting for window is not polled, so nothing inside it can
 //! notice; the stream's task can. When the body last handed hyper data and
 //! the stream's task is still waiting, hyper is holding that data for want of
-//! window. After `--stall-timeout` of that, the task ends: its stream is reset
-//! (the other streams of the connection go on), the response body is dropped,
-//! and the stream counts as lagged. Normal delivery costs one relaxed store
-//! per body poll; a timer exists only while a stream waits.
+//! window. When that lasts `--stall-timeout` with no data going out (hyper
+//! polls the body again only once the previous data had window), the task
+//! ends: its stream is reset (the other streams of the connection go on), the
+//! response body is dropped, and the stream counts as lagged. A reader that
+//! opens its window slowly, but opens it, is never cut. Normal delivery costs
+//! two relaxed atomic operations per body poll; a timer exists only while a
+//! stream waits.
 
 use std::{
     future::Future,
     pin::Pin,
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     task::{Context, Poll, ready},
     time::Duration,
@@ -38,6 +41,8 @@ pub struct Pull {
     /// The body's last poll yielded data: until hyper polls it again, that
     /// data waits for window.
     owed: AtomicBool,
+    /// Polls that yielded data so far: a change means data went out.
+    sent: AtomicU64,
     /// Set when the stream is cut for waiting too long.
     pub stalled: Stalled,
 }
@@ -50,7 +55,11 @@ impl Pull {
 
     /// Notes what a poll of the response body gave hyper.
     pub fn note<T>(&self, poll: &Poll<Option<T>>) {
-        self.owed.store(matches!(poll, Poll::Ready(Some(_))), Ordering::Relaxed);
+        let data = matches!(poll, Poll::Ready(Some(_)));
+        if data {
+            self.sent.fetch_add(1, Ordering::Relaxed);
+        }
+        self.owed.store(data, Ordering::Relaxed);
     }
 }
 
@@ -69,7 +78,11 @@ where
     F: Future<Output = ()> + Send + 'static,
 {
     fn execute(&self, stream: F) {
-        let pull = Arc::new(Pull { owed: AtomicBool::new(false), stalled: self.stalled.for_stream() });
+        let pull = Arc::new(Pull {
+            owed: AtomicBool::new(false),
+            sent: AtomicU64::new(0),
+            stalled: self.stalled.for_stream(),
+        });
         let stream = STREAM.scope(Arc::clone(&pull), stream);
         tokio::spawn(Watched { stream: Box::pin(stream), pull, stall_timeout: self.stall_timeout, waiting: None });
     }
@@ -81,8 +94,9 @@ struct Watched<F: Future> {
     stream: Pin<Box<TaskLocalFuture<Arc<Pull>, F>>>,
     pull: Arc<Pull>,
     stall_timeout: Duration,
-    /// Since when data has waited for window.
-    waiting: Option<Pin<Box<Sleep>>>,
+    /// Runs out `stall_timeout` after data last went out while some waits,
+    /// with the count of polls that yielded data when it was set.
+    waiting: Option<(Pin<Box<Sleep>>, u64)>,
 }
 
 impl<F: Future<Output = ()>> Future for Watched<F> {
@@ -96,8 +110,14 @@ impl<F: Future<Output = ()>> Future for Watched<F> {
             self.waiting = None;
             return Poll::Pending;
         }
-        let timeout = self.stall_timeout;
-        ready!(self.waiting.get_or_insert_with(|| Box::pin(sleep(timeout))).as_mut().poll(cx));
+        let (timeout, sent) = (self.stall_timeout, self.pull.sent.load(Ordering::Relaxed));
+        let (timer, since) = self.waiting.get_or_insert_with(|| (Box::pin(sleep(timeout)), sent));
+        if *since != sent {
+            // Data went out since: the wait starts again.
+            timer.as_mut().reset(crate::deadline::after(tokio::time::Instant::now(), timeout));
+            *since = sent;
+        }
+        ready!(timer.as_mut().poll(cx));
         // Ending the task drops the stream: hyper's handle resets it, and the
         // response body, dropped, says why it ended.
         self.pull.stalled.set();

@@ -277,6 +277,42 @@ async fn an_http2_stream_whose_window_stays_shut_is_cut_alone_and_counted_as_lag
     assert_eq!(metric(&server, "herald_lagged_disconnects_total"), cut_before + 1.0);
 }
 
+/// A reader that opens its window slowly, but keeps opening it, makes
+/// progress: it is not cut however long its backlog takes to drain.
+#[tokio::test]
+async fn an_http2_reader_that_opens_its_window_slowly_is_never_cut() {
+    let server = TestServer::start_with(|c| {
+        c.stall_timeout = Duration::from_secs(1);
+        c.idle_timeout = Duration::from_secs(1);
+    })
+    .await;
+    let lagged_before = metric(&server, "herald_streams_closed_total{reason=\"lagged\"}");
+    let mut h2 = h2_client(server.addr, 256).await;
+    let request = Request::get(format!("http://{}/topics/h2.slow/events", server.addr))
+        .header(AUTHORIZATION, format!("Bearer {}", server.root_token()))
+        .body(())
+        .unwrap();
+    let (response, _) = h2.send_request(request, true).unwrap();
+    let mut body = within(WAIT, "the stream", response).await.unwrap().into_body();
+    // About 2.5 KB of events, read 256 bytes every 300 ms: three stall
+    // timeouts' worth of draining.
+    let mut last = String::new();
+    for n in 0..10 {
+        last = server.publish_data("h2.slow", &format!("{n:0>150}")).await;
+    }
+    let mut seen = Vec::new();
+    within(Duration::from_secs(30), "the slow reader to drain its backlog", async {
+        while !contains(&seen, last.as_bytes()) {
+            let data = body.data().await.expect("the stream stays open").expect("and is not reset");
+            seen.extend_from_slice(&data);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            body.flow_control().release_capacity(data.len()).unwrap();
+        }
+    })
+    .await;
+    assert_eq!(metric(&server, "herald_streams_closed_total{reason=\"lagged\"}"), lagged_before);
+}
+
 // ------------------------------------------------------- time arithmetic
 
 #[tokio::test]
