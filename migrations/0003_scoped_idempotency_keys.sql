@@ -11,9 +11,9 @@
 --
 -- Keys stored before this migration have no caller and no fingerprint. They
 -- move to scope '' and still make a retry of the same single publish safe:
--- one is matched only by a single publish to the same topic (by any caller
--- allowed to publish there, which could see that topic's events anyway),
--- never by a publish elsewhere. They expire with their TTL like any key.
+-- one answers only a single publish of the very event it stands for (same
+-- topic, type, data and retry, compared with the stored event); any other
+-- request with the same key is a new one. They expire with their TTL.
 CREATE TABLE idempotency_keys_scoped (
     scope       TEXT    NOT NULL,
     key         TEXT    NOT NULL,

@@ -134,5 +134,11 @@ pub(crate) async fn login(State(admin): State<Admin>, Form(form): Form<LoginForm
 pub(crate) async fn logout() -> Response {
     let mut redirect = Redirect::to("/admin").into_response();
     redirect.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_static(CLEARED));
+    // Earlier versions kept the dashboard's token in the API's cookie, for
+    // the whole site: forget it too.
+    redirect.headers_mut().append(
+        header::SET_COOKIE,
+        HeaderValue::from_static("herald_token=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
+    );
     redirect
 }

@@ -36,9 +36,11 @@ pub(crate) struct Session {
 impl Session {
     /// A session ending when `grants` expire.
     pub(crate) fn new(grants: &Grants, shutdown: CancellationToken, heartbeat: Duration) -> Self {
-        let ends_at = grants.expires_at.map(|exp| {
+        // An `exp` too far off for the clock (up to 2^64 - 1 is accepted)
+        // means no end within the process's life.
+        let ends_at = grants.expires_at.and_then(|exp| {
             let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-            Instant::now() + Duration::from_secs(exp.saturating_sub(now))
+            Instant::now().checked_add(Duration::from_secs(exp.saturating_sub(now)))
         });
         Self { ends_at, shutdown, heartbeat }
     }

@@ -404,7 +404,14 @@ impl Hub {
         let in_range = |name: &TopicName| after.is_none_or(|a| name > a) && end.as_ref().is_none_or(|e| name <= e);
         let mut list: Vec<TopicStats> = stored.into_iter().map(|stored| self.with_registry(stored)).collect();
         let known: std::collections::HashSet<TopicName> = list.iter().map(|t| t.name.clone()).collect();
-        list.extend(self.all_topic_stats().into_iter().filter(|t| in_range(&t.name) && !known.contains(&t.name)));
+        let in_memory: Vec<Arc<Topic>> = self
+            .inner
+            .topics
+            .iter()
+            .filter(|t| in_range(t.key()) && !known.contains(t.key()))
+            .map(|t| Arc::clone(t.value()))
+            .collect();
+        list.extend(in_memory.iter().map(|t| topic_stats(t)));
         list.sort_by(|a, b| a.name.cmp(&b.name));
         list.truncate(limit);
         Ok(list)

@@ -611,6 +611,11 @@ impl Config {
         if config.max_body_bytes < config.max_event_bytes {
             p.errors.push("--max-body-bytes must be at least --max-event-bytes".into());
         }
+        if config.hub.catch_up_cache_bytes < config.hub.max_delivery_bytes {
+            p.errors.push(
+                "--catch-up-cache-bytes must be at least --max-delivery-bytes: a page of history larger than the cache is never shared".into(),
+            );
+        }
         if p.errors.is_empty() { Ok(config) } else { Err(p.errors) }
     }
 
@@ -653,10 +658,12 @@ mod tests {
             max_connections: Some("0".into()),
             public_subscribe: vec!["a b".into()],
             jwt_algorithm: Some("none".into()),
+            catch_up_cache_bytes: Some("1000".into()),
             ..Settings::default()
         };
         let errors = Config::from_settings(&settings).unwrap_err();
-        assert_eq!(errors.len(), 5, "{errors:#?}");
+        assert_eq!(errors.len(), 6, "{errors:#?}");
+        assert!(errors.iter().any(|e| e.contains("--catch-up-cache-bytes must be at least --max-delivery-bytes")));
         assert!(errors.iter().any(|e| e.contains("--listen") && e.contains("nowhere")));
         assert!(errors.iter().any(|e| e.contains("never accepted")));
     }

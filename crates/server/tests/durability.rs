@@ -457,16 +457,18 @@ async fn keys_stored_before_scoping_migrate_safely() {
     let store = sqlite_store(dir.path(), herald_core::Retention::default()).await;
     let replay = store.append(&[keyed("alice", "order-42", vec![draft("orders", "paid")])]).await.unwrap();
     assert_eq!(replay[0], Appended::Replayed { first: herald_core::EventId::new(herald_core::Epoch(77), 7) });
-    // Elsewhere, or as a batch, the old key is someone else's: a new request.
+    // Elsewhere, with another body, or as a batch, the old key is not this
+    // request's: a new request, stored (never answered with the old event).
     let elsewhere = store
         .append(&[
             keyed("mallory", "order-42", vec![draft("tenantB", "mine")]),
+            keyed("bob", "order-42", vec![draft("orders", "refund")]),
             keyed("carol", "order-42", vec![draft("orders", "a"), draft("orders", "b")]),
         ])
         .await
         .unwrap();
     assert!(elsewhere.iter().all(|a| matches!(a, Appended::New(_))), "{elsewhere:?}");
-    assert_eq!(store.last_seq().await.unwrap(), 10);
+    assert_eq!(store.last_seq().await.unwrap(), 11);
     store.close().await;
 }
 
@@ -600,4 +602,33 @@ async fn a_store_that_keeps_failing_is_logged_a_few_times_and_counted_every_time
     assert_eq!(value("herald_events_published_total{result=\"failed\"}"), PUBLISHES as f64);
     assert!(Command::new("prlimit").args(["--pid", &pid, "--fsize=unlimited:unlimited"]).status().unwrap().success());
     publish_ok(&client, &herald, "full", "after").await;
+}
+
+/// The SQLite store reports each topic's retained events and newest event,
+/// one by its name or all in name order, and forgets topics retention emptied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_reports_what_it_holds_of_each_topic() {
+    let dir = tempfile::tempdir().unwrap();
+    let retention = herald_core::Retention { max_age: Some(Duration::from_secs(60)), ..Default::default() };
+    let (hub, _store) = sqlite_hub(dir.path(), retention).await;
+    let mut last = None;
+    for n in 0..3 {
+        last = Some(hub.publish(draft("user@42", &n.to_string())).await.unwrap().id);
+    }
+    hub.publish(draft("a.1", "x")).await.unwrap();
+    let user: herald_core::TopicName = "user@42".parse().unwrap();
+    let one = hub.topic(&user).await.unwrap().expect("stored");
+    assert_eq!((one.retained, one.last_id), (3, last));
+    let names: Vec<String> =
+        hub.topic_list(None, 10).await.unwrap().iter().map(|t| format!("{}:{}", t.name, t.retained)).collect();
+    assert_eq!(names, ["a.1:1", "user@42:3"]);
+    let after: Vec<String> =
+        hub.topic_list(Some(&"a.1".parse().unwrap()), 10).await.unwrap().iter().map(|t| t.name.to_string()).collect();
+    assert_eq!(after, ["user@42"]);
+    assert!(hub.topic(&"nobody".parse().unwrap()).await.unwrap().is_none());
+    // Once retention has removed every event, the registry alone knows them.
+    hub.enforce_retention(herald_core::now_ms() + 3_600_000).await.unwrap();
+    hub.sweep_idle_topics(herald_core::now_ms() + 3_600_000);
+    assert!(hub.topic_list(None, 10).await.unwrap().is_empty());
+    assert!(hub.topic(&user).await.unwrap().is_none());
 }

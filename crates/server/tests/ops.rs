@@ -214,6 +214,13 @@ async fn the_dashboard_needs_an_admin_token_and_disconnects_on_confirmation() {
     let overview = client.get(herald.url("/admin")).header("cookie", &cookie).send().await.unwrap();
     assert_eq!(overview.status(), 200);
     assert!(overview.text().await.unwrap().contains("id=\"m-streams\""));
+    // Signing out forgets it, and the site-wide cookie earlier versions kept
+    // the dashboard's token in.
+    let out = client.get(herald.url("/admin/logout")).header("cookie", &cookie).send().await.unwrap();
+    let cleared: Vec<&str> = out.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap()).collect();
+    for name in ["herald_admin=;", "herald_token=;"] {
+        assert!(cleared.iter().any(|c| c.starts_with(name) && c.contains("Max-Age=0")), "{cleared:?}");
+    }
 
     // A stream to disconnect: listed with its subject and user agent.
     let stream = client

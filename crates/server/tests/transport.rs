@@ -322,6 +322,13 @@ async fn a_token_whose_exp_is_the_largest_number_streams_without_panicking() {
     let mut stream = Sse::open(server.client.get(server.url("/topics/forever/events")).bearer_auth(&token)).await;
     let id = server.publish_data("forever", "hello").await;
     assert_eq!(stream.next().await.id, id);
+    // The dashboard's streams end at the operator's `exp` too.
+    let admin = sign_hs256(&claims(json!({ "exp": u64::MAX, "herald": { "admin": true } })), SECRET);
+    let mut live = Sse::open(server.client.get(server.url("/admin/live")).bearer_auth(&admin)).await;
+    assert_eq!(live.next().await.event, "history");
+    let mut tail = Sse::open(server.client.get(server.url("/admin/topics/forever/tail")).bearer_auth(&admin)).await;
+    let id = server.publish_data("forever", "again").await;
+    assert_eq!(tail.next().await.id, id);
     server.assert_still_serving().await;
 }
 

@@ -4,7 +4,8 @@
 use axum::{
     Json,
     extract::{Path, State, rejection::PathRejection},
-    http::Uri,
+    http::{HeaderValue, Uri, header},
+    response::{IntoResponse as _, Response},
 };
 use herald_core::{StoreError, TopicName, TopicPattern, TopicStats};
 
@@ -18,12 +19,17 @@ use crate::{
 /// Most topics in one answer of `GET /topics`, and its default.
 pub const MAX_TOPICS_LISTED: usize = 1000;
 
+/// Pages of topics read from the store for one answer, at most: a token
+/// that may see few of many topics gets a short page and a `next` link
+/// rather than a scan of every topic.
+const MAX_PAGES_SCANNED: usize = 10;
+
 /// Every topic with stored events or subscribers that the caller may
-/// subscribe to, in name order, a page at a time: `?after=NAME` continues
-/// after the last name of the previous page, `?limit=N` (at most 1000).
-/// Needs a token: public subscribe patterns open topics' streams, not the
-/// list of topics.
-pub async fn list(State(state): State<AppState>, caller: Caller, uri: Uri) -> Result<Json<Vec<TopicStats>>, ApiError> {
+/// subscribe to, in name order, a page at a time: `?limit=N` (at most 1000),
+/// and while more may follow, a `Link: <…?after=NAME…>; rel="next"` header
+/// to continue. Needs a token: public subscribe patterns open topics'
+/// streams, not the list of topics.
+pub async fn list(State(state): State<AppState>, caller: Caller, uri: Uri) -> Result<Response, ApiError> {
     if caller.0.is_none() {
         return Err(ApiError::Unauthorized(crate::auth::AuthError::Missing));
     }
@@ -47,8 +53,30 @@ pub async fn list(State(state): State<AppState>, caller: Caller, uri: Uri) -> Re
         },
         None => MAX_TOPICS_LISTED,
     };
-    let topics = state.hub.topic_list(after.as_ref(), limit).await.map_err(store_error)?;
-    Ok(Json(topics.into_iter().filter(|t| grants.may_subscribe(&TopicPattern::Exact(t.name.clone()))).collect()))
+    let visible = |t: &TopicStats| grants.may_subscribe(&TopicPattern::Exact(t.name.clone()));
+    let (mut topics, mut cursor, mut more) = (Vec::new(), after, true);
+    for _ in 0..MAX_PAGES_SCANNED {
+        let page = state.hub.topic_list(cursor.as_ref(), limit).await.map_err(store_error)?;
+        more = page.len() == limit;
+        cursor = page.last().map(|t| t.name.clone()).or(cursor);
+        topics.extend(page.into_iter().filter(visible));
+        if !more || topics.len() >= limit {
+            break;
+        }
+    }
+    if topics.len() > limit {
+        topics.truncate(limit);
+        cursor = topics.last().map(|t| t.name.clone());
+        more = true;
+    }
+    let mut response = Json(topics).into_response();
+    if let Some(next) = cursor.filter(|_| more) {
+        let link = format!("</topics?after={next}&limit={limit}>; rel=\"next\"");
+        if let Ok(value) = HeaderValue::from_str(&link) {
+            response.headers_mut().insert(header::LINK, value);
+        }
+    }
+    Ok(response)
 }
 
 /// One topic's figures.

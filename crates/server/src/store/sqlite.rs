@@ -24,8 +24,8 @@ use std::{
 
 use async_trait::async_trait;
 use herald_core::{
-    Appended, Epoch, Event, EventId, EventStore, EventType, Fingerprint, Gap, IdempotencyKey, Publish, ReadLimit,
-    Retention, Selection, StoreError, StoreRead, StoredTopic, TopicName, TopicPattern, now_ms,
+    Appended, Epoch, Event, EventDraft, EventId, EventStore, EventType, Fingerprint, Gap, IdempotencyKey, Publish,
+    ReadLimit, Retention, Selection, StoreError, StoreRead, StoredTopic, TopicName, TopicPattern, now_ms,
 };
 use sqlx::{
     AssertSqlSafe, Row as _, SqlitePool,
@@ -353,14 +353,15 @@ impl SqliteStore {
         now: u64,
         new_keys: &HashMap<(&str, &str), (u64, Fingerprint)>,
     ) -> rusqlite::Result<Option<Appended>> {
-        let verdict = |first: u64, fingerprint: Option<Fingerprint>| match fingerprint {
-            // A key stored before keys were scoped knows no fingerprint: the
-            // query matched it only for a single publish to its topic.
-            Some(fingerprint) if fingerprint != key.fingerprint => Appended::KeyReused,
-            _ => Appended::Replayed { first: EventId::new(self.epoch, first) },
+        let verdict = |first: u64, fingerprint: Fingerprint| {
+            if fingerprint == key.fingerprint {
+                Appended::Replayed { first: EventId::new(self.epoch, first) }
+            } else {
+                Appended::KeyReused
+            }
         };
         if let Some(&(first, fingerprint)) = new_keys.get(&(key.scope.as_str(), key.key.as_str())) {
-            return Ok(Some(verdict(first, Some(fingerprint))));
+            return Ok(Some(verdict(first, fingerprint)));
         }
         let single_topic = match &request.drafts[..] {
             [draft] => draft.topic.as_str(),
@@ -372,14 +373,39 @@ impl SqliteStore {
         let mut rows = find.query(rusqlite::params![key.key, now as i64, key.scope, single_topic])?;
         let Some(row) = rows.next()? else { return Ok(None) };
         let first: i64 = row.get(0)?;
-        let fingerprint: Option<Vec<u8>> = row.get(1)?;
-        let fingerprint = match fingerprint {
-            None => None,
-            Some(bytes) => Some(Fingerprint(bytes.try_into().map_err(|_| {
-                rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Blob, "not a SHA-256 digest".into())
-            })?)),
+        let stored: Option<Vec<u8>> = row.get(1)?;
+        let Some(stored) = stored else {
+            // A key stored before keys were scoped has no caller and no
+            // fingerprint: it answers only a publish of the very event it
+            // stands for (a retry; anyone else allowed to publish that event
+            // to that topic learns nothing new). Anything else, or a key
+            // whose event retention took, is a new request.
+            let same = self.stored_draft(tx, first)?.is_some_and(|draft| Fingerprint::of(&[draft]) == key.fingerprint);
+            return Ok(same.then(|| verdict(first as u64, key.fingerprint)));
         };
+        let fingerprint = Fingerprint(stored.try_into().map_err(|_| {
+            rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Blob, "not a SHA-256 digest".into())
+        })?);
         Ok(Some(verdict(first as u64, fingerprint)))
+    }
+
+    /// The draft that event `seq` was stored from, if it is still stored.
+    fn stored_draft(&self, tx: &rusqlite::Transaction<'_>, seq: i64) -> rusqlite::Result<Option<EventDraft>> {
+        let mut find = tx.prepare_cached("SELECT topic, event_type, data, retry_ms FROM events WHERE seq = ?1")?;
+        let mut rows = find.query([seq])?;
+        let Some(row) = rows.next()? else { return Ok(None) };
+        let invalid = |column, e: String| {
+            rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, e.into())
+        };
+        let topic: String = row.get(0)?;
+        let event_type: Option<String> = row.get(1)?;
+        let retry_ms: Option<i64> = row.get(3)?;
+        Ok(Some(EventDraft {
+            topic: TopicName::from_str(&topic).map_err(|e| invalid(0, e.to_string()))?,
+            event_type: event_type.map(|t| EventType::new(&t).map_err(|e| invalid(1, e.to_string()))).transpose()?,
+            data: row.get(2)?,
+            retry_ms: retry_ms.map(|r| r as u64),
+        }))
     }
 
     /// `(sql, binds)` selecting the topics of `selection` in column `column`.
@@ -456,24 +482,31 @@ impl SqliteStore {
         Ok(read)
     }
 
-    /// Topics with retained events, with their newest event, in name order.
+    /// Topics with retained events, with their newest event: after
+    /// `after`, in name order, at most `limit`; or only `only`, looked up by
+    /// its key.
     async fn stored_topics(
         &self,
         after: Option<&str>,
         only: Option<&str>,
         limit: usize,
     ) -> Result<Vec<StoredTopic>, sqlx::Error> {
-        let rows = sqlx::query(
-            "SELECT t.name, t.events, e.seq, e.time_ms FROM topics t \
-             JOIN events e ON e.seq = (SELECT max(seq) FROM events WHERE topic = t.name) \
-             WHERE t.events > 0 AND t.name > ? AND (? IS NULL OR t.name = ?) ORDER BY t.name LIMIT ?",
-        )
-        .bind(after.unwrap_or("").to_owned())
-        .bind(only.map(str::to_owned))
-        .bind(only.map(str::to_owned))
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .fetch_all(&self.pool)
-        .await?;
+        const COLUMNS: &str = "SELECT t.name, t.events, e.seq, e.time_ms FROM topics t \
+             JOIN events e ON e.seq = (SELECT max(seq) FROM events WHERE topic = t.name)";
+        let rows = match only {
+            Some(name) => {
+                let sql = format!("{COLUMNS} WHERE t.name = ? AND t.events > 0");
+                sqlx::query(AssertSqlSafe(sql)).bind(name.to_owned()).fetch_all(&self.pool).await?
+            }
+            None => {
+                let sql = format!("{COLUMNS} WHERE t.name > ? AND t.events > 0 ORDER BY t.name LIMIT ?");
+                sqlx::query(AssertSqlSafe(sql))
+                    .bind(after.unwrap_or("").to_owned())
+                    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+        };
         rows.iter()
             .map(|row| {
                 let name: String = row.try_get(0)?;
