@@ -42,6 +42,9 @@ pub trait AdminSource: Send + Sync + 'static {
     fn tcp_connections(&self) -> usize;
     /// The Prometheus exposition, as `/metrics` serves it.
     fn metrics_text(&self) -> String;
+    /// The exposition without the figures that cost file-system reads (the
+    /// process's, the store's size): what the sampler reads twice a second.
+    fn sample_text(&self) -> String;
     /// Verifies a token; the error says why it was refused.
     fn authorize(&self, token: &str) -> Result<Grants, String>;
     /// When the server started (ms since the Unix epoch).

@@ -188,7 +188,7 @@ impl SamplerState {
         let stats = hub.stats();
         let now = now_ms();
         let mut connections = source.connections();
-        let rows = parse_exposition(&source.metrics_text());
+        let rows = parse_exposition(&source.sample_text());
         push_windowed(&mut self.latency, buckets(&rows, "herald_delivery_latency_seconds"));
         let oldest = self.latency.front().cloned().unwrap_or_default();
         let newest = self.latency.back().cloned().unwrap_or_default();

@@ -139,6 +139,20 @@ fn describe() {
 /// The exposition, with the hub's, the store's and the process's figures
 /// read now.
 pub fn render(state: &AppState) -> String {
+    if !state.config.memory {
+        metrics::gauge!("herald_store_size_bytes").set(store_size(&state.config.data_dir) as f64);
+    }
+    let mut text = render_hub(state);
+    // Written here, not recorded: the recorder's counters hold whole numbers,
+    // and CPU seconds need their fractions.
+    text.push_str(&ProcessStats::read().exposition());
+    text
+}
+
+/// The exposition without the process's and the store's figures, which cost
+/// reads of `/proc` and the file system: for the dashboard's sampler, which
+/// renders twice a second whether anyone looks or not.
+pub fn render_hub(state: &AppState) -> String {
     let hub = &state.hub;
     let stats = hub.stats();
     metrics::gauge!("herald_connections_open").set(state.connections.open() as f64);
@@ -153,14 +167,7 @@ pub fn render(state: &AppState) -> String {
     metrics::counter!("herald_events_published_total", "result" => "duplicate").absolute(stats.duplicates);
     metrics::counter!("herald_events_delivered_total").absolute(stats.delivered);
     metrics::counter!("herald_gaps_total").absolute(stats.gaps);
-    if !state.config.memory {
-        metrics::gauge!("herald_store_size_bytes").set(store_size(&state.config.data_dir) as f64);
-    }
-    let mut text = state.metrics.render();
-    // Written here, not recorded: the recorder's counters hold whole numbers,
-    // and CPU seconds need their fractions.
-    text.push_str(&ProcessStats::read().exposition());
-    text
+    state.metrics.render()
 }
 
 /// Bytes of the SQLite database and its WAL and shared-memory files.

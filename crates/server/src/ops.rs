@@ -60,6 +60,10 @@ impl herald_admin::AdminSource for Source {
         crate::metrics::render(&self.0)
     }
 
+    fn sample_text(&self) -> String {
+        crate::metrics::render_hub(&self.0)
+    }
+
     fn authorize(&self, token: &str) -> Result<Grants, String> {
         self.0.verifier.verify(token).map(|grants| (*grants).clone()).map_err(|e| e.to_string())
     }
