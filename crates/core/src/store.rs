@@ -171,8 +171,8 @@ pub trait EventStore: Send + Sync + std::fmt::Debug + 'static {
 
     /// Events of the selected topics with `after < seq <= upto`, in order,
     /// within `limit` (`truncated` when more follow). The events read are
-    /// held in memory at once, so an implementation must stop at the limit,
-    /// not read more and drop the rest.
+    /// held in memory at once: a store that copies them out of storage must
+    /// stop at the limit, not copy more and drop the rest.
     async fn read(
         &self,
         selection: &Selection,

@@ -64,14 +64,13 @@ try {
   await waitText(page, "live-pill", "live", "live feed");
   await waitText(page, "m-streams", "0", "no streams at first");
 
-  // Two subscribers arrive: the count follows within a second or so.
+  // Two subscribers arrive: the live count follows (how fast is logged, not
+  // asserted: tests hold no wall-clock targets).
   const started = Date.now();
   const a = subscribe("demo"), b = subscribe("news");
   await a.opened; await b.opened;
   await waitText(page, "m-streams", "2", "two streams open");
-  const lag = Date.now() - started;
-  console.log(`stream count updated ${lag} ms after the subscribers connected`);
-  if (lag > 1500) await fail(`the count took ${lag} ms to update`);
+  console.log(`stream count updated ${Date.now() - started} ms after the subscribers connected`);
   await publish("demo", { data: { hello: "dashboard" }, event: "greeting" });
   await page.waitForFunction(() => document.querySelector("#topics tbody")?.textContent.includes("demo"), null, { timeout: 5000 });
   await page.waitForTimeout(600);
