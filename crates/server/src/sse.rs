@@ -214,7 +214,10 @@ impl EventStream {
         // client was away, not how fast the hub delivers.
         let opened_at = self.subscription.opened_at();
         let replayed = delivery.events.iter().take_while(|e| e.id.seq <= opened_at).count();
-        self.metrics.replayed_events.increment(replayed as u64);
+        if replayed > 0 {
+            // Only then: a counter every stream shares is a contended write.
+            self.metrics.replayed_events.increment(replayed as u64);
+        }
         if let Some(first_live) = delivery.events.get(replayed) {
             let age = now_ms().saturating_sub(first_live.time_ms);
             self.metrics.delivery_latency.record(age as f64 / 1000.0);
