@@ -442,7 +442,17 @@ impl SqliteStore {
         limit: ReadLimit,
     ) -> Result<StoreRead, sqlx::Error> {
         use futures_util::TryStreamExt as _;
-        let (filter, binds) = Self::topic_filter(selection, "topic");
+        // One topic is read along its index, in order. Several would come
+        // off that index out of order, and SQLite would sort every matching
+        // row, data and all, in memory before returning the first (hundreds
+        // of MiB for large events): they are read along `seq` instead (the
+        // unary `+` keeps the planner off the topic index), which stops at
+        // the limit. Patterns are read that way already.
+        let column = match (&selection.topics[..], &selection.patterns[..]) {
+            ([_], []) => "topic",
+            _ => "+topic",
+        };
+        let (filter, binds) = Self::topic_filter(selection, column);
         let sql = format!(
             "SELECT seq, topic, event_type, data, retry_ms, time_ms FROM events WHERE seq > ? AND seq <= ? AND {filter} ORDER BY seq LIMIT ?"
         );
