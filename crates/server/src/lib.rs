@@ -67,7 +67,8 @@ fn api(state: AppState) -> Router {
     router.with_state(state)
 }
 
-/// Runs the API on `listener` until `shutdown` completes, then drains.
+/// Runs the API on `listener` until `shutdown` completes, then drains; the
+/// hub stays open for the caller to shut down.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,

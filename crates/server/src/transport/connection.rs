@@ -311,7 +311,7 @@ struct Head {
 }
 
 impl Heads {
-    /// Heads of a connection; `read` (the bytes the direct reader took),
+    /// Heads of a connection; `read` (the bytes the first-request reader took),
     /// if any, began a head that is due by `deadline`.
     fn new(activity: &Arc<Activity>, timeout: Duration, deadline: Instant, read: &[u8]) -> Self {
         let current = (!read.is_empty()).then_some(Head { deadline, started: 0, timer: None });

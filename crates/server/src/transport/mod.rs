@@ -55,7 +55,7 @@ pub(crate) async fn run(
     tasks.close();
     let grace = state.config.shutdown_grace;
     if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
-        tracing::warn!(open = tasks.len(), "connections still open after the {grace:?} grace period; closing them");
+        tracing::warn!(open = tasks.len(), "tasks still running after the {grace:?} grace period; closing them");
     }
     drop(stream_runtime);
     Ok(())
