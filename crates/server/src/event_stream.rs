@@ -35,7 +35,7 @@ pub const EXPIRED_EVENT: &str = "herald.expired";
 /// Why a stream ended, for the `herald_streams_closed_total` counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloseReason {
-    /// The client went away (or its connection was cut for stalling).
+    /// The client went away.
     ClientGone,
     /// The token expired.
     TokenExpired,
