@@ -135,7 +135,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
         log_signing_key(&config, origin);
     }
     let state = AppState::new(hub, config, verifier);
-    herald_server::serve_all(listener, internal, state, shutdown).await?;
+    herald_server::serve_all(listener, internal, state.clone(), shutdown).await?;
+    state.hub.shutdown().await;
+    tracing::info!("shutdown complete");
     if let Some(sqlite) = sqlite {
         sqlite.close().await;
     }

@@ -3,22 +3,28 @@
 use std::net::IpAddr;
 
 use axum::{
-    Extension,
     extract::{Path, State, rejection::PathRejection},
-    http::{HeaderMap, HeaderValue, StatusCode, Uri, header},
-    response::{IntoResponse, Response},
+    http::{HeaderMap, Uri, header},
+    response::Response,
 };
 use herald_core::{Resume, Selection, Subscription, TopicPattern};
 
 use crate::{
     auth::AuthError,
-    connection::Stalled,
     error::ApiError,
+    event_stream::{self, StreamOptions, StreamTies},
     extract::{Caller, ClientIp, query_values},
     routes::{shorten, topic_from_path},
-    sse::{self, StreamOptions},
     state::AppState,
 };
+
+/// One topic's stream (a `POST` there publishes).
+pub const ONE_TOPIC_PATH: &str = "/topics/{topic}/events";
+/// A stream of several topics and patterns.
+pub const MANY_TOPICS_PATH: &str = "/events";
+/// Every route whose `GET` answers with an event stream: the router is built
+/// from these, and the hand-written stream path recognises them.
+pub const STREAM_PATHS: [&str; 2] = [ONE_TOPIC_PATH, MANY_TOPICS_PATH];
 
 /// A stream of one topic.
 pub async fn one_topic(
@@ -26,12 +32,11 @@ pub async fn one_topic(
     caller: Caller,
     ClientIp(ip): ClientIp,
     path: Result<Path<String>, PathRejection>,
-    stalled: Option<Extension<Stalled>>,
     headers: HeaderMap,
     uri: Uri,
 ) -> Result<Response, ApiError> {
     let topic = topic_from_path(path)?;
-    let request = StreamRequest { ip, headers: &headers, uri: &uri, stalled: stalled.map(|e| e.0) };
+    let request = StreamRequest { ip, headers: &headers, uri: &uri };
     open(&state, &caller, &request, vec![TopicPattern::Exact(topic)])
 }
 
@@ -40,7 +45,6 @@ pub async fn many(
     State(state): State<AppState>,
     caller: Caller,
     ClientIp(ip): ClientIp,
-    stalled: Option<Extension<Stalled>>,
     headers: HeaderMap,
     uri: Uri,
 ) -> Result<Response, ApiError> {
@@ -57,7 +61,7 @@ pub async fn many(
             "name at least one topic: /events?topic=NAME (repeat it; patterns like orders.* are allowed)",
         ));
     }
-    let request = StreamRequest { ip, headers: &headers, uri: &uri, stalled: stalled.map(|e| e.0) };
+    let request = StreamRequest { ip, headers: &headers, uri: &uri };
     open(&state, &caller, &request, patterns)
 }
 
@@ -66,7 +70,6 @@ struct StreamRequest<'a> {
     ip: IpAddr,
     headers: &'a HeaderMap,
     uri: &'a Uri,
-    stalled: Option<Stalled>,
 }
 
 fn open(
@@ -75,7 +78,7 @@ fn open(
     request: &StreamRequest<'_>,
     patterns: Vec<TopicPattern>,
 ) -> Result<Response, ApiError> {
-    let StreamRequest { ip, headers, uri, .. } = *request;
+    let StreamRequest { ip, headers, uri } = *request;
     let max = state.config.max_topics_per_subscription;
     if patterns.len() > max {
         metrics::counter!("herald_rejected_total", "limit" => "topics_per_subscription").increment(1);
@@ -118,14 +121,8 @@ fn open(
     let subject = caller.0.as_ref().and_then(|g| g.subject.clone());
     let registration =
         state.registry.register(&state.shutdown, ip, user_agent.chars().take(200).collect(), subject, topics);
-    let ties = sse::StreamTies { permit, registration, stalled: request.stalled.clone() };
-    let body = sse::body(subscription, options, state.shutdown.clone(), ties);
-    let mut response = (StatusCode::OK, body).into_response();
-    let h = response.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    Ok(response)
+    let ties = StreamTies { permit, registration };
+    Ok(event_stream::response(subscription, options, state.shutdown.clone(), ties))
 }
 
 /// A loopback or private peer that hits the per-IP limit is most likely a

@@ -24,7 +24,8 @@ use http_body::{Body as _, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep, sleep_until};
 
-use crate::{deadline, error::ApiError};
+use super::deadline;
+use crate::error::ApiError;
 
 /// Set once a request's body missed its deadline.
 #[derive(Debug, Clone, Default)]
