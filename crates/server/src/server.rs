@@ -11,7 +11,12 @@ use tokio::{
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use crate::{connection, state::AppState, stream_runtime::StreamTasks};
+use crate::{
+    connection,
+    error::{ApiError, ErrorCode},
+    state::AppState,
+    stream_runtime::StreamTasks,
+};
 
 /// How often idle topics and expired history are swept.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
@@ -85,11 +90,12 @@ async fn accept_loop(
 
 /// Answers a connection over the bound with a 503 and closes it.
 async fn refuse(mut stream: tokio::net::TcpStream) {
-    const BODY: &str =
-        r#"{"error":{"code":"too_many_connections","message":"the server is at its connection limit; retry shortly"}}"#;
+    let error = ApiError::new(ErrorCode::TooManyConnections, "the server is at its connection limit; retry shortly");
+    let body = error.body().to_string();
     let response = format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{BODY}",
-        BODY.len()
+        "HTTP/1.1 {}\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        error.code().status(),
+        body.len()
     );
     // Read the request head first (briefly, bounded): an HTTP client takes an
     // answer that arrives before its request as a protocol error, and closing
