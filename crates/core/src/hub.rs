@@ -311,7 +311,7 @@ impl Hub {
                 }
                 let _ = finished.send(());
             })
-            .map_err(|e| StoreError::Unavailable(format!("cannot start the hub writer thread: {e}")))?;
+            .map_err(|e| StoreError::unavailable(format!("cannot start the hub writer thread: {e}")))?;
         Ok(Self { inner, queue, closing: Arc::new(closing), writer: Arc::new(Mutex::new(Some(writer))) })
     }
 
@@ -692,7 +692,7 @@ impl HubInner {
         metrics::histogram!("herald_store_commit_events").record(events as f64);
         let result = match appended {
             Ok(appended) if appended.len() == publishes.len() => Ok(appended),
-            Ok(appended) => Err(StoreError::Unavailable(format!(
+            Ok(appended) => Err(StoreError::unavailable(format!(
                 "store returned {} results for {} requests",
                 appended.len(),
                 publishes.len()

@@ -1,5 +1,7 @@
 //! Herald's domain: topics, ring buffers, subscriptions, grants and SSE
-//! encoding. No HTTP and no SQL live here.
+//! encoding. No HTTP and no SQL live here: where a request carries its token
+//! is a rule over plain text ([`find_token`]), shared by the API and the
+//! dashboard.
 //!
 //! Data flow: a publish enters [`Hub::publish`]; the hub's writer makes it
 //! durable through the [`EventStore`] (which assigns the [`EventId`]),
@@ -17,6 +19,7 @@ mod idempotency;
 mod log_throttle;
 mod memory_store;
 mod name;
+mod request_token;
 mod ring;
 pub mod sse;
 mod store;
@@ -31,6 +34,7 @@ pub use idempotency::{Fingerprint, IdempotencyKey, Publish};
 pub use log_throttle::{LOG_REPEAT_INTERVAL, LogThrottle};
 pub use memory_store::{MemoryStore, Retention};
 pub use name::{MAX_TOPIC_NAME_LEN, TopicError, TopicName, TopicPattern};
+pub use request_token::{FoundToken, MalformedAuthorization, TokenSource, find_token};
 pub use ring::{RingBuffer, RingLimits, Since};
 pub use store::{Appended, EventStore, Gap, ReadLimit, Selection, StoreError, StoreRead, StoredTopic};
 pub use subscription::{Delivery, GAP_EVENT, Subscription};

@@ -247,7 +247,7 @@ fn token(args: TokenArgs) -> Result<(), Vec<String>> {
         issuer: config.jwt_issuer.clone(),
         audience: config.jwt_audience.clone(),
     };
-    let token = mint(&spec, alg, &key).map_err(|e| vec![e])?;
+    let token = mint(&spec, alg, &key).map_err(|e| vec![e.to_string()])?;
     println!("{token}");
     Ok(())
 }
@@ -269,7 +269,7 @@ fn signing_key(config: &Config, private_key: Option<&PathBuf>) -> Result<(Algori
         JwtKey::Secret(secret) => secret.clone(),
         // The server's own key, read, never made: a key made here would be
         // one the server does not know.
-        JwtKey::Generated => secret::load(&config.data_dir).map_err(|e| vec![e])?.ok_or_else(|| {
+        JwtKey::Generated => secret::load(&config.data_dir).map_err(|e| vec![e.to_string()])?.ok_or_else(|| {
             let path = config.data_dir.join(secret::SECRET_FILE);
             let path = std::path::absolute(&path).unwrap_or(path);
             vec![format!(

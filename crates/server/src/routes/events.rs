@@ -10,8 +10,7 @@ use axum::{
 use herald_core::{Resume, Selection, Subscription, TopicPattern};
 
 use crate::{
-    auth::AuthError,
-    error::ApiError,
+    error::{ApiError, ErrorCode},
     event_stream::{self, StreamOptions, StreamTies},
     extract::{Caller, ClientIp, query_values},
     routes::{shorten, topic_from_path},
@@ -52,12 +51,12 @@ pub async fn many(
     for text in query_values(uri.query(), "topic") {
         let pattern = text
             .parse::<TopicPattern>()
-            .map_err(|e| ApiError::bad_request("invalid_topic", format!("topic `{}`: {e}", shorten(&text))))?;
+            .map_err(|e| ApiError::new(ErrorCode::InvalidTopic, format!("topic `{}`: {e}", shorten(&text))))?;
         patterns.push(pattern);
     }
     if patterns.is_empty() {
-        return Err(ApiError::bad_request(
-            "missing_topic",
+        return Err(ApiError::new(
+            ErrorCode::MissingTopic,
             "name at least one topic: /events?topic=NAME (repeat it; patterns like orders.* are allowed)",
         ));
     }
@@ -82,17 +81,14 @@ fn open(
     let max = state.config.max_topics_per_subscription;
     if patterns.len() > max {
         metrics::counter!("herald_rejected_total", "limit" => "topics_per_subscription").increment(1);
-        return Err(ApiError::bad_request(
-            "too_many_topics",
+        return Err(ApiError::new(
+            ErrorCode::TooManyTopics,
             format!("{} topics in one subscription; the limit is {max}", patterns.len()),
         ));
     }
     let grants = caller.with_public(state);
     if let Some(denied) = patterns.iter().find(|p| !grants.may_subscribe(p)) {
-        return Err(match caller.0 {
-            None => ApiError::Unauthorized(AuthError::Missing),
-            Some(_) => ApiError::Forbidden(format!("this token may not subscribe to `{denied}`")),
-        });
+        return Err(caller.refuse(format!("this token may not subscribe to `{denied}`")));
     }
     // The header wins over the query parameter, as the browser sets it on reconnect.
     let header_id = headers.get("last-event-id").map(|v| v.to_str().unwrap_or("\u{fffd}").to_owned());
@@ -101,15 +97,18 @@ fn open(
     let Some(permit) = state.streams.acquire(ip) else {
         metrics::counter!("herald_rejected_total", "limit" => "streams_per_ip").increment(1);
         warn_if_behind_a_proxy(ip, &state.config.trusted_proxies);
-        return Err(ApiError::TooManyRequests(format!(
-            "{ip} has {} streams open, the limit; close one or subscribe to several topics in one stream (/events?topic=a&topic=b)",
-            state.config.max_streams_per_ip
-        )));
+        return Err(ApiError::new(
+            ErrorCode::TooManyRequests,
+            format!(
+                "{ip} has {} streams open, the limit; close one or subscribe to several topics in one stream (/events?topic=a&topic=b)",
+                state.config.max_streams_per_ip
+            ),
+        ));
     };
     let topics: Vec<String> = patterns.iter().map(ToString::to_string).collect();
     let subscription = Subscription::open(&state.hub, Selection::new(patterns), resume).map_err(|e| {
         metrics::counter!("herald_rejected_total", "limit" => "topics").increment(1);
-        ApiError::unavailable("too_many_topics", e.to_string())
+        ApiError::new(ErrorCode::HubFull, e.to_string())
     })?;
     let options = StreamOptions {
         heartbeat: state.config.heartbeat,

@@ -10,7 +10,10 @@ use tokio::{
 };
 
 use super::{connection, h1_response, stream_runtime::StreamTasks};
-use crate::{error::ApiError, state::AppState};
+use crate::{
+    error::{ApiError, ErrorCode},
+    state::AppState,
+};
 
 /// Accepts connections within the connection bound until shutdown.
 pub(super) async fn accept_loop(listener: TcpListener, router: Router, state: AppState, streams: StreamTasks) {
@@ -43,7 +46,7 @@ pub(super) async fn accept_loop(listener: TcpListener, router: Router, state: Ap
 
 /// Answers a connection over the bound with a 503 and closes it.
 async fn refuse(mut stream: TcpStream) {
-    let error = ApiError::unavailable("too_many_connections", "the server is at its connection limit; retry shortly");
+    let error = ApiError::new(ErrorCode::TooManyConnections, "the server is at its connection limit; retry shortly");
     let Ok(response) = h1_response::encode(error.into_response()).await else { return };
     // Read the request head first (briefly, bounded): an HTTP client takes an
     // answer that arrives before its request as a protocol error, and closing

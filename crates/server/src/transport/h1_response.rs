@@ -60,6 +60,7 @@ mod tests {
 
     use super::*;
     use crate::error::ApiError;
+    use crate::error::ErrorCode;
 
     #[test]
     fn heads_close_the_connection_and_frame_the_body() {
@@ -77,7 +78,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_error_is_its_json_behind_a_head_that_frames_it() {
-        let error = ApiError::unavailable("too_many_connections", "full");
+        let error = ApiError::new(ErrorCode::TooManyConnections, "full");
         let text = String::from_utf8(encode(error.into_response()).await.unwrap()).unwrap();
         let (head, body) = text.split_once("\r\n\r\n").unwrap();
         assert!(head.starts_with("HTTP/1.1 503 Service Unavailable\r\n"), "{head}");
