@@ -139,18 +139,22 @@ mod tests {
         (Config::from_settings(&cli.settings), file_errors)
     }
 
-    #[test]
-    fn file_settings_fill_gaps_but_flags_win() {
+    /// A config file holding `text`, in a directory that lasts as long as the guard.
+    fn config_file(text: &str) -> (tempfile::TempDir, String) {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("herald.toml");
-        std::fs::write(
-            &file,
+        std::fs::write(&file, text).unwrap();
+        let path = file.to_str().unwrap().to_owned();
+        (dir, path)
+    }
+
+    #[test]
+    fn file_settings_fill_gaps_but_flags_win() {
+        let (_dir, path) = config_file(
             "listen = \"127.0.0.1:9000\"\nheartbeat = \"2s\"\nmax-connections = 50\npublic-subscribe = [\"news.*\"]\n\
              body-timeout = \"3s\"\ncors-credentials = true\ndashboard-rows = 7\ntrusted_proxies = \"10.0.0.1, 10.0.0.2\"\n",
-        )
-        .unwrap();
-        let path = file.to_str().unwrap();
-        let (config, file_errors) = config(&["--config", path, "--heartbeat", "5s"]);
+        );
+        let (config, file_errors) = config(&["--config", &path, "--heartbeat", "5s"]);
         assert!(file_errors.is_empty(), "{file_errors:?}");
         let config = config.unwrap();
         assert_eq!(config.listen.port(), 9000);
@@ -166,14 +170,9 @@ mod tests {
 
     #[test]
     fn every_problem_in_the_file_is_reported() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("herald.toml");
-        std::fs::write(
-            &file,
-            "lisen = \"x\"\ncolour = 1\nheartbeat = [\"1s\"]\nlog = { a = 1 }\nconfig = \"other.toml\"\n",
-        )
-        .unwrap();
-        let (_, errors) = config(&["--config", file.to_str().unwrap()]);
+        let (_dir, path) =
+            config_file("lisen = \"x\"\ncolour = 1\nheartbeat = [\"1s\"]\nlog = { a = 1 }\nconfig = \"other.toml\"\n");
+        let (_, errors) = config(&["--config", &path]);
         assert_eq!(errors.len(), 5, "{errors:#?}");
         for needle in [
             "unknown setting `lisen`",
