@@ -78,6 +78,16 @@ impl Synchronous {
     }
 }
 
+/// The setting's text, as `FromStr` reads it.
+impl std::fmt::Display for Synchronous {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Full => "full",
+            Self::Normal => "normal",
+        })
+    }
+}
+
 impl std::str::FromStr for Synchronous {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
