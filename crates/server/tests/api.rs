@@ -1660,7 +1660,7 @@ async fn herald_token_signs_with_the_servers_key_and_claims_from_another_directo
     )
     .unwrap();
     let config_arg = config.to_str().unwrap();
-    let mut herald = Herald::start(&["--config", config_arg], &server_cwd);
+    let mut herald = Herald::run(&["--config", config_arg], &server_cwd);
     let log = logged(&herald, "signing key: ").await;
     assert!(log.contains("signing key: generated in"), "{log}");
     let secret_file = data.join("jwt-secret");
@@ -1712,7 +1712,7 @@ async fn herald_token_signs_with_the_servers_key_and_claims_from_another_directo
     // A second start reuses the key, and says so.
     herald.terminate();
     herald.wait_exit(Duration::from_secs(10)).await;
-    let again = Herald::start(&["--config", config_arg], &server_cwd);
+    let again = Herald::run(&["--config", config_arg], &server_cwd);
     let log = logged(&again, "signing key: ").await;
     assert!(log.contains("signing key: loaded from") && !log.contains("generated in"), "{log}");
     assert!(log.contains("herald token"), "the start-up log says how to mint a token:\n{log}");
@@ -1768,7 +1768,7 @@ async fn a_start_that_cannot_listen_leaves_nothing_behind() {
 #[tokio::test]
 async fn listen_takes_a_host_name_and_an_unknown_one_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
-    let herald = Herald::start(&["--memory", "--listen", "localhost:0", "--jwt-secret", SECRET], dir.path());
+    let herald = Herald::run(&["--memory", "--listen", "localhost:0", "--jwt-secret", SECRET], dir.path());
     assert!(herald.addr.ip().is_loopback(), "{}", herald.addr);
     let health = client().get(herald.url("/healthz")).send().await.unwrap();
     assert_eq!(health.status(), StatusCode::OK);
@@ -1786,7 +1786,7 @@ async fn listen_takes_a_host_name_and_an_unknown_one_is_a_clear_error() {
 #[tokio::test]
 async fn sigterm_ends_open_streams_and_the_process_exits_0() {
     let dir = tempfile::tempdir().unwrap();
-    let mut herald = Herald::start(
+    let mut herald = Herald::run(
         &[
             "--memory",
             "--listen",

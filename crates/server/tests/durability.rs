@@ -2,7 +2,7 @@
 //! subprocess: restarts, `kill -9` in the middle of concurrent publishing,
 //! idempotency across restarts, start-up errors, and I/O errors at run time.
 
-mod process;
+mod common;
 
 use std::{
     collections::HashMap,
@@ -12,9 +12,9 @@ use std::{
     time::{Duration, Instant},
 };
 
+use common::{Herald, token};
 use eventsource_stream::Eventsource as _;
 use futures::StreamExt as _;
-use process::{Herald, token};
 
 async fn publish(
     client: &reqwest::Client,

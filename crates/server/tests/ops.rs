@@ -4,7 +4,7 @@
 //! disconnect action, `--internal-listen`, and the dashboard in headless
 //! Chromium.
 
-mod process;
+mod common;
 
 use std::{
     io::Write as _,
@@ -12,9 +12,9 @@ use std::{
     time::Duration,
 };
 
+use common::{Herald, token, token_with};
 use eventsource_stream::Eventsource as _;
 use futures::StreamExt as _;
-use process::{Herald, token, token_with};
 
 fn metric(text: &str, series: &str) -> f64 {
     text.lines()
@@ -521,7 +521,7 @@ async fn the_dashboard_works_in_headless_chromium() {
         .env("HERALD_URL", &herald.base)
         .env("ADMIN_TOKEN", admin)
         .env("USER_TOKEN", user)
-        .env("JWT_SECRET", process::SECRET)
+        .env("JWT_SECRET", common::SECRET)
         .env("DASHBOARD_ROWS", "3")
         .env("SCREENSHOT_DIR", &shots)
         .kill_on_drop(true)

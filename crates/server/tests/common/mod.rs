@@ -1,21 +1,25 @@
 //! Helpers of the integration tests: a real server on a real socket
 //! ([`TestServer`]), an SSE reader built on the independent
 //! `eventsource-stream` crate ([`Sse`]), raw TCP clients, token crafting and
-//! the `herald` binary as a subprocess ([`Herald`]).
+//! the `herald` binary as a subprocess ([`Herald`], in `herald.rs`).
 //!
 //! Every wait here is bounded, so a bug fails a test instead of hanging it.
 
 #![allow(dead_code)]
 
+mod herald;
+
+// Each test binary uses a part of these.
+#[allow(unused_imports)]
+pub use herald::{Herald, herald_command, token, token_with};
+
 use std::{
     future::Future,
-    io::{BufRead as _, BufReader},
     net::SocketAddr,
     path::{Path, PathBuf},
     pin::Pin,
-    process::{Child, Command, Stdio},
-    sync::{Arc, mpsc},
-    time::{Duration, Instant},
+    sync::Arc,
+    time::Duration,
 };
 
 use bytes::Bytes;
@@ -390,116 +394,4 @@ pub fn key_path(name: &str) -> PathBuf {
 /// A test key's PEM bytes.
 pub fn key_pem(name: &str) -> Vec<u8> {
     std::fs::read(key_path(name)).unwrap_or_else(|e| panic!("read key {name}: {e}"))
-}
-
-/// The `herald` binary running as a subprocess; killed if the test fails.
-pub struct Herald {
-    /// The process.
-    pub child: Child,
-    /// Where it listens.
-    pub addr: SocketAddr,
-    /// Its stderr so far is collected here by a thread.
-    stderr: Arc<parking_lot::Mutex<String>>,
-}
-
-/// The `herald` binary, with no `HERALD_*` settings from the environment.
-pub fn herald_command() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_herald"));
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("HERALD_") {
-            command.env_remove(key);
-        }
-    }
-    command.env("NO_COLOR", "1").env_remove("RUST_LOG").stdin(Stdio::null());
-    command
-}
-
-impl Herald {
-    /// Starts `herald` with `args` (which should include `--listen
-    /// 127.0.0.1:0`) and waits for the log line that says where it listens.
-    pub fn start(args: &[&str], cwd: &Path) -> Self {
-        let mut child = herald_command()
-            .args(args)
-            .current_dir(cwd)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn herald");
-        let (lines_tx, lines_rx) = mpsc::channel::<String>();
-        let stdout = child.stdout.take().expect("stdout");
-        let stderr = child.stderr.take().expect("stderr");
-        let collected = Arc::new(parking_lot::Mutex::new(String::new()));
-        // The log goes to stdout (tracing's fmt); read both so neither pipe fills.
-        for (reader, tx, sink) in [
-            (Box::new(stdout) as Box<dyn std::io::Read + Send>, Some(lines_tx), Arc::clone(&collected)),
-            (Box::new(stderr) as Box<dyn std::io::Read + Send>, None, Arc::clone(&collected)),
-        ] {
-            std::thread::spawn(move || {
-                for line in BufReader::new(reader).lines() {
-                    let Ok(line) = line else { break };
-                    sink.lock().push_str(&line);
-                    sink.lock().push('\n');
-                    if let Some(tx) = &tx {
-                        let _ = tx.send(line);
-                    }
-                }
-            });
-        }
-        let deadline = Instant::now() + WAIT;
-        let addr = loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match lines_rx.recv_timeout(left) {
-                Ok(line) => {
-                    if let Some(at) = line.find("listening on http://") {
-                        let rest = &line[at + "listening on http://".len()..];
-                        let end = rest.find(|c: char| c.is_whitespace() || c == '\u{1b}').unwrap_or(rest.len());
-                        break rest[..end].parse::<SocketAddr>().expect("listen address in the log");
-                    }
-                }
-                Err(_) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    panic!("herald did not say where it listens; output:\n{}", collected.lock());
-                }
-            }
-        };
-        Self { child, addr, stderr: collected }
-    }
-
-    /// The URL of `path` on it.
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    /// Everything it printed so far.
-    pub fn output(&self) -> String {
-        self.stderr.lock().clone()
-    }
-
-    /// Sends SIGTERM with the `kill` command.
-    pub fn terminate(&self) {
-        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().expect("run kill");
-        assert!(status.success(), "kill -TERM failed");
-    }
-
-    /// Waits for the process to exit, within `limit`.
-    pub async fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "herald did not exit within {limit:?}; output:\n{}", self.output());
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-impl Drop for Herald {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
 }
