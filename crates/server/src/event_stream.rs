@@ -271,3 +271,71 @@ impl Drop for EventStream {
         metrics::counter!("herald_streams_closed_total", "reason" => reason.label()).increment(1);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The stream's timers on tokio's paused clock: exact, whatever the load.
+
+    use std::{net::IpAddr, sync::Arc};
+
+    use herald_core::{Hub, HubConfig, MemoryStore, Resume, Selection};
+    use http_body_util::BodyExt as _;
+
+    use super::*;
+    use crate::{registry::StreamRegistry, transport::limits::StreamLimits};
+
+    /// A stream of topic `t` with `options`, and its hub.
+    async fn open(options: StreamOptions) -> (Body, Hub) {
+        let hub = Hub::start(Arc::new(MemoryStore::default()), HubConfig::default()).await.unwrap();
+        let subscription = Subscription::open(&hub, Selection::new(["t".parse().unwrap()]), Resume::Live).unwrap();
+        let ip = IpAddr::from([127, 0, 0, 1]);
+        let permit = Arc::new(StreamLimits::new(1)).acquire(ip).unwrap();
+        let shutdown = CancellationToken::new();
+        let registration = Arc::new(StreamRegistry::default()).register(&shutdown, ip, String::new(), None, Vec::new());
+        let body = body(subscription, options, shutdown, StreamTies { permit, registration }, StallReport::default());
+        (body, hub)
+    }
+
+    async fn next_frame(body: &mut Body) -> Option<String> {
+        let frame = body.frame().await?.unwrap();
+        Some(String::from_utf8(frame.into_data().unwrap().to_vec()).unwrap())
+    }
+
+    fn options(heartbeat: u64, expires_in: Option<u64>, max_duration: Option<u64>) -> StreamOptions {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+        StreamOptions {
+            heartbeat: Duration::from_secs(heartbeat),
+            retry: Duration::from_secs(3),
+            expires_at: expires_in.map(|s| now + s),
+            max_duration: max_duration.map(Duration::from_secs),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn heartbeats_come_after_idle_time_and_expiry_ends_the_stream() {
+        let (mut body, _hub) = open(options(15, Some(40), None)).await;
+        let start = Instant::now();
+        assert!(next_frame(&mut body).await.unwrap().starts_with("retry: 3000\n"));
+        assert_eq!(next_frame(&mut body).await.unwrap(), ":\n");
+        assert_eq!(start.elapsed(), Duration::from_secs(15));
+        assert_eq!(next_frame(&mut body).await.unwrap(), ":\n");
+        assert_eq!(start.elapsed(), Duration::from_secs(30));
+        // The token expires 40 s after the start (its `exp` is whole seconds).
+        let last = next_frame(&mut body).await.unwrap();
+        assert!(last.starts_with("event: herald.expired\n"), "{last}");
+        assert!(start.elapsed() <= Duration::from_secs(40) && start.elapsed() > Duration::from_secs(38));
+        assert!(next_frame(&mut body).await.is_none(), "the stream ends");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_ends_at_its_maximum_duration_with_a_comment() {
+        let (mut body, _hub) = open(options(15, None, Some(20))).await;
+        let start = Instant::now();
+        next_frame(&mut body).await.unwrap();
+        assert_eq!(next_frame(&mut body).await.unwrap(), ":\n");
+        let last = next_frame(&mut body).await.unwrap();
+        assert!(last.starts_with(": stream time limit reached"), "{last}");
+        assert_eq!(start.elapsed(), Duration::from_secs(20));
+        assert!(next_frame(&mut body).await.is_none());
+    }
+}
