@@ -39,6 +39,8 @@ pub struct AppState {
 impl AppState {
     /// State for a server running `hub` with `config` and `verifier`.
     pub fn new(hub: Hub, config: Config, verifier: Verifier) -> Self {
+        let metrics = crate::metrics::handle();
+        crate::metrics::observe_commits(&hub);
         Self {
             hub,
             streams: Arc::new(StreamLimits::new(config.max_streams_per_ip)),
@@ -47,7 +49,7 @@ impl AppState {
             verifier: Arc::new(verifier),
             shutdown: CancellationToken::new(),
             registry: Arc::default(),
-            metrics: crate::metrics::handle(),
+            metrics,
             started_ms: herald_core::now_ms(),
         }
     }

@@ -124,6 +124,8 @@ async fn the_exposition_passes_promtool_and_counts_what_subscribers_received() {
     assert_eq!(metric(&text, "herald_publish_latency_seconds_count"), 50.0);
     assert!(metric(&text, "herald_store_commit_events_sum") >= 50.0);
     assert!(metric(&text, "herald_delivery_latency_seconds_count") >= 3.0);
+    assert_eq!(metric(&text, "herald_store_errors_total"), 0.0);
+    assert_eq!(metric(&text, "herald_catch_up_reads_total{source=\"store\"}"), 0.0);
     for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
         let name = line.split(' ').nth(2).unwrap();
         assert!(text.contains(&format!("# HELP {name} ")), "{name} has no HELP");
