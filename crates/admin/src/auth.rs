@@ -1,5 +1,6 @@
 //! Who may see the dashboard: an admin token from the header, the query
-//! (once; then the cookie), or the dashboard's own `herald_admin` cookie.
+//! (once; then the cookie), or the dashboard's own `herald_admin` cookie,
+//! found by the same rule as the API's tokens (`herald_core::find_token`).
 //!
 //! The cookie is scoped to `/admin` and is not the public API's
 //! `herald_token`: the public API never accepts it, so an admin token kept
@@ -11,7 +12,7 @@ use axum::{
     http::{HeaderValue, StatusCode, header, request::Parts},
     response::{Html, IntoResponse, Redirect, Response},
 };
-use herald_core::{Grants, now_ms};
+use herald_core::{FoundToken, Grants, MalformedAuthorization, TokenSource, now_ms};
 use serde::Deserialize;
 
 use crate::{Admin, pages};
@@ -49,22 +50,12 @@ impl IntoResponse for Refused {
     }
 }
 
-fn cookie(parts: &Parts) -> Option<String> {
-    parts
-        .headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == COOKIE)
-        .map(|(_, v)| v.to_owned())
-}
-
-fn query_token(parts: &Parts) -> Option<String> {
-    form_urlencoded::parse(parts.uri.query().unwrap_or_default().as_bytes())
-        .find(|(k, _)| k == "access_token")
-        .map(|(_, v)| v.into_owned())
+/// The token by herald-core's one rule (the API's), with the dashboard's
+/// cookie.
+fn find_token(parts: &Parts) -> Result<Option<FoundToken>, MalformedAuthorization> {
+    let authorization = parts.headers.get(header::AUTHORIZATION).map(|v| v.to_str().unwrap_or_default());
+    let cookies = parts.headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok());
+    herald_core::find_token(authorization, parts.uri.query(), cookies, COOKIE)
 }
 
 /// `Set-Cookie` keeping `token` for the dashboard, until the token expires.
@@ -82,21 +73,15 @@ impl FromRequestParts<Admin> for Operator {
     type Rejection = Refused;
 
     async fn from_request_parts(parts: &mut Parts, admin: &Admin) -> Result<Self, Self::Rejection> {
-        let bearer = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-            .map(str::to_owned);
-        let from_query = query_token(parts);
-        let Some(token) = bearer.clone().or_else(|| from_query.clone()).or_else(|| cookie(parts)) else {
+        let found = find_token(parts).map_err(|malformed| Refused::Login(malformed.to_string()))?;
+        let Some(FoundToken { token, source }) = found else {
             return Err(Refused::Login("paste an admin token to sign in".into()));
         };
         let grants = admin.source.authorize(&token).map_err(Refused::Login)?;
         if !grants.admin {
             return Err(Refused::NotAdmin);
         }
-        if bearer.is_none() && from_query.is_some() && parts.method == axum::http::Method::GET {
+        if source == TokenSource::Query && parts.method == axum::http::Method::GET {
             // Keep the token in the cookie and drop it from the address bar.
             let path = parts
                 .extensions

@@ -27,7 +27,7 @@ use axum::{
     routing::{get, post},
 };
 use herald_core::{ConnectionSnapshot, Grants, Hub};
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 pub use exposition::{MetricRow, parse_exposition};
 pub use live::Sample;
@@ -55,6 +55,9 @@ pub trait AdminSource: Send + Sync + 'static {
     fn started_ms(&self) -> u64;
     /// Cancelled at shutdown: the sampler and live streams stop.
     fn shutdown(&self) -> CancellationToken;
+    /// The server's tasks: the sampler runs as one, so the server's drain
+    /// waits for it.
+    fn tasks(&self) -> TaskTracker;
 }
 
 /// How the dashboard behaves; the server fills it from its settings.

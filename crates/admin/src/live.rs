@@ -100,7 +100,7 @@ impl Live {
         let live = Arc::new(Self { history: Mutex::default(), latest: watch::Sender::new(Arc::default()) });
         let sampler = Arc::clone(&live);
         let shutdown = source.shutdown();
-        tokio::spawn(async move {
+        source.tasks().spawn(async move {
             let mut state = SamplerState { rows, ..SamplerState::default() };
             let mut tick = tokio::time::interval(INTERVAL);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

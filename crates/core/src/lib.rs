@@ -1,12 +1,15 @@
 //! Herald's domain: topics, ring buffers, subscriptions, grants and SSE
-//! encoding. No HTTP and no SQL live here.
+//! encoding. No HTTP and no SQL live here: where a request carries its token
+//! is a rule over plain text ([`find_token`]), shared by the API and the
+//! dashboard.
 //!
 //! Data flow: a publish enters [`Hub::publish`]; the hub's writer makes it
 //! durable through the [`EventStore`] (which assigns the [`EventId`]), then
 //! [`Hub::apply`] pushes the encoded [`Event`] into its [`Topic`]'s
-//! [`RingBuffer`] and wakes that topic's subscribers. Each [`Subscription`] then takes every frame past
-//! its cursor, from the rings or, when it has fallen behind them, the store
-//! (through pages shared by the readers of a topic).
+//! [`RingBuffer`] and wakes that topic's subscribers. Each [`Subscription`]
+//! then takes every frame past its cursor, from the rings or, when it has
+//! fallen behind them, the store (through pages shared by the readers of a
+//! topic).
 //!
 //! The core emits no metrics: it counts (see [`HubStats`]) and reports
 //! commits to a [`CommitObserver`]; the server exports the figures.
@@ -21,6 +24,7 @@ mod log_throttle;
 mod memory_store;
 mod name;
 mod registry;
+mod request_token;
 mod ring;
 pub mod sse;
 mod stats;
@@ -38,6 +42,7 @@ pub use log_throttle::{LOG_REPEAT_INTERVAL, LogThrottle};
 pub use memory_store::{MemoryStore, Retention};
 pub use name::{MAX_TOPIC_NAME_LEN, TopicError, TopicName, TopicPattern};
 pub use registry::SubscribeError;
+pub use request_token::{FoundToken, MalformedAuthorization, TokenSource, find_token};
 pub use ring::{RingBuffer, RingLimits, Since};
 pub use stats::{ConnectionSnapshot, HubStats, TopicStats};
 pub use store::{Appended, EventStore, Gap, ReadLimit, Selection, StoreError, StoreRead, StoredTopic};

@@ -28,11 +28,13 @@ pub struct Retention {
     pub idempotency_ttl: Duration,
 }
 
+/// The server's defaults (`--retention-events`, `--retention-age`,
+/// `--idempotency-ttl`) are these: defined here, once.
 impl Default for Retention {
     fn default() -> Self {
         Self {
             max_events_per_topic: 10_000,
-            max_age: Some(Duration::from_secs(24 * 3600)),
+            max_age: Some(Duration::from_secs(7 * 24 * 3600)),
             idempotency_ttl: Duration::from_secs(24 * 3600),
         }
     }

@@ -5,17 +5,31 @@
 //! that falls behind a ring can always ask the store, and a crash can never
 //! take back an event a subscriber has seen.
 
+use std::{error::Error, sync::Arc};
+
 use async_trait::async_trait;
 
 use crate::{Epoch, Event, EventId, Publish, TopicName, TopicPattern};
 
 /// The store could not do what was asked. Publishes answer 503 with this;
 /// nothing was acknowledged, so nothing is lost.
+///
+/// Cloneable, as the hub hands one failed commit to every publisher in it.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
-    /// The backing storage failed (I/O error, disk full, server down).
+    /// The backing storage failed (I/O error, disk full, server down). The
+    /// store's own error is kept, for a caller that looks into it; it shows
+    /// in this error's message, so it is not also its `source()` (a chain
+    /// would say it twice).
     #[error("storage unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(Arc<dyn Error + Send + Sync>),
+}
+
+impl StoreError {
+    /// The storage failed with `error` (a typed error, or a message).
+    pub fn unavailable(error: impl Into<Box<dyn Error + Send + Sync>>) -> Self {
+        Self::Unavailable(Arc::from(error.into()))
+    }
 }
 
 /// What happened to one publish request of an append.

@@ -92,7 +92,7 @@ impl Writer {
                 }
                 let _ = finished_tx.send(());
             })
-            .map_err(|e| StoreError::Unavailable(format!("cannot start the hub writer thread: {e}")))?;
+            .map_err(|e| StoreError::unavailable(format!("cannot start the hub writer thread: {e}")))?;
         Ok(Self { queue, closing: Arc::new(closing), finished: Arc::new(Mutex::new(Some(finished))) })
     }
 
@@ -159,7 +159,7 @@ async fn commit(hub: &HubInner, requests: &mut Vec<PublishRequest>) {
     }
     let result = match appended {
         Ok(appended) if appended.len() == publishes.len() => Ok(appended),
-        Ok(appended) => Err(StoreError::Unavailable(format!(
+        Ok(appended) => Err(StoreError::unavailable(format!(
             "store returned {} results for {} requests",
             appended.len(),
             publishes.len()

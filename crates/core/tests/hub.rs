@@ -471,7 +471,7 @@ impl EventStore for CountingStore {
     }
     async fn append(&self, requests: &[Publish]) -> Result<Vec<Appended>, StoreError> {
         if self.failing.load(Ordering::Relaxed) {
-            return Err(StoreError::Unavailable("the disk is full".into()));
+            return Err(StoreError::unavailable("the disk is full"));
         }
         self.inner.append(requests).await
     }

@@ -6,11 +6,12 @@
 
 use std::{
     collections::HashMap,
+    path::PathBuf,
     sync::Arc,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use herald_core::{Grants, TopicPattern};
+use herald_core::{Grants, TopicError, TopicPattern};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -66,7 +67,7 @@ pub enum AuthError {
 }
 
 impl AuthError {
-    fn invalid(code: &'static str, reason: impl Into<String>) -> Self {
+    pub(crate) fn invalid(code: &'static str, reason: impl Into<String>) -> Self {
         Self::Invalid { code, reason: reason.into() }
     }
 
@@ -77,6 +78,44 @@ impl AuthError {
             Self::Invalid { code, .. } => code,
         }
     }
+}
+
+/// Why the verifier cannot use the configured key. The cause shows in the
+/// message.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// The config says the key is generated, and none was given.
+    #[error("no signing key: configure --jwt-secret")]
+    Missing,
+    /// A public key, with an algorithm that takes a secret.
+    #[error("--jwt-algorithm {0:?} cannot use a public key")]
+    NotPublicKeyAlgorithm(Algorithm),
+    /// The public key file is not a key of the configured algorithm.
+    #[error("--jwt-public-key {}: not a PEM {alg:?} public key ({error})", path.display())]
+    NotPem {
+        /// The key file.
+        path: PathBuf,
+        /// The configured algorithm.
+        alg: Algorithm,
+        /// Why.
+        error: jsonwebtoken::errors::Error,
+    },
+}
+
+/// Why `herald token` cannot sign. The cause shows in the message.
+#[derive(Debug, thiserror::Error)]
+pub enum MintError {
+    /// A publish or subscribe pattern is not a topic pattern.
+    #[error("pattern `{pattern}`: {error}")]
+    Pattern {
+        /// The pattern as given.
+        pattern: String,
+        /// Why.
+        error: TopicError,
+    },
+    /// Signing failed (a key that does not fit the algorithm).
+    #[error("cannot sign the token: {0}")]
+    Sign(jsonwebtoken::errors::Error),
 }
 
 /// Most tokens the verifier remembers; past it, it forgets them all.
@@ -103,13 +142,13 @@ impl std::fmt::Debug for Verifier {
 impl Verifier {
     /// A verifier for `config`; `secret` is the key to use when the config
     /// says [`JwtKey::Generated`] (loaded from the data dir by the caller).
-    pub fn new(config: &Config, generated: Option<&Secret>) -> Result<Self, String> {
+    pub fn new(config: &Config, generated: Option<&Secret>) -> Result<Self, KeyError> {
         let alg = config.jwt_algorithm;
         let key = match (&config.jwt_key, generated) {
             (JwtKey::Secret(secret), _) | (JwtKey::Generated, Some(secret)) => {
                 DecodingKey::from_secret(secret.0.as_bytes())
             }
-            (JwtKey::Generated, None) => return Err("no signing key: configure --jwt-secret".into()),
+            (JwtKey::Generated, None) => return Err(KeyError::Missing),
             (JwtKey::PublicKey { path, pem }, _) => {
                 let parsed = match alg {
                     Algorithm::RS256 | Algorithm::RS384 | Algorithm::RS512 | Algorithm::PS256 => {
@@ -117,10 +156,9 @@ impl Verifier {
                     }
                     Algorithm::ES256 | Algorithm::ES384 => DecodingKey::from_ec_pem(pem),
                     Algorithm::EdDSA => DecodingKey::from_ed_pem(pem),
-                    _ => return Err(format!("--jwt-algorithm {alg:?} cannot use a public key")),
+                    _ => return Err(KeyError::NotPublicKeyAlgorithm(alg)),
                 };
-                parsed
-                    .map_err(|e| format!("--jwt-public-key {}: not a PEM {alg:?} public key ({e})", path.display()))?
+                parsed.map_err(|error| KeyError::NotPem { path: path.clone(), alg, error })?
             }
         };
         let mut validation = Validation::new(alg);
@@ -245,9 +283,9 @@ struct Minted<'a> {
 }
 
 /// Signs a token for `spec` with `key` under `alg`.
-pub fn mint(spec: &TokenSpec, alg: Algorithm, key: &EncodingKey) -> Result<String, String> {
+pub fn mint(spec: &TokenSpec, alg: Algorithm, key: &EncodingKey) -> Result<String, MintError> {
     for pattern in spec.publish.iter().chain(&spec.subscribe) {
-        pattern.parse::<TopicPattern>().map_err(|e| format!("pattern `{pattern}`: {e}"))?;
+        pattern.parse::<TopicPattern>().map_err(|error| MintError::Pattern { pattern: pattern.clone(), error })?;
     }
     let now = now_secs();
     let claims = Claims {
@@ -257,5 +295,5 @@ pub fn mint(spec: &TokenSpec, alg: Algorithm, key: &EncodingKey) -> Result<Strin
         herald: HeraldClaim { publish: spec.publish.clone(), subscribe: spec.subscribe.clone(), admin: spec.admin },
     };
     let claims = Minted { claims, iss: spec.issuer.as_deref(), aud: spec.audience.as_deref() };
-    jsonwebtoken::encode(&Header::new(alg), &claims, key).map_err(|e| format!("cannot sign the token: {e}"))
+    jsonwebtoken::encode(&Header::new(alg), &claims, key).map_err(MintError::Sign)
 }

@@ -1,6 +1,10 @@
 //! The one error type of the HTTP API, and its one mapping to responses:
 //! `{"error": {"code": "...", "message": "..."}}` with a fitting status.
 //! Internal details are logged, never sent.
+//!
+//! Every code the API answers with is an [`ErrorCode`], and each code says
+//! its status in one table (`error_codes!` below); handlers name a code and
+//! a message, never a status.
 
 use axum::{
     Json,
@@ -10,120 +14,176 @@ use axum::{
 
 use crate::auth::AuthError;
 
-/// Everything a handler can answer with besides success.
+/// Declares [`ErrorCode`] from one table: each row a variant, its status
+/// and its string, so no second list can fall out of step.
+macro_rules! error_codes {
+    ($($(#[doc = $doc:literal])* $variant:ident => $status:ident, $code:literal;)*) => {
+        /// A machine-readable error code of the public API, with the one
+        /// status it is answered with. The strings are public (clients and
+        /// tests outside the crates read them): never change one.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum ErrorCode {
+            $($(#[doc = $doc])* $variant,)*
+        }
+
+        impl ErrorCode {
+            /// Every code.
+            pub const ALL: &[Self] = &[$(Self::$variant),*];
+
+            /// The HTTP status this code is answered with.
+            pub fn status(self) -> StatusCode {
+                match self {
+                    $(Self::$variant => StatusCode::$status,)*
+                }
+            }
+
+            /// The code as clients read it.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $code,)*
+                }
+            }
+        }
+    };
+}
+
+error_codes! {
+    /// No token where one is needed.
+    MissingToken => UNAUTHORIZED, "missing_token";
+    /// A token that cannot be accepted.
+    InvalidToken => UNAUTHORIZED, "invalid_token";
+    /// The token does not allow this.
+    Forbidden => FORBIDDEN, "forbidden";
+    /// A topic name or pattern that is not one.
+    InvalidTopic => BAD_REQUEST, "invalid_topic";
+    /// `GET /events` without a `topic`.
+    MissingTopic => BAD_REQUEST, "missing_topic";
+    /// `?limit=` out of range.
+    InvalidLimit => BAD_REQUEST, "invalid_limit";
+    /// A JSON body that is not the expected shape.
+    InvalidJson => BAD_REQUEST, "invalid_json";
+    /// A batch without events.
+    EmptyBatch => BAD_REQUEST, "empty_batch";
+    /// A JSON event without `data`.
+    MissingData => BAD_REQUEST, "missing_data";
+    /// An event type that is not one.
+    InvalidEventType => BAD_REQUEST, "invalid_event_type";
+    /// An event type in the hub's own `herald.` namespace.
+    ReservedEventType => BAD_REQUEST, "reserved_event_type";
+    /// An `Idempotency-Key` that is not one.
+    InvalidIdempotencyKey => BAD_REQUEST, "invalid_idempotency_key";
+    /// A body that failed while being read.
+    UnreadableBody => BAD_REQUEST, "unreadable_body";
+    /// A text body that is not UTF-8.
+    InvalidUtf8 => BAD_REQUEST, "invalid_utf8";
+    /// More topics in one subscription than `--max-topics-per-subscription`.
+    TooManyTopics => BAD_REQUEST, "too_many_topics";
+    /// No such route or thing.
+    NotFound => NOT_FOUND, "not_found";
+    /// The route exists, the method does not.
+    MethodNotAllowed => METHOD_NOT_ALLOWED, "method_not_allowed";
+    /// The body did not arrive within `--body-timeout`.
+    BodyTimeout => REQUEST_TIMEOUT, "body_timeout";
+    /// More events in a batch than `--max-batch-events`.
+    BatchTooLarge => PAYLOAD_TOO_LARGE, "batch_too_large";
+    /// Event data over `--max-event-bytes`.
+    EventTooLarge => PAYLOAD_TOO_LARGE, "event_too_large";
+    /// A body over `--max-body-bytes`.
+    BodyTooLarge => PAYLOAD_TOO_LARGE, "body_too_large";
+    /// A body that is neither JSON nor text.
+    UnsupportedMediaType => UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type";
+    /// An `Idempotency-Key` the caller used for another request.
+    IdempotencyKeyReused => UNPROCESSABLE_ENTITY, "idempotency_key_reused";
+    /// A per-client limit was hit.
+    TooManyRequests => TOO_MANY_REQUESTS, "too_many_requests";
+    /// The store cannot take or give events now.
+    StoreUnavailable => SERVICE_UNAVAILABLE, "store_unavailable";
+    /// The server is draining.
+    ShuttingDown => SERVICE_UNAVAILABLE, "shutting_down";
+    /// The hub holds its maximum of topics. Its string is [`Self::TooManyTopics`]'s:
+    /// both were published under `too_many_topics` before codes were typed,
+    /// and clients read the code, so the status tells them apart.
+    HubFull => SERVICE_UNAVAILABLE, "too_many_topics";
+    /// The server is at `--max-connections`.
+    TooManyConnections => SERVICE_UNAVAILABLE, "too_many_connections";
+}
+
+/// Everything a handler can answer with besides success: a code, and a
+/// message that says what was wrong and how to fix it.
 #[derive(Debug, thiserror::Error)]
-pub enum ApiError {
-    /// No token, or one that cannot be accepted (401).
-    #[error(transparent)]
-    Unauthorized(#[from] AuthError),
-    /// The token does not allow this (403).
-    #[error("{0}")]
-    Forbidden(String),
-    /// The request is malformed (400).
-    #[error("{message}")]
-    BadRequest {
-        /// Machine-readable code.
-        code: &'static str,
-        /// What was wrong, and how to fix it.
-        message: String,
-    },
-    /// No such route or thing (404).
-    #[error("{0}")]
-    NotFound(String),
-    /// The route exists, the method does not (405).
-    #[error("{0}")]
-    MethodNotAllowed(String),
-    /// Too big (413).
-    #[error("{message}")]
-    TooLarge {
-        /// Machine-readable code.
-        code: &'static str,
-        /// What limit was hit.
-        message: String,
-    },
-    /// Well-formed but refused as it stands (422).
-    #[error("{message}")]
-    Unprocessable {
-        /// Machine-readable code.
-        code: &'static str,
-        /// Why, and what to send instead.
-        message: String,
-    },
-    /// Wrong content type (415).
-    #[error("{0}")]
-    UnsupportedMediaType(String),
-    /// The client was too slow to send its request (408).
-    #[error("{message}")]
-    TimedOut {
-        /// Machine-readable code.
-        code: &'static str,
-        /// What was late, and which setting bounds it.
-        message: String,
-    },
-    /// A per-client limit was hit (429).
-    #[error("{0}")]
-    TooManyRequests(String),
-    /// The server cannot take this now (503); the client may retry.
-    #[error("{message}")]
-    Unavailable {
-        /// Machine-readable code.
-        code: &'static str,
-        /// Why.
-        message: String,
-    },
+#[error("{message}")]
+pub struct ApiError {
+    code: ErrorCode,
+    message: String,
 }
 
 impl ApiError {
-    /// A 400 with `code`.
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
-        Self::BadRequest { code, message: message.into() }
+    /// An answer with `code` and its status.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { code, message: message.into() }
     }
 
-    /// A 503 with `code`.
-    pub fn unavailable(code: &'static str, message: impl Into<String>) -> Self {
-        Self::Unavailable { code, message: message.into() }
+    /// The machine-readable code.
+    pub fn code(&self) -> ErrorCode {
+        self.code
     }
 
-    /// The status and machine-readable code.
-    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
-        match self {
-            Self::Unauthorized(AuthError::Missing) => (StatusCode::UNAUTHORIZED, "missing_token"),
-            Self::Unauthorized(AuthError::Invalid { .. }) => (StatusCode::UNAUTHORIZED, "invalid_token"),
-            Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
-            Self::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
-            Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
-            Self::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
-            Self::TooLarge { code, .. } => (StatusCode::PAYLOAD_TOO_LARGE, code),
-            Self::Unprocessable { code, .. } => (StatusCode::UNPROCESSABLE_ENTITY, code),
-            Self::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
-            Self::TimedOut { code, .. } => (StatusCode::REQUEST_TIMEOUT, code),
-            Self::TooManyRequests(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_requests"),
-            Self::Unavailable { code, .. } => (StatusCode::SERVICE_UNAVAILABLE, code),
-        }
+    /// The JSON body: `{"error": {"code": "...", "message": "..."}}`.
+    pub fn body(&self) -> serde_json::Value {
+        serde_json::json!({ "error": { "code": self.code.as_str(), "message": self.message } })
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(error: AuthError) -> Self {
+        let code = match error {
+            AuthError::Missing => ErrorCode::MissingToken,
+            AuthError::Invalid { .. } => ErrorCode::InvalidToken,
+        };
+        Self::new(code, error.to_string())
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (status, code) = self.status_and_code();
-        let body = serde_json::json!({ "error": { "code": code, "message": self.to_string() } });
-        let mut response = (status, Json(body)).into_response();
+        let mut response = (self.code.status(), Json(self.body())).into_response();
         let headers = response.headers_mut();
-        match &self {
-            Self::Unauthorized(AuthError::Missing) => {
+        match self.code {
+            ErrorCode::MissingToken => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"herald\""));
             }
-            Self::Unauthorized(AuthError::Invalid { .. }) => {
+            ErrorCode::InvalidToken => {
                 headers.insert(
                     header::WWW_AUTHENTICATE,
                     HeaderValue::from_static("Bearer realm=\"herald\", error=\"invalid_token\""),
                 );
             }
-            Self::Unavailable { .. } => {
+            code if code.status() == StatusCode::SERVICE_UNAVAILABLE => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             _ => {}
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_too_many_topics_names_two_codes() {
+        for (i, a) in ErrorCode::ALL.iter().enumerate() {
+            for b in &ErrorCode::ALL[i + 1..] {
+                if a.as_str() == b.as_str() {
+                    assert_eq!(
+                        (*a, *b),
+                        (ErrorCode::TooManyTopics, ErrorCode::HubFull),
+                        "{a:?} and {b:?} share a string"
+                    );
+                    assert_ne!(a.status(), b.status(), "{a:?} and {b:?} must differ by status");
+                }
+            }
+        }
     }
 }

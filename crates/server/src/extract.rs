@@ -11,7 +11,11 @@ use axum::{
 };
 use herald_core::Grants;
 
-use crate::{auth::AuthError, error::ApiError, state::AppState};
+use crate::{
+    auth::AuthError,
+    error::{ApiError, ErrorCode},
+    state::AppState,
+};
 
 /// The name of the cookie that may carry a token.
 pub const TOKEN_COOKIE: &str = "herald_token";
@@ -22,9 +26,19 @@ pub const TOKEN_COOKIE: &str = "herald_token";
 pub struct Caller(pub Option<Arc<Grants>>);
 
 impl Caller {
-    /// The grants, or 401 if no token was sent.
-    pub fn require(self) -> Result<Arc<Grants>, ApiError> {
-        self.0.ok_or(ApiError::Unauthorized(AuthError::Missing))
+    /// The grants, or 401 `missing_token` if no token was sent.
+    pub fn require(&self) -> Result<&Arc<Grants>, ApiError> {
+        self.0.as_ref().ok_or_else(|| AuthError::Missing.into())
+    }
+
+    /// The answer to a request this caller may not make: 401
+    /// `missing_token` when it sent no token (one might allow it), 403
+    /// `forbidden` with `message` when its token does not.
+    pub fn refuse(&self, message: impl Into<String>) -> ApiError {
+        match self.0 {
+            None => AuthError::Missing.into(),
+            Some(_) => ApiError::new(ErrorCode::Forbidden, message),
+        }
     }
 
     /// The token's grants on top of the public subscribe patterns.
@@ -49,24 +63,13 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
-/// The token from `Authorization: Bearer`, else `?access_token=`, else the cookie.
-fn find_token(parts: &Parts) -> Result<Option<String>, ApiError> {
-    if let Some(value) = parts.headers.get(header::AUTHORIZATION) {
-        let text = value.to_str().unwrap_or_default();
-        return match text.split_once(' ') {
-            Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => {
-                Ok(Some(token.trim().to_owned()))
-            }
-            _ => Err(ApiError::Unauthorized(AuthError::Invalid {
-                code: "malformed",
-                reason: "the Authorization header must be `Bearer <token>`".into(),
-            })),
-        };
-    }
-    if let Some(token) = query_values(parts.uri.query(), "access_token").next() {
-        return Ok(Some(token));
-    }
-    Ok(cookie(&parts.headers, TOKEN_COOKIE))
+/// The token by herald-core's one rule, with the API's cookie.
+fn find_token(parts: &Parts) -> Result<Option<String>, AuthError> {
+    let authorization = parts.headers.get(header::AUTHORIZATION).map(|v| v.to_str().unwrap_or_default());
+    let cookies = parts.headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok());
+    let found = herald_core::find_token(authorization, parts.uri.query(), cookies, TOKEN_COOKIE)
+        .map_err(|malformed| AuthError::invalid("malformed", malformed.to_string()))?;
+    Ok(found.map(|found| found.token))
 }
 
 /// Every value of query parameter `name`, percent-decoded.
@@ -74,17 +77,6 @@ pub fn query_values<'a>(query: Option<&'a str>, name: &'a str) -> impl Iterator<
     form_urlencoded::parse(query.unwrap_or_default().as_bytes())
         .filter(move |(key, _)| key == name)
         .map(|(_, value)| value.into_owned())
-}
-
-fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(key, _)| *key == name)
-        .map(|(_, value)| value.trim_matches('"').to_owned())
 }
 
 /// The client's address: the peer's, or, when the peer is a trusted proxy,
@@ -128,12 +120,5 @@ mod tests {
         assert_eq!(client_ip(proxy, &headers, &[proxy]), "198.51.100.7".parse::<IpAddr>().unwrap());
         let stranger: IpAddr = "192.0.2.5".parse().unwrap();
         assert_eq!(client_ip(stranger, &headers, &[proxy]), stranger);
-    }
-
-    #[test]
-    fn cookies_are_found_among_others() {
-        let mut headers = HeaderMap::new();
-        headers.insert(header::COOKIE, "a=1; herald_token=abc.def; b=2".parse().unwrap());
-        assert_eq!(cookie(&headers, TOKEN_COOKIE).as_deref(), Some("abc.def"));
     }
 }

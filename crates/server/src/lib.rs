@@ -2,29 +2,29 @@
 //!
 //! [`app`] builds the router; [`serve`] runs it on an already bound listener
 //! until a shutdown future completes, so tests bind port 0 and embedders
-//! choose their own signal.
+//! choose their own signal. The hub is the caller's: started before
+//! [`serve`], shut down after it returns.
+//!
+//! Layers, each a module: `transport` (sockets, HTTP/1.1 and HTTP/2, slow
+//! clients, the drain), `routes` (the public API) over `event_stream` (the
+//! SSE body) and `extract`/`auth` (who is calling), `ops` (metrics and the
+//! dashboard), `store` (SQLite), `config` and `state`.
 
 pub mod auth;
 pub mod config;
-pub mod connection;
-mod deadline;
-mod direct;
 pub mod error;
+pub mod event_stream;
 pub mod extract;
-mod h2_stream;
-pub mod limits;
 pub mod metrics;
 mod ops;
 mod process_stats;
 pub mod registry;
-mod request_body;
 mod routes;
 pub mod secret;
-mod server;
-pub mod sse;
 pub mod state;
 pub mod store;
-mod stream_runtime;
+mod sweep;
+pub mod transport;
 
 use axum::{
     Router,
@@ -51,8 +51,8 @@ pub fn ops_app(state: AppState) -> Router {
 fn api(state: AppState) -> Router {
     let router = Router::new()
         .route("/", get(routes::index::index))
-        .route("/topics/{topic}/events", get(routes::events::one_topic).post(routes::publish::one))
-        .route("/events", get(routes::events::many))
+        .route(routes::events::ONE_TOPIC_PATH, get(routes::events::one_topic).post(routes::publish::one))
+        .route(routes::events::MANY_TOPICS_PATH, get(routes::events::many))
         .route("/publish", post(routes::publish::batch))
         .route("/topics", get(routes::topics::list))
         .route("/topics/{topic}", get(routes::topics::one))
@@ -67,7 +67,8 @@ fn api(state: AppState) -> Router {
     router.with_state(state)
 }
 
-/// Runs the API on `listener` until `shutdown` completes, then drains.
+/// Runs the API on `listener` until `shutdown` completes, then drains; the
+/// hub stays open for the caller to shut down.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
@@ -77,7 +78,8 @@ pub async fn serve(
 }
 
 /// Runs the API on `public`, and `/metrics` and `/admin` on `internal` when
-/// given, until `shutdown` completes; then drains both.
+/// given, with the hub's upkeep, until `shutdown` completes; then drains
+/// both. The hub stays open: shut it down once this returns.
 pub async fn serve_all(
     public: tokio::net::TcpListener,
     internal: Option<tokio::net::TcpListener>,
@@ -88,7 +90,8 @@ pub async fn serve_all(
     if let Some(internal) = internal {
         listeners.push((internal, ops_app(state.clone())));
     }
-    server::serve(listeners, state, shutdown).await
+    state.tasks.spawn(sweep::sweep(state.clone()));
+    transport::run(listeners, &state, shutdown).await
 }
 
 /// CORS for the configured origins. Cookies cross only with

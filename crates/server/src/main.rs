@@ -9,7 +9,7 @@ use herald_core::{EventStore, Hub, MemoryStore};
 use herald_server::{
     AppState, Config,
     auth::{TokenSpec, Verifier, mint},
-    config::{JwtKey, Settings, defaults, parse_duration},
+    config::{JwtKey, Settings, TokenConfig, TokenSettings, defaults, parse_args, parse_duration},
     secret,
     store::SqliteStore,
 };
@@ -22,18 +22,28 @@ struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
     #[command(flatten)]
-    settings: Settings,
+    serve: ServeArgs,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the hub (the default).
-    Serve(Box<Settings>),
+    Serve(Box<ServeArgs>),
     /// Print a token signed with the server's key and claim settings: give
     /// it the server's `--config FILE`, or the same `--data-dir` /
     /// `--jwt-secret`, `--jwt-issuer` and `--jwt-audience`. It never makes
     /// a key of its own.
     Token(Box<TokenArgs>),
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    settings: Settings,
+    /// Check the settings, print the configuration they make (secrets
+    /// hidden) and exit: 0 if valid, 1 with every problem listed.
+    #[arg(long)]
+    check_config: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -57,15 +67,16 @@ struct TokenArgs {
     #[arg(long, value_name = "FILE")]
     private_key: Option<PathBuf>,
     #[command(flatten)]
-    settings: Settings,
+    settings: TokenSettings,
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // The config file's problems are reported with the settings' own.
+    let (cli, file_errors): (Cli, _) = parse_args();
     let result = match cli.command {
-        None => serve(cli.settings),
-        Some(Command::Serve(settings)) => serve(*settings),
-        Some(Command::Token(args)) => token(*args),
+        None => serve(cli.serve, file_errors),
+        Some(Command::Serve(args)) => serve(*args, file_errors),
+        Some(Command::Token(args)) => token(*args, file_errors),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -78,12 +89,24 @@ fn main() -> ExitCode {
     }
 }
 
-fn load_config(settings: Settings) -> Result<Config, Vec<String>> {
-    Config::from_settings(&settings.with_file()?)
+/// `parsed`, or every error: the file's and the settings' together.
+fn all_errors<T>(parsed: Result<T, Vec<String>>, mut file_errors: Vec<String>) -> Result<T, Vec<String>> {
+    match parsed {
+        Ok(value) if file_errors.is_empty() => Ok(value),
+        Ok(_) => Err(file_errors),
+        Err(errors) => {
+            file_errors.extend(errors);
+            Err(file_errors)
+        }
+    }
 }
 
-fn serve(settings: Settings) -> Result<(), Vec<String>> {
-    let config = load_config(settings)?;
+fn serve(args: ServeArgs, file_errors: Vec<String>) -> Result<(), Vec<String>> {
+    let config = all_errors(Config::from_settings(&args.settings), file_errors)?;
+    if args.check_config {
+        println!("{config:#?}");
+        return Ok(());
+    }
     tracing_subscriber::fmt()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&config.log).map_err(|e| vec![format!("--log: {e}")])?)
@@ -135,7 +158,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
         log_signing_key(&config, origin);
     }
     let state = AppState::new(hub, config, verifier);
-    herald_server::serve_all(listener, internal, state, shutdown).await?;
+    herald_server::serve_all(listener, internal, state.clone(), shutdown).await?;
+    state.hub.shutdown().await;
+    tracing::info!("shutdown complete");
     if let Some(sqlite) = sqlite {
         sqlite.close().await;
     }
@@ -223,8 +248,8 @@ fn raise_open_file_limit(max_connections: usize) {
     }
 }
 
-fn token(args: TokenArgs) -> Result<(), Vec<String>> {
-    let config = load_config(args.settings)?;
+fn token(args: TokenArgs, file_errors: Vec<String>) -> Result<(), Vec<String>> {
+    let config = all_errors(TokenConfig::from_settings(&args.settings), file_errors)?;
     let ttl = parse_duration(&args.ttl).map_err(|e| vec![format!("--ttl: {e}")])?;
     if ttl < Duration::from_secs(1) {
         return Err(vec!["--ttl: must be at least 1s".into()]);
@@ -245,12 +270,12 @@ fn token(args: TokenArgs) -> Result<(), Vec<String>> {
         issuer: config.jwt_issuer.clone(),
         audience: config.jwt_audience.clone(),
     };
-    let token = mint(&spec, alg, &key).map_err(|e| vec![e])?;
+    let token = mint(&spec, alg, &key).map_err(|e| vec![e.to_string()])?;
     println!("{token}");
     Ok(())
 }
 
-fn signing_key(config: &Config, private_key: Option<&PathBuf>) -> Result<(Algorithm, EncodingKey), Vec<String>> {
+fn signing_key(config: &TokenConfig, private_key: Option<&PathBuf>) -> Result<(Algorithm, EncodingKey), Vec<String>> {
     let alg = config.jwt_algorithm;
     if let Some(path) = private_key {
         let pem =
@@ -267,7 +292,7 @@ fn signing_key(config: &Config, private_key: Option<&PathBuf>) -> Result<(Algori
         JwtKey::Secret(secret) => secret.clone(),
         // The server's own key, read, never made: a key made here would be
         // one the server does not know.
-        JwtKey::Generated => secret::load(&config.data_dir).map_err(|e| vec![e])?.ok_or_else(|| {
+        JwtKey::Generated => secret::load(&config.data_dir).map_err(|e| vec![e.to_string()])?.ok_or_else(|| {
             let path = config.data_dir.join(secret::SECRET_FILE);
             let path = std::path::absolute(&path).unwrap_or(path);
             vec![format!(

@@ -11,7 +11,7 @@ use axum::{
     routing::get,
 };
 use herald_core::{ConnectionSnapshot, Grants, Hub};
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::state::AppState;
 
@@ -74,5 +74,9 @@ impl herald_admin::AdminSource for Source {
 
     fn shutdown(&self) -> CancellationToken {
         self.0.shutdown.clone()
+    }
+
+    fn tasks(&self) -> TaskTracker {
+        self.0.tasks.clone()
     }
 }

@@ -4,13 +4,13 @@ use std::sync::Arc;
 
 use herald_core::Hub;
 use metrics_exporter_prometheus::PrometheusHandle;
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     auth::Verifier,
     config::Config,
-    limits::{ConnectionLimit, StreamLimits},
     registry::StreamRegistry,
+    transport::limits::{ConnectionLimit, StreamLimits},
 };
 
 /// The server's shared state. Cheap to clone.
@@ -22,8 +22,12 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Checks tokens.
     pub verifier: Arc<Verifier>,
-    /// Cancelled when the server shuts down: open streams end themselves.
+    /// Cancelled when the server shuts down: accept loops stop, open streams
+    /// end themselves, background tasks return.
     pub shutdown: CancellationToken,
+    /// Every task the server spawns (connections, streams, accept loops,
+    /// upkeep, the dashboard's sampler): the drain waits for them.
+    pub tasks: TaskTracker,
     /// Open streams per client IP.
     pub streams: Arc<StreamLimits>,
     /// Open connections.
@@ -48,6 +52,7 @@ impl AppState {
             config: Arc::new(config),
             verifier: Arc::new(verifier),
             shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
             registry: Arc::default(),
             metrics,
             started_ms: herald_core::now_ms(),

@@ -209,6 +209,12 @@ fn an_unusable_data_dir_or_database_stops_start_up_with_a_clear_message() {
     let mut command = Herald::command(&readonly, &[]);
     if std::fs::write(readonly.join("probe"), "x").is_ok() {
         std::fs::remove_file(readonly.join("probe")).unwrap();
+        // A copy of the binary `nobody` can reach wherever the checkout is
+        // (a private temporary folder, say).
+        let binary = scratch.path().join("herald");
+        std::fs::copy(env!("CARGO_BIN_EXE_herald"), &binary).unwrap();
+        std::fs::set_permissions(&binary, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        command = Herald::command_of(&binary, &readonly, &[]);
         std::os::unix::process::CommandExt::uid(&mut command, 65534);
     }
     let output = command.output().unwrap();

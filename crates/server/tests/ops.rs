@@ -274,6 +274,35 @@ async fn the_dashboard_needs_an_admin_token_and_disconnects_on_confirmation() {
     assert_eq!(metric(&text, "herald_streams_closed_total{reason=\"admin\"}"), 1.0);
 }
 
+/// The dashboard finds its token by the API's rule (herald-core's
+/// `find_token`), with its own cookie.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_reads_the_authorization_header_as_the_api_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let herald = Herald::start(dir.path(), &["--memory"]);
+    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let admin = token_with("ops", &[], &[], true, Duration::from_secs(600));
+
+    // Any case of the scheme, and spaces around the token.
+    let page = client.get(herald.url("/admin")).header("authorization", format!("bearer  {admin} ")).send();
+    assert_eq!(page.await.unwrap().status(), 200);
+
+    // An Authorization header that is not Bearer is refused, as the API
+    // refuses it, even beside a good cookie.
+    for path in ["/admin", "/topics/t"] {
+        let refused = client
+            .get(herald.url(path))
+            .header("authorization", "Basic dXNlcjpwYXNz")
+            .header("cookie", format!("herald_admin={admin}; herald_token={admin}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), 401, "{path}");
+        let text = refused.text().await.unwrap();
+        assert!(text.contains("the Authorization header must be `Bearer"), "{path}: {text}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn internal_listen_moves_metrics_and_the_dashboard_off_the_public_listener() {
     let dir = tempfile::tempdir().unwrap();

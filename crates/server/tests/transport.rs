@@ -313,6 +313,52 @@ async fn an_http2_reader_that_opens_its_window_slowly_is_never_cut() {
     assert_eq!(metric(&server, "herald_streams_closed_total{reason=\"lagged\"}"), lagged_before);
 }
 
+/// An HTTP/1.1 reader that stops reading is cut once its stream's writes
+/// make no progress for the stall timeout, and both its stream and its
+/// connection count as lagged, whichever path writes the stream: the
+/// hand-written one (a connection's first request) or hyper (a later one).
+#[tokio::test]
+async fn a_stalled_http1_stream_is_cut_and_counted_as_lagged_on_either_path() {
+    let server = TestServer::start_with(|c| {
+        c.stall_timeout = Duration::from_secs(1);
+        c.heartbeat = Duration::from_millis(200);
+    })
+    .await;
+    let token = server.root_token();
+    // 8 MB: more than the kernel's largest socket buffers can hide.
+    let batch: Vec<Value> = (0..4).map(|_| json!({"topic": "stall.h1", "data": "x".repeat(200_000)})).collect();
+    let lagged =
+        ["herald_streams_closed_total{reason=\"lagged\"}", "herald_connections_closed_total{reason=\"lagged\"}"];
+    for (path, first) in [("hand-written", None), ("hyper", Some("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"))] {
+        let before = lagged.map(|series| metric(&server, series));
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let mut reader = socket.connect(server.addr).await.unwrap();
+        if let Some(request) = first {
+            reader.write_all(request.as_bytes()).await.unwrap();
+            read_until(&mut reader, b"\"ok\"").await;
+        }
+        let open = format!("GET /topics/stall.h1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n");
+        reader.write_all(open.as_bytes()).await.unwrap();
+        read_until(&mut reader, b"herald stream open").await;
+        for _ in 0..10 {
+            let response =
+                server.client.post(server.url("/publish")).bearer_auth(&token).json(&batch).send().await.unwrap();
+            assert_eq!(response.status(), reqwest::StatusCode::CREATED);
+        }
+        // The stream, then its connection: each counted once.
+        for (series, before) in lagged.into_iter().zip(before) {
+            within(WAIT, &format!("{series} to count the {path} stream"), async {
+                while metric(&server, series) == before {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            })
+            .await;
+            assert_eq!(metric(&server, series), before + 1.0, "{path}: {series}");
+        }
+    }
+}
+
 // ------------------------------------------------------- time arithmetic
 
 #[tokio::test]

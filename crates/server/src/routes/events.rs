@@ -3,22 +3,27 @@
 use std::net::IpAddr;
 
 use axum::{
-    Extension,
     extract::{Path, State, rejection::PathRejection},
-    http::{HeaderMap, HeaderValue, StatusCode, Uri, header},
-    response::{IntoResponse, Response},
+    http::{HeaderMap, Uri, header},
+    response::Response,
 };
 use herald_core::{Resume, Selection, Subscription, TopicPattern};
 
 use crate::{
-    auth::AuthError,
-    connection::Stalled,
-    error::ApiError,
+    error::{ApiError, ErrorCode},
+    event_stream::{self, StreamOptions, StreamTies},
     extract::{Caller, ClientIp, query_values},
     routes::{shorten, topic_from_path},
-    sse::{self, StreamOptions},
     state::AppState,
 };
+
+/// One topic's stream (a `POST` there publishes).
+pub const ONE_TOPIC_PATH: &str = "/topics/{topic}/events";
+/// A stream of several topics and patterns.
+pub const MANY_TOPICS_PATH: &str = "/events";
+/// Every route whose `GET` answers with an event stream: the router is built
+/// from these, and the hand-written stream path recognises them.
+pub const STREAM_PATHS: [&str; 2] = [ONE_TOPIC_PATH, MANY_TOPICS_PATH];
 
 /// A stream of one topic.
 pub async fn one_topic(
@@ -26,12 +31,11 @@ pub async fn one_topic(
     caller: Caller,
     ClientIp(ip): ClientIp,
     path: Result<Path<String>, PathRejection>,
-    stalled: Option<Extension<Stalled>>,
     headers: HeaderMap,
     uri: Uri,
 ) -> Result<Response, ApiError> {
     let topic = topic_from_path(path)?;
-    let request = StreamRequest { ip, headers: &headers, uri: &uri, stalled: stalled.map(|e| e.0) };
+    let request = StreamRequest { ip, headers: &headers, uri: &uri };
     open(&state, &caller, &request, vec![TopicPattern::Exact(topic)])
 }
 
@@ -40,7 +44,6 @@ pub async fn many(
     State(state): State<AppState>,
     caller: Caller,
     ClientIp(ip): ClientIp,
-    stalled: Option<Extension<Stalled>>,
     headers: HeaderMap,
     uri: Uri,
 ) -> Result<Response, ApiError> {
@@ -48,16 +51,16 @@ pub async fn many(
     for text in query_values(uri.query(), "topic") {
         let pattern = text
             .parse::<TopicPattern>()
-            .map_err(|e| ApiError::bad_request("invalid_topic", format!("topic `{}`: {e}", shorten(&text))))?;
+            .map_err(|e| ApiError::new(ErrorCode::InvalidTopic, format!("topic `{}`: {e}", shorten(&text))))?;
         patterns.push(pattern);
     }
     if patterns.is_empty() {
-        return Err(ApiError::bad_request(
-            "missing_topic",
+        return Err(ApiError::new(
+            ErrorCode::MissingTopic,
             "name at least one topic: /events?topic=NAME (repeat it; patterns like orders.* are allowed)",
         ));
     }
-    let request = StreamRequest { ip, headers: &headers, uri: &uri, stalled: stalled.map(|e| e.0) };
+    let request = StreamRequest { ip, headers: &headers, uri: &uri };
     open(&state, &caller, &request, patterns)
 }
 
@@ -66,7 +69,6 @@ struct StreamRequest<'a> {
     ip: IpAddr,
     headers: &'a HeaderMap,
     uri: &'a Uri,
-    stalled: Option<Stalled>,
 }
 
 fn open(
@@ -75,21 +77,18 @@ fn open(
     request: &StreamRequest<'_>,
     patterns: Vec<TopicPattern>,
 ) -> Result<Response, ApiError> {
-    let StreamRequest { ip, headers, uri, .. } = *request;
+    let StreamRequest { ip, headers, uri } = *request;
     let max = state.config.max_topics_per_subscription;
     if patterns.len() > max {
         metrics::counter!("herald_rejected_total", "limit" => "topics_per_subscription").increment(1);
-        return Err(ApiError::bad_request(
-            "too_many_topics",
+        return Err(ApiError::new(
+            ErrorCode::TooManyTopics,
             format!("{} topics in one subscription; the limit is {max}", patterns.len()),
         ));
     }
     let grants = caller.with_public(state);
     if let Some(denied) = patterns.iter().find(|p| !grants.may_subscribe(p)) {
-        return Err(match caller.0 {
-            None => ApiError::Unauthorized(AuthError::Missing),
-            Some(_) => ApiError::Forbidden(format!("this token may not subscribe to `{denied}`")),
-        });
+        return Err(caller.refuse(format!("this token may not subscribe to `{denied}`")));
     }
     // The header wins over the query parameter, as the browser sets it on reconnect.
     let header_id = headers.get("last-event-id").map(|v| v.to_str().unwrap_or("\u{fffd}").to_owned());
@@ -98,15 +97,18 @@ fn open(
     let Some(permit) = state.streams.acquire(ip) else {
         metrics::counter!("herald_rejected_total", "limit" => "streams_per_ip").increment(1);
         warn_if_behind_a_proxy(ip, &state.config.trusted_proxies);
-        return Err(ApiError::TooManyRequests(format!(
-            "{ip} has {} streams open, the limit; close one or subscribe to several topics in one stream (/events?topic=a&topic=b)",
-            state.config.max_streams_per_ip
-        )));
+        return Err(ApiError::new(
+            ErrorCode::TooManyRequests,
+            format!(
+                "{ip} has {} streams open, the limit; close one or subscribe to several topics in one stream (/events?topic=a&topic=b)",
+                state.config.max_streams_per_ip
+            ),
+        ));
     };
     let topics: Vec<String> = patterns.iter().map(ToString::to_string).collect();
     let subscription = Subscription::open(&state.hub, Selection::new(patterns), resume).map_err(|e| {
         metrics::counter!("herald_rejected_total", "limit" => "topics").increment(1);
-        ApiError::unavailable("too_many_topics", e.to_string())
+        ApiError::new(ErrorCode::HubFull, e.to_string())
     })?;
     let options = StreamOptions {
         heartbeat: state.config.heartbeat,
@@ -118,14 +120,8 @@ fn open(
     let subject = caller.0.as_ref().and_then(|g| g.subject.clone());
     let registration =
         state.registry.register(&state.shutdown, ip, user_agent.chars().take(200).collect(), subject, topics);
-    let ties = sse::StreamTies { permit, registration, stalled: request.stalled.clone() };
-    let body = sse::body(subscription, options, state.shutdown.clone(), ties);
-    let mut response = (StatusCode::OK, body).into_response();
-    let h = response.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    Ok(response)
+    let ties = StreamTies { permit, registration };
+    Ok(event_stream::response(subscription, options, state.shutdown.clone(), ties))
 }
 
 /// A loopback or private peer that hits the per-IP limit is most likely a

@@ -12,18 +12,18 @@ use axum::{
 };
 use herald_core::TopicName;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 
 /// A topic from the path, or a 400 that says what is wrong with it.
 pub fn topic_from_path(path: Result<axum::extract::Path<String>, PathRejection>) -> Result<TopicName, ApiError> {
     let text = path_text(path)?;
-    text.parse().map_err(|e| ApiError::bad_request("invalid_topic", format!("`{}`: {e}", shorten(&text))))
+    text.parse().map_err(|e| ApiError::new(ErrorCode::InvalidTopic, format!("`{}`: {e}", shorten(&text))))
 }
 
 /// The topic segment of the path, decoded but not yet checked.
 pub fn path_text(path: Result<axum::extract::Path<String>, PathRejection>) -> Result<String, ApiError> {
     let axum::extract::Path(text) =
-        path.map_err(|e| ApiError::bad_request("invalid_topic", format!("the topic in the path is unreadable: {e}")))?;
+        path.map_err(|e| ApiError::new(ErrorCode::InvalidTopic, format!("the topic in the path is unreadable: {e}")))?;
     Ok(text)
 }
 
@@ -38,10 +38,10 @@ pub fn shorten(text: &str) -> String {
 
 /// 404 for every unknown route.
 pub async fn not_found(method: Method, uri: Uri) -> ApiError {
-    ApiError::NotFound(format!("no route for {method} {}", uri.path()))
+    ApiError::new(ErrorCode::NotFound, format!("no route for {method} {}", uri.path()))
 }
 
 /// 405 for a known route with another method.
 pub async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
-    ApiError::MethodNotAllowed(format!("{method} is not allowed on {}", uri.path()))
+    ApiError::new(ErrorCode::MethodNotAllowed, format!("{method} is not allowed on {}", uri.path()))
 }

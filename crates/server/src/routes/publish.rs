@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::{
-    error::ApiError,
+    error::{ApiError, ErrorCode},
     extract::Caller,
     routes::{path_text, shorten},
     state::AppState,
@@ -107,7 +107,7 @@ pub async fn batch(
 /// created and duplicates are the hub's counts.
 fn counted(result: Result<Response, ApiError>) -> Result<Response, ApiError> {
     if let Err(error) = &result {
-        let outcome = if error.status_and_code().0.is_client_error() { "rejected" } else { "failed" };
+        let outcome = if error.code().status().is_client_error() { "rejected" } else { "failed" };
         metrics::counter!("herald_events_published_total", "result" => outcome).increment(1);
     }
     result
@@ -120,10 +120,11 @@ async fn publish_one(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let grants = caller?.require()?;
+    let caller = caller?;
+    let grants = caller.require()?;
     let topic = exact_topic(&path_text(path)?, At(None))?;
     if !grants.may_publish(&topic) {
-        return Err(ApiError::Forbidden(format!("this token may not publish to `{topic}`")));
+        return Err(caller.refuse(format!("this token may not publish to `{topic}`")));
     }
     let key = idempotency_key(headers)?;
     let draft = match read_payload(state, headers, body).await? {
@@ -134,7 +135,7 @@ async fn publish_one(
         }
     };
     check_size(state, &draft, At(None))?;
-    let published = submit(state, &grants, key, vec![draft]).await?;
+    let published = submit(state, grants, key, vec![draft]).await?;
     let Some(published) = published.first() else {
         return Err(publish_error(PublishError::ShuttingDown));
     };
@@ -170,42 +171,44 @@ async fn publish_batch(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let grants = caller?.require()?;
+    let caller = caller?;
+    let grants = caller.require()?;
     let key = idempotency_key(headers)?;
     let Payload::Json(bytes) = read_payload(state, headers, body).await? else {
-        return Err(ApiError::UnsupportedMediaType(format!(
-            "a batch is {BATCH_SHAPE}: send Content-Type: application/json"
-        )));
+        return Err(ApiError::new(
+            ErrorCode::UnsupportedMediaType,
+            format!("a batch is {BATCH_SHAPE}: send Content-Type: application/json"),
+        ));
     };
     if first_byte(&bytes) != Some(b'[') {
-        return Err(ApiError::bad_request("invalid_json", format!("a batch is {BATCH_SHAPE}")));
+        return Err(ApiError::new(ErrorCode::InvalidJson, format!("a batch is {BATCH_SHAPE}")));
     }
     let items: Vec<BatchItem> = parse_json(&bytes, BATCH_SHAPE)?;
     if items.is_empty() {
-        return Err(ApiError::bad_request("empty_batch", "the batch is empty; send at least one event"));
+        return Err(ApiError::new(ErrorCode::EmptyBatch, "the batch is empty; send at least one event"));
     }
     if items.len() > state.config.max_batch_events {
-        return Err(ApiError::TooLarge {
-            code: "batch_too_large",
-            message: format!(
+        return Err(ApiError::new(
+            ErrorCode::BatchTooLarge,
+            format!(
                 "the batch has {} events; the limit is {} (--max-batch-events)",
                 items.len(),
                 state.config.max_batch_events
             ),
-        });
+        ));
     }
     let mut drafts = Vec::with_capacity(items.len());
     for (index, item) in items.into_iter().enumerate() {
         let at = At(Some(index));
         let topic = exact_topic(&item.topic, at)?;
         if !grants.may_publish(&topic) {
-            return Err(ApiError::Forbidden(format!("{at}this token may not publish to `{topic}`")));
+            return Err(caller.refuse(format!("{at}this token may not publish to `{topic}`")));
         }
         let draft = draft(topic, item.data, item.event, item.retry, at)?;
         check_size(state, &draft, at)?;
         drafts.push(draft);
     }
-    let published = submit(state, &grants, key, drafts).await?;
+    let published = submit(state, grants, key, drafts).await?;
     let receipts: Vec<Receipt<'_>> = published.iter().map(Receipt::from).collect();
     Ok(receipt_response(published.iter().any(|p| p.duplicate), Json(receipts)))
 }
@@ -222,7 +225,7 @@ fn exact_topic(text: &str, at: At) -> Result<TopicName, ApiError> {
         } else {
             format!("{at}`{shown}`: {e}")
         };
-        ApiError::bad_request("invalid_topic", message)
+        ApiError::new(ErrorCode::InvalidTopic, message)
     })
 }
 
@@ -231,14 +234,14 @@ fn exact_topic(text: &str, at: At) -> Result<TopicName, ApiError> {
 fn event_body(bytes: &[u8]) -> Result<PublishBody, ApiError> {
     match first_byte(bytes) {
         Some(b'{') => parse_json(bytes, EVENT_SHAPE),
-        Some(b'[') => Err(ApiError::bad_request(
-            "invalid_json",
+        Some(b'[') => Err(ApiError::new(
+            ErrorCode::InvalidJson,
             format!(
                 "a JSON array is a batch: send it to POST /publish as {BATCH_SHAPE}; this route takes one event, {EVENT_SHAPE}"
             ),
         )),
-        _ => Err(ApiError::bad_request(
-            "invalid_json",
+        _ => Err(ApiError::new(
+            ErrorCode::InvalidJson,
             format!(
                 "the body must be a JSON object, {EVENT_SHAPE}; to publish a bare value, wrap it \
                  (like {{\"data\": \"hello\"}}) or send it as text/plain"
@@ -260,8 +263,8 @@ fn draft(
 ) -> Result<EventDraft, ApiError> {
     let data = match data {
         None => {
-            return Err(ApiError::bad_request(
-                "missing_data",
+            return Err(ApiError::new(
+                ErrorCode::MissingData,
                 format!("{at}the JSON body needs a `data` field (a string or any JSON value)"),
             ));
         }
@@ -271,8 +274,12 @@ fn draft(
     let event_type = event
         .map(|name| {
             EventType::new(&name).map_err(|e| {
-                let code = if e == EventTypeError::Reserved { "reserved_event_type" } else { "invalid_event_type" };
-                ApiError::bad_request(code, format!("{at}event type `{}`: {e}", shorten(&name)))
+                let code = if e == EventTypeError::Reserved {
+                    ErrorCode::ReservedEventType
+                } else {
+                    ErrorCode::InvalidEventType
+                };
+                ApiError::new(code, format!("{at}event type `{}`: {e}", shorten(&name)))
             })
         })
         .transpose()?;
@@ -281,14 +288,14 @@ fn draft(
 
 fn check_size(state: &AppState, draft: &EventDraft, at: At) -> Result<(), ApiError> {
     if draft.data.len() > state.config.max_event_bytes {
-        return Err(ApiError::TooLarge {
-            code: "event_too_large",
-            message: format!(
+        return Err(ApiError::new(
+            ErrorCode::EventTooLarge,
+            format!(
                 "{at}the event data is {} bytes; the limit is {} (--max-event-bytes)",
                 draft.data.len(),
                 state.config.max_event_bytes
             ),
-        });
+        ));
     }
     Ok(())
 }
@@ -297,15 +304,15 @@ fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8], shape: &str) -> Resu
     serde_json::from_slice(bytes).map_err(|e| {
         // serde names the Rust type it wanted; the client knows JSON shapes.
         let why = e.to_string().replace("struct PublishBody", "an object").replace("struct BatchItem", "an object");
-        ApiError::bad_request("invalid_json", format!("the body is not {shape}: {why}"))
+        ApiError::new(ErrorCode::InvalidJson, format!("the body is not {shape}: {why}"))
     })
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let Some(value) = headers.get("idempotency-key") else { return Ok(None) };
     let bad = || {
-        ApiError::bad_request(
-            "invalid_idempotency_key",
+        ApiError::new(
+            ErrorCode::InvalidIdempotencyKey,
             format!("Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} visible ASCII characters"),
         )
     };
@@ -328,17 +335,18 @@ async fn read_payload(state: &AppState, headers: &HeaderMap, body: Body) -> Resu
         } else {
             format!("Content-Type `{}`", shorten(content_type))
         };
-        return Err(ApiError::UnsupportedMediaType(format!(
-            "got {got}; send application/json ({{\"data\": ...}}) or text/plain (the body is the data)"
-        )));
+        return Err(ApiError::new(
+            ErrorCode::UnsupportedMediaType,
+            format!("got {got}; send application/json ({{\"data\": ...}}) or text/plain (the body is the data)"),
+        ));
     }
     let limit = state.config.max_body_bytes;
     let too_large = || {
         metrics::counter!("herald_rejected_total", "limit" => "body_size").increment(1);
-        ApiError::TooLarge {
-            code: "body_too_large",
-            message: format!("the request body is over the {limit}-byte limit (--max-body-bytes)"),
-        }
+        ApiError::new(
+            ErrorCode::BodyTooLarge,
+            format!("the request body is over the {limit}-byte limit (--max-body-bytes)"),
+        )
     };
     let declared =
         headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
@@ -349,7 +357,7 @@ async fn read_payload(state: &AppState, headers: &HeaderMap, body: Body) -> Resu
         Ok(collected) => collected.to_bytes(),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => return Err(too_large()),
         Err(e) => {
-            return Err(ApiError::bad_request("unreadable_body", format!("the request body could not be read: {e}")));
+            return Err(ApiError::new(ErrorCode::UnreadableBody, format!("the request body could not be read: {e}")));
         }
     };
     if is_json {
@@ -357,23 +365,23 @@ async fn read_payload(state: &AppState, headers: &HeaderMap, body: Body) -> Resu
     }
     String::from_utf8(bytes.to_vec())
         .map(Payload::Text)
-        .map_err(|_| ApiError::bad_request("invalid_utf8", "a text/plain body must be UTF-8"))
+        .map_err(|_| ApiError::new(ErrorCode::InvalidUtf8, "a text/plain body must be UTF-8"))
 }
 
 /// The answer to a publish the hub could not take. Not logged here: the hub
 /// reports store failures once for all the requests they refuse.
 fn publish_error(error: PublishError) -> ApiError {
     match error {
-        PublishError::Store(_) => ApiError::unavailable(
-            "store_unavailable",
+        PublishError::Store(_) => ApiError::new(
+            ErrorCode::StoreUnavailable,
             "the store cannot take events right now; retry shortly (nothing was published)",
         ),
         PublishError::ShuttingDown => {
-            ApiError::unavailable("shutting_down", "the server is shutting down; retry on another node or shortly")
+            ApiError::new(ErrorCode::ShuttingDown, "the server is shutting down; retry on another node or shortly")
         }
-        PublishError::KeyReused => ApiError::Unprocessable {
-            code: "idempotency_key_reused",
-            message: "this Idempotency-Key was already used by this caller for a different request (another topic or body); use a new key for a new request".into(),
-        },
+        PublishError::KeyReused => ApiError::new(
+            ErrorCode::IdempotencyKeyReused,
+            "this Idempotency-Key was already used by this caller for a different request (another topic or body); use a new key for a new request",
+        ),
     }
 }

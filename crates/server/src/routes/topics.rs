@@ -10,7 +10,7 @@ use axum::{
 use herald_core::{StoreError, TopicName, TopicPattern, TopicStats};
 
 use crate::{
-    error::ApiError,
+    error::{ApiError, ErrorCode},
     extract::{Caller, query_values},
     routes::{shorten, topic_from_path},
     state::AppState,
@@ -30,14 +30,12 @@ const MAX_PAGES_SCANNED: usize = 10;
 /// to continue. Needs a token: public subscribe patterns open topics'
 /// streams, not the list of topics.
 pub async fn list(State(state): State<AppState>, caller: Caller, uri: Uri) -> Result<Response, ApiError> {
-    if caller.0.is_none() {
-        return Err(ApiError::Unauthorized(crate::auth::AuthError::Missing));
-    }
+    caller.require()?;
     let grants = caller.with_public(&state);
     let after = match query_values(uri.query(), "after").next() {
         Some(text) => Some(
             text.parse::<TopicName>()
-                .map_err(|e| ApiError::bad_request("invalid_topic", format!("after=`{}`: {e}", shorten(&text))))?,
+                .map_err(|e| ApiError::new(ErrorCode::InvalidTopic, format!("after=`{}`: {e}", shorten(&text))))?,
         ),
         None => None,
     };
@@ -45,8 +43,8 @@ pub async fn list(State(state): State<AppState>, caller: Caller, uri: Uri) -> Re
         Some(text) => match text.parse::<usize>() {
             Ok(n @ 1..=MAX_TOPICS_LISTED) => n,
             _ => {
-                return Err(ApiError::bad_request(
-                    "invalid_limit",
+                return Err(ApiError::new(
+                    ErrorCode::InvalidLimit,
                     format!("limit=`{}` must be a whole number from 1 to {MAX_TOPICS_LISTED}", shorten(&text)),
                 ));
             }
@@ -87,21 +85,14 @@ pub async fn one(
 ) -> Result<Json<TopicStats>, ApiError> {
     let topic = topic_from_path(path)?;
     if !caller.with_public(&state).may_subscribe(&TopicPattern::Exact(topic.clone())) {
-        return Err(match caller.0 {
-            None => ApiError::Unauthorized(crate::auth::AuthError::Missing),
-            Some(_) => ApiError::Forbidden(format!("this token may not subscribe to `{topic}`")),
-        });
+        return Err(caller.refuse(format!("this token may not subscribe to `{topic}`")));
     }
-    state
-        .hub
-        .topic(&topic)
-        .await
-        .map_err(store_error)?
-        .map(Json)
-        .ok_or_else(|| ApiError::NotFound(format!("topic `{topic}` has no stored events and no subscribers")))
+    state.hub.topic(&topic).await.map_err(store_error)?.map(Json).ok_or_else(|| {
+        ApiError::new(ErrorCode::NotFound, format!("topic `{topic}` has no stored events and no subscribers"))
+    })
 }
 
 fn store_error(error: StoreError) -> ApiError {
     tracing::warn!(%error, "topic figures: the store failed");
-    ApiError::unavailable("store_unavailable", "the store cannot be read right now; retry shortly")
+    ApiError::new(ErrorCode::StoreUnavailable, "the store cannot be read right now; retry shortly")
 }

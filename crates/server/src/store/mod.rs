@@ -3,4 +3,4 @@
 
 mod sqlite;
 
-pub use sqlite::{DATABASE_FILE, SqliteStore, Synchronous};
+pub use sqlite::{DATABASE_FILE, SqliteOpenError, SqliteStore, Synchronous};

@@ -78,6 +78,16 @@ impl Synchronous {
     }
 }
 
+/// The setting's text, as `FromStr` reads it.
+impl std::fmt::Display for Synchronous {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Full => "full",
+            Self::Normal => "normal",
+        })
+    }
+}
+
 impl std::str::FromStr for Synchronous {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -127,19 +137,84 @@ fn open_writer(path: &Path, synchronous: Synchronous) -> rusqlite::Result<rusqli
     Ok(connection)
 }
 
-fn unavailable(error: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(error.to_string())
+/// Why the SQLite store could not open: each message names the directory or
+/// file, and says what to do. The cause shows in the message.
+#[derive(Debug, thiserror::Error)]
+pub enum SqliteOpenError {
+    /// The data dir cannot be made.
+    #[error("cannot create the data dir {}: {error}", dir.display())]
+    CreateDir {
+        /// The data dir.
+        dir: PathBuf,
+        /// Why.
+        error: std::io::Error,
+    },
+    /// The data dir cannot be written to.
+    #[error("the data dir {} is not writable: {error}", dir.display())]
+    NotWritable {
+        /// The data dir.
+        dir: PathBuf,
+        /// Why.
+        error: std::io::Error,
+    },
+    /// The database cannot be opened by the readers' pool.
+    #[error("cannot open the database {}: {error}", path.display())]
+    Open {
+        /// The database file.
+        path: PathBuf,
+        /// Why.
+        error: sqlx::Error,
+    },
+    /// The database cannot be opened by the writer.
+    #[error("cannot open the database {}: {error}", path.display())]
+    OpenWriter {
+        /// The database file.
+        path: PathBuf,
+        /// Why.
+        error: rusqlite::Error,
+    },
+    /// A newer Herald has migrated the database.
+    #[error(
+        "the database {} has schema version {version}, newer than this Herald knows: run a newer herald, or point \
+         --data-dir elsewhere",
+        path.display()
+    )]
+    NewerSchema {
+        /// The database file.
+        path: PathBuf,
+        /// Its schema version.
+        version: i64,
+    },
+    /// The migrations cannot be applied.
+    #[error(
+        "the database {} cannot be used ({error}); it may be corrupt: restore it from a backup or move it away",
+        path.display()
+    )]
+    Unusable {
+        /// The database file.
+        path: PathBuf,
+        /// Why.
+        error: sqlx::migrate::MigrateError,
+    },
+    /// The store's epoch and last sequence cannot be read.
+    #[error("cannot read {}: {error}", path.display())]
+    Unreadable {
+        /// The database file.
+        path: PathBuf,
+        /// Why.
+        error: sqlx::Error,
+    },
 }
 
 impl SqliteStore {
     /// Opens (creating if need be) the database in `dir` and applies the
-    /// migrations. Errors say what is wrong with the directory or database.
-    pub async fn open(dir: &Path, retention: Retention, synchronous: Synchronous) -> Result<Self, String> {
-        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create the data dir {}: {e}", dir.display()))?;
+    /// migrations.
+    pub async fn open(dir: &Path, retention: Retention, synchronous: Synchronous) -> Result<Self, SqliteOpenError> {
+        std::fs::create_dir_all(dir).map_err(|error| SqliteOpenError::CreateDir { dir: dir.into(), error })?;
         let probe = dir.join(".herald-write-check");
         std::fs::write(&probe, b"ok")
             .and_then(|()| std::fs::remove_file(&probe))
-            .map_err(|e| format!("the data dir {} is not writable: {e}", dir.display()))?;
+            .map_err(|error| SqliteOpenError::NotWritable { dir: dir.into(), error })?;
         let path = dir.join(DATABASE_FILE);
         let options = SqliteConnectOptions::new()
             .filename(&path)
@@ -151,34 +226,31 @@ impl SqliteStore {
             })
             .busy_timeout(BUSY_TIMEOUT)
             .pragma("temp_store", "memory");
+        let cannot_open = |error| SqliteOpenError::Open { path: path.clone(), error };
         let pool = SqlitePoolOptions::new()
             .max_connections(READ_CONNECTIONS)
             .idle_timeout(None)
             .max_lifetime(None)
             .connect_with(options.clone())
             .await
-            .map_err(|e| format!("cannot open the database {}: {e}", path.display()))?;
-        MIGRATOR.run(&pool).await.map_err(|e| match e {
-            sqlx::migrate::MigrateError::VersionMissing(version) => format!(
-                "the database {} has schema version {version}, newer than this Herald knows: run a newer herald, or point --data-dir elsewhere",
-                path.display()
-            ),
-            other => format!(
-                "the database {} cannot be used ({other}); it may be corrupt: restore it from a backup or move it away",
-                path.display()
-            ),
+            .map_err(cannot_open)?;
+        MIGRATOR.run(&pool).await.map_err(|error| match error {
+            sqlx::migrate::MigrateError::VersionMissing(version) => {
+                SqliteOpenError::NewerSchema { path: path.clone(), version }
+            }
+            error => SqliteOpenError::Unusable { path: path.clone(), error },
         })?;
         let (epoch, last_seq) =
-            Self::identity(&pool).await.map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let cannot_open = |e: &dyn std::fmt::Display| format!("cannot open the database {}: {e}", path.display());
-        let writer = open_writer(&path, synchronous).map_err(|e| cannot_open(&e))?;
+            Self::identity(&pool).await.map_err(|error| SqliteOpenError::Unreadable { path: path.clone(), error })?;
+        let writer = open_writer(&path, synchronous)
+            .map_err(|error| SqliteOpenError::OpenWriter { path: path.clone(), error })?;
         // Every read connection opened now, one at a time (opening them
         // together can find the database locked), from this thread, and kept:
         // one opened on demand by a stream thread would give SQLite's worker
         // thread that stream thread's lower priority.
         let mut opened = Vec::new();
         for _ in 0..READ_CONNECTIONS {
-            opened.push(pool.acquire().await.map_err(|e| cannot_open(&e))?);
+            opened.push(pool.acquire().await.map_err(cannot_open)?);
         }
         drop(opened);
         Ok(Self {
@@ -614,7 +686,7 @@ impl EventStore for SqliteStore {
         // Not logged here: the hub reports failed commits, throttled.
         self.append_in_transaction(requests).map_err(|error| {
             self.resync.store(true, Ordering::Release);
-            unavailable(error)
+            StoreError::unavailable(error)
         })
     }
 
@@ -625,20 +697,20 @@ impl EventStore for SqliteStore {
         upto: u64,
         limit: ReadLimit,
     ) -> Result<StoreRead, StoreError> {
-        self.read_rows(selection, after, upto, limit).await.map_err(unavailable)
+        self.read_rows(selection, after, upto, limit).await.map_err(StoreError::unavailable)
     }
 
     async fn topics(&self, after: Option<&TopicName>, limit: usize) -> Result<Vec<StoredTopic>, StoreError> {
-        self.stored_topics(after.map(TopicName::as_str), None, limit).await.map_err(unavailable)
+        self.stored_topics(after.map(TopicName::as_str), None, limit).await.map_err(StoreError::unavailable)
     }
 
     async fn topic(&self, topic: &TopicName) -> Result<Option<StoredTopic>, StoreError> {
-        let mut found = self.stored_topics(None, Some(topic.as_str()), 1).await.map_err(unavailable)?;
+        let mut found = self.stored_topics(None, Some(topic.as_str()), 1).await.map_err(StoreError::unavailable)?;
         Ok(found.pop())
     }
 
     async fn enforce_retention(&self, now_ms: u64) -> Result<u64, StoreError> {
-        self.retain(now_ms).await.map_err(unavailable)
+        self.retain(now_ms).await.map_err(StoreError::unavailable)
     }
 
     fn describe(&self) -> String {

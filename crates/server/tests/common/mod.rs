@@ -156,13 +156,16 @@ impl TestServer {
         Sse::open(self.client.get(self.url(path)).bearer_auth(token)).await
     }
 
-    /// Triggers shutdown and waits for `serve` to return.
+    /// Triggers shutdown, waits for `serve` to return, then shuts the hub
+    /// down (it flushes the store), as `herald` does.
     pub async fn shutdown(&mut self) -> std::io::Result<()> {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
         let task = self.task.take().expect("serve is running");
-        within(WAIT, "serve() to return after shutdown", task).await.expect("serve task panicked")
+        let served = within(WAIT, "serve() to return after shutdown", task).await.expect("serve task panicked");
+        within(WAIT, "the hub to shut down", self.state.hub.shutdown()).await;
+        served
     }
 }
 

@@ -37,7 +37,12 @@ pub struct Herald {
 
 impl Herald {
     pub fn command(dir: &Path, extra: &[&str]) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_herald"));
+        Self::command_of(Path::new(env!("CARGO_BIN_EXE_herald")), dir, extra)
+    }
+
+    /// As [`Herald::command`], running the binary at `binary`.
+    pub fn command_of(binary: &Path, dir: &Path, extra: &[&str]) -> Command {
+        let mut command = Command::new(binary);
         command
             .args(["serve", "--listen", "127.0.0.1:0", "--jwt-secret", SECRET, "--data-dir"])
             .arg(dir)

@@ -1,9 +1,10 @@
-//! The body of an event stream: the subscription's frames, coalesced into
-//! one write per wake-up, with heartbeats, token expiry and shutdown.
+//! The response of an event stream: the subscription's frames, coalesced
+//! into one write per wake-up, with heartbeats, token expiry and shutdown.
 //!
 //! The body is pulled by the connection only as fast as the socket drains,
 //! and the subscription buffers nothing, so a client that stops reading costs
-//! the hub nothing; the connection's stall timeout then disconnects it.
+//! the hub nothing; the transport's stall guard then disconnects it, and
+//! tells the stream through its [`StallReport`].
 
 use std::{
     convert::Infallible,
@@ -12,13 +13,21 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use axum::body::Body;
+use axum::{
+    body::Body,
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse as _, Response},
+};
 use bytes::{Bytes, BytesMut};
 use herald_core::{Delivery, StoreError, Subscription, now_ms, sse};
 use tokio::time::{Instant, Sleep, sleep_until};
 use tokio_util::sync::CancellationToken;
 
-use crate::{connection::Stalled, deadline, limits::StreamPermit, metrics::HotPath, registry::Registration};
+use crate::{
+    metrics::HotPath,
+    registry::Registration,
+    transport::{StallReport, deadline, limits::StreamPermit},
+};
 
 /// The event type sent when the token of an open stream expires.
 pub const EXPIRED_EVENT: &str = "herald.expired";
@@ -26,7 +35,7 @@ pub const EXPIRED_EVENT: &str = "herald.expired";
 /// Why a stream ended, for the `herald_streams_closed_total` counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloseReason {
-    /// The client went away (or its connection was cut for stalling).
+    /// The client went away.
     ClientGone,
     /// The token expired.
     TokenExpired,
@@ -76,14 +85,34 @@ pub struct StreamTies {
     pub permit: StreamPermit,
     /// Lists it on the dashboard; its token ends it on an operator's disconnect.
     pub registration: Registration,
-    /// Set if the connection is cut for stalling.
-    pub stalled: Option<Stalled>,
 }
 
-/// The response body streaming `subscription`. It ends when the
-/// registration's disconnect token (a child of the server's shutdown token)
-/// is cancelled, among other reasons.
-pub fn body(subscription: Subscription, options: StreamOptions, shutdown: CancellationToken, ties: StreamTies) -> Body {
+/// The `text/event-stream` response streaming `subscription`. It ends when
+/// the registration's disconnect token (a child of the server's shutdown
+/// token) is cancelled, among other reasons.
+pub fn response(
+    subscription: Subscription,
+    options: StreamOptions,
+    shutdown: CancellationToken,
+    ties: StreamTies,
+) -> Response {
+    let stall = StallReport::default();
+    let mut response = (StatusCode::OK, body(subscription, options, shutdown, ties, stall.clone())).into_response();
+    response.extensions_mut().insert(stall);
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    response
+}
+
+fn body(
+    subscription: Subscription,
+    options: StreamOptions,
+    shutdown: CancellationToken,
+    ties: StreamTies,
+    stall: StallReport,
+) -> Body {
     let now = Instant::now();
     let expires_at = options.expires_at.map(|exp| {
         let now_secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
@@ -105,6 +134,7 @@ pub fn body(subscription: Subscription, options: StreamOptions, shutdown: Cancel
         opening: Some(opening.freeze()),
         closed: None,
         ties,
+        stall,
         metrics,
     };
     stream.rearm_timer();
@@ -129,6 +159,8 @@ struct EventStream {
     opening: Option<Bytes>,
     closed: Option<CloseReason>,
     ties: StreamTies,
+    /// Says, once the stream is dropped, whether the transport cut it for stalling.
+    stall: StallReport,
     metrics: &'static HotPath,
 }
 
@@ -233,8 +265,8 @@ impl EventStream {
 
 impl Drop for EventStream {
     fn drop(&mut self) {
-        let stalled = self.ties.stalled.as_ref().is_some_and(Stalled::is_set);
-        let reason = self.closed.unwrap_or(if stalled { CloseReason::Lagged } else { CloseReason::ClientGone });
+        let cut = if self.stall.stalled() { CloseReason::Lagged } else { CloseReason::ClientGone };
+        let reason = self.closed.unwrap_or(cut);
         self.metrics.streams_open.decrement(1.0);
         metrics::counter!("herald_streams_closed_total", "reason" => reason.label()).increment(1);
     }

@@ -1,4 +1,4 @@
-//! Event streams served straight on the socket.
+//! The hand-written stream path: event streams served straight on the socket.
 //!
 //! Open streams are most of what a hub holds, so what one costs decides how
 //! many a node keeps. Through hyper a stream holds a 16 KiB read buffer, an
@@ -10,33 +10,38 @@
 //! CORS, errors) and its response is written by hand. Anything else, and
 //! anything this reader does not fully understand, goes to hyper unchanged
 //! with the bytes already read, so hyper stays the one full HTTP server.
+//! Which routes stream is the router's one list (`routes::events::STREAM_PATHS`).
 
 use std::{
-    future::Future as _,
     io::{self, IoSlice, Write as _},
     net::SocketAddr,
     pin::Pin,
     task::{Poll, ready},
-    time::{Duration, SystemTime},
+    time::Duration,
 };
 
 use axum::{
     Router,
     body::Body,
     extract::ConnectInfo,
-    http::{HeaderName, HeaderValue, Method, Request, Version, header, response::Parts},
+    http::{HeaderName, HeaderValue, Method, Request, Version, header},
 };
 use http_body::Body as _;
 use http_body_util::BodyExt as _;
 use tokio::{
     io::{AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _},
     net::TcpStream,
-    time::{Instant, Sleep, sleep},
+    time::Instant,
 };
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 
-use crate::connection::Stalled;
+use super::{
+    connection_close::ConnectionClose,
+    h1_response::{encode_head, encode_whole},
+    stall::{StallReport, Stalled, WriteStall},
+};
+use crate::routes::events::STREAM_PATHS;
 
 /// The longest request head read here; longer ones go to hyper.
 const MAX_HEAD: usize = 16 * 1024;
@@ -44,25 +49,29 @@ const MAX_HEAD: usize = 16 * 1024;
 const MAX_HEADERS: usize = 64;
 
 /// What the first request of a connection turned out to be.
-pub enum FirstRequest {
+pub(super) enum FirstRequest {
     /// A `GET` of an event-stream route, to serve here.
     Stream(Box<Request<Body>>),
     /// Anything else, for hyper, with the bytes read so far.
     Other(Vec<u8>),
     /// The client closed, or sent no complete head in time: why.
-    Gone(&'static str),
+    Gone(ConnectionClose),
 }
 
 /// Reads the first request head, by `deadline`, unless the server shuts down first.
-pub async fn read_first(stream: &mut TcpStream, deadline: Instant, shutdown: &CancellationToken) -> FirstRequest {
+pub(super) async fn read_first(
+    stream: &mut TcpStream,
+    deadline: Instant,
+    shutdown: &CancellationToken,
+) -> FirstRequest {
     let mut head = Vec::with_capacity(1024);
     let read = tokio::time::timeout_at(deadline, async {
         loop {
             match stream.read_buf(&mut head).await {
-                Ok(0) if head.is_empty() => return FirstRequest::Gone("client_gone"),
+                Ok(0) if head.is_empty() => return FirstRequest::Gone(ConnectionClose::ClientGone),
                 Ok(0) => return FirstRequest::Other(std::mem::take(&mut head)),
                 Ok(_) => {}
-                Err(_) => return FirstRequest::Gone("error"),
+                Err(_) => return FirstRequest::Gone(ConnectionClose::Error),
             }
             match parse(&head) {
                 Parsed::Stream(request) => return FirstRequest::Stream(request),
@@ -74,8 +83,8 @@ pub async fn read_first(stream: &mut TcpStream, deadline: Instant, shutdown: &Ca
     });
     tokio::select! {
         // Out of time: hyper would close such a connection too.
-        read = read => read.unwrap_or(FirstRequest::Gone("error")),
-        () = shutdown.cancelled() => FirstRequest::Gone("shutdown"),
+        read = read => read.unwrap_or(FirstRequest::Gone(ConnectionClose::Error)),
+        () = shutdown.cancelled() => FirstRequest::Gone(ConnectionClose::Shutdown),
     }
 }
 
@@ -118,27 +127,37 @@ fn parse(bytes: &[u8]) -> Parsed {
     request.body(Body::empty()).map_or(Parsed::Other, |request| Parsed::Stream(Box::new(request)))
 }
 
-/// `/events…` or `/topics/{topic}/events…`: the routes that answer with a stream.
+/// Whether `target` is one of the router's stream routes: a `{…}` segment
+/// of a route matches any one segment.
 fn is_stream_route(target: &str) -> bool {
     let path = target.split_once('?').map_or(target, |(path, _)| path);
-    path == "/events" || (path.starts_with("/topics/") && path.ends_with("/events"))
+    STREAM_PATHS.iter().any(|route| {
+        let (mut route, mut path) = (route.split('/'), path.split('/'));
+        loop {
+            match (route.next(), path.next()) {
+                (None, None) => return true,
+                (Some(wanted), Some(got)) if wanted == got || wanted.starts_with('{') => {}
+                _ => return false,
+            }
+        }
+    })
 }
 
-/// Serves one event-stream request, then closes the connection; returns why
-/// it closed (for `herald_connections_closed_total`).
-pub async fn serve(
+/// Answers one event-stream request, then closes the connection; returns why
+/// it closed.
+pub(super) async fn respond(
     mut stream: TcpStream,
     peer: SocketAddr,
     request: Box<Request<Body>>,
     router: Router,
     stall_timeout: Duration,
     shutdown: &CancellationToken,
-) -> &'static str {
+) -> ConnectionClose {
     let stalled = Stalled::default();
     // Boxed: the request and the router's future stay out of the task's
     // size, which an open stream keeps for its whole life.
     let answer = Box::pin(answer(*request, peer, &stalled, router)).await;
-    let mut out = Writer { stream: &mut stream, stall_timeout, stalled: &stalled };
+    let mut out = Writer { stream: &mut stream, writes: WriteStall::new(stall_timeout, stalled) };
     let result = match answer {
         Answer::Stream(head, body) => match out.write(&mut [IoSlice::new(&head)]).await {
             Ok(()) => {
@@ -151,13 +170,13 @@ pub async fn serve(
         Answer::Failed(error) => Err(error),
     };
     match result {
-        _ if stalled.is_set() => "lagged",
+        _ if out.writes.stalled().is_set() => ConnectionClose::Lagged,
         Ok(()) => {
             let _ = stream.shutdown().await;
-            if shutdown.is_cancelled() { "shutdown" } else { "stream_ended" }
+            if shutdown.is_cancelled() { ConnectionClose::Shutdown } else { ConnectionClose::StreamEnded }
         }
-        Err(error) if error.kind() == io::ErrorKind::Other => "error",
-        Err(_) => "client_gone",
+        Err(error) if error.kind() == io::ErrorKind::Other => ConnectionClose::Error,
+        Err(_) => ConnectionClose::ClientGone,
     }
 }
 
@@ -173,19 +192,14 @@ enum Answer {
 
 async fn answer(mut request: Request<Body>, peer: SocketAddr, stalled: &Stalled, router: Router) -> Answer {
     request.extensions_mut().insert(ConnectInfo(peer));
-    request.extensions_mut().insert(stalled.clone());
     let Ok(response) = router.oneshot(request).await;
-    let (parts, body) = response.into_parts();
+    let (mut parts, body) = response.into_parts();
+    StallReport::attach(&mut parts.extensions, stalled);
     if body.size_hint().exact().is_none() {
         return Answer::Stream(encode_head(&parts, None), body);
     }
-    match body.collect().await {
-        Ok(whole) => {
-            let whole = whole.to_bytes();
-            let mut response = encode_head(&parts, Some(whole.len()));
-            response.extend_from_slice(&whole);
-            Answer::Whole(response)
-        }
+    match encode_whole(&parts, body).await {
+        Ok(response) => Answer::Whole(response),
         Err(error) => Answer::Failed(io::Error::other(error)),
     }
 }
@@ -235,29 +249,17 @@ fn chunk_size(len: usize, buf: &mut [u8; 20]) -> &[u8] {
 /// The socket, with writes that fail once they make no progress for the stall timeout.
 struct Writer<'a> {
     stream: &'a mut TcpStream,
-    stall_timeout: Duration,
-    stalled: &'a Stalled,
+    writes: WriteStall,
 }
 
 impl Writer<'_> {
     async fn write(&mut self, mut slices: &mut [IoSlice<'_>]) -> io::Result<()> {
-        // Made only when a write cannot go through at once.
-        let mut stall: Option<Pin<Box<Sleep>>> = None;
         std::future::poll_fn(|cx| {
             while !slices.is_empty() {
-                match Pin::new(&mut *self.stream).poll_write_vectored(cx, slices) {
-                    Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                    Poll::Ready(Ok(written)) => {
-                        IoSlice::advance_slices(&mut slices, written);
-                        stall = None;
-                    }
-                    Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
-                    Poll::Pending => {
-                        let timeout = self.stall_timeout;
-                        ready!(stall.get_or_insert_with(|| Box::pin(sleep(timeout))).as_mut().poll(cx));
-                        self.stalled.set();
-                        return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "client stopped reading")));
-                    }
+                let poll = Pin::new(&mut *self.stream).poll_write_vectored(cx, slices);
+                match ready!(self.writes.guard(cx, poll))? {
+                    0 => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                    written => IoSlice::advance_slices(&mut slices, written),
                 }
             }
             Poll::Ready(Ok(()))
@@ -266,37 +268,8 @@ impl Writer<'_> {
     }
 }
 
-/// The status line and headers, with `date`, `connection: close`, and the
-/// body's framing: chunked for a stream, else its length.
-fn encode_head(response: &Parts, length: Option<usize>) -> Vec<u8> {
-    let mut head = Vec::with_capacity(256);
-    let status = response.status;
-    let _ = write!(head, "HTTP/1.1 {} {}\r\n", status.as_str(), status.canonical_reason().unwrap_or(""));
-    for (name, value) in &response.headers {
-        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING || name == header::CONNECTION {
-            continue;
-        }
-        head.extend_from_slice(name.as_str().as_bytes());
-        head.extend_from_slice(b": ");
-        head.extend_from_slice(value.as_bytes());
-        head.extend_from_slice(b"\r\n");
-    }
-    let _ = write!(head, "date: {}\r\n", httpdate::fmt_http_date(SystemTime::now()));
-    match length {
-        // The connection ends with the stream: say so, or a keep-alive client
-        // would send its next request into a closing socket.
-        None => head.extend_from_slice(b"transfer-encoding: chunked\r\nconnection: close\r\n\r\n"),
-        Some(length) => {
-            let _ = write!(head, "connection: close\r\ncontent-length: {length}\r\n\r\n");
-        }
-    }
-    head
-}
-
 #[cfg(test)]
 mod tests {
-    use axum::http::{Response, StatusCode};
-
     use super::*;
 
     fn parsed(head: &str) -> &'static str {
@@ -336,20 +309,11 @@ mod tests {
         assert!(!is_stream_route("/topics/a"));
         assert!(!is_stream_route("/eventsx"));
         assert!(!is_stream_route("/admin/live"));
+        assert!(!is_stream_route("/topics/a/b/events"));
     }
 
     #[test]
-    fn heads_close_the_connection_and_frame_the_body() {
-        let (mut parts, ()) = Response::new(()).into_parts();
-        parts.status = StatusCode::OK;
-        parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-        parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("99"));
-        let stream = String::from_utf8(encode_head(&parts, None)).unwrap();
-        assert!(stream.starts_with("HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ndate: "), "{stream}");
-        assert!(stream.ends_with("transfer-encoding: chunked\r\nconnection: close\r\n\r\n"), "{stream}");
-        assert!(!stream.contains("content-length"), "{stream}");
-        let whole = String::from_utf8(encode_head(&parts, Some(12))).unwrap();
-        assert!(whole.ends_with("connection: close\r\ncontent-length: 12\r\n\r\n"), "{whole}");
+    fn chunks_are_framed_by_their_hex_size() {
         let mut size = [0u8; 20];
         assert_eq!(chunk_size(0x1f3, &mut size), b"1f3\r\n");
         assert_eq!(chunk_size(usize::MAX, &mut size), b"ffffffffffffffff\r\n");

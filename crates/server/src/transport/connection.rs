@@ -1,10 +1,10 @@
 //! One client connection: HTTP/1.1 or HTTP/2 over a socket guarded against
-//! slow clients. A first request that opens an event stream is served
-//! directly (see `direct`); everything else by hyper.
+//! slow clients. A first request that opens an event stream is answered by
+//! the hand-written stream path (`h1_stream`); everything else by hyper.
 //!
 //! - A request head must be whole within `--header-timeout` of its first
 //!   byte (slowloris); a new connection's first head, of the connection. The
-//!   time the direct reader spent counts: hyper gets what is left.
+//!   time the first-request reader spent counts: hyper gets what is left.
 //! - A request body must be whole within `--body-timeout` of its head, or the
 //!   request is answered 408 and the connection closed (`request_body`).
 //! - A keep-alive connection with no request in flight for
@@ -16,7 +16,7 @@
 //! - A write that cannot make progress for `--stall-timeout` (a client that
 //!   stopped reading) fails the connection and is counted as lagged; an
 //!   HTTP/2 stream whose window stays shut that long is cut alone
-//!   (`h2_stream`).
+//!   (`h2_stream`). Both are the stall guard's (`stall`).
 //! - At shutdown, or when idle, the connection finishes in-flight requests
 //!   and closes, within `--shutdown-grace` even if the client ignores it.
 
@@ -27,7 +27,7 @@ use std::{
     pin::Pin,
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
     },
     task::{Context, Poll, ready},
     time::Duration,
@@ -46,18 +46,20 @@ use tokio::{
 };
 use tower::ServiceExt as _;
 
-use crate::{
+use super::{
+    connection_close::ConnectionClose,
     deadline,
-    direct::{self, FirstRequest},
+    h1_stream::{self, FirstRequest},
     h2_stream::{Pull, StreamExecutor},
     limits::ConnectionPermit,
     request_body,
-    state::AppState,
+    stall::{StallReport, Stalled, WriteStall},
     stream_runtime::StreamTasks,
 };
+use crate::state::AppState;
 
-/// Serves one accepted connection until it ends, or hands it to `streams`.
-pub async fn serve(
+/// Handles one accepted connection until it ends, or hands it to `streams`.
+pub(super) async fn handle(
     mut stream: TcpStream,
     peer: SocketAddr,
     router: Router,
@@ -66,45 +68,41 @@ pub async fn serve(
     streams: StreamTasks,
 ) {
     let head_deadline = deadline::after(Instant::now(), state.config.header_timeout);
-    let reason = match direct::read_first(&mut stream, head_deadline, &state.shutdown).await {
+    let reason = match h1_stream::read_first(&mut stream, head_deadline, &state.shutdown).await {
         FirstRequest::Stream(request) => {
             // Moved to the streams' runtime: the socket re-registers with its reactor.
-            let Ok(stream) = stream.into_std() else { return closed("error") };
+            let Ok(stream) = stream.into_std() else { return ConnectionClose::Error.record() };
             let stall_timeout = state.config.stall_timeout;
             let shutdown = state.shutdown.clone();
             let task = streams.tracker.track_future(async move {
                 let _permit = permit;
                 let reason = match TcpStream::from_std(stream) {
-                    Ok(stream) => direct::serve(stream, peer, request, router, stall_timeout, &shutdown).await,
-                    Err(_) => "error",
+                    Ok(stream) => h1_stream::respond(stream, peer, request, router, stall_timeout, &shutdown).await,
+                    Err(_) => ConnectionClose::Error,
                 };
-                closed(reason);
+                reason.record();
             });
             streams.runtime.spawn(task);
             return;
         }
         // Boxed: only connections that need hyper carry its state.
-        FirstRequest::Other(read) => Box::pin(serve_with_hyper(stream, read, head_deadline, peer, router, state)).await,
+        FirstRequest::Other(read) => Box::pin(with_hyper(stream, read, head_deadline, peer, router, state)).await,
         FirstRequest::Gone(reason) => reason,
     };
     drop(permit);
-    closed(reason);
+    reason.record();
 }
 
-fn closed(reason: &'static str) {
-    metrics::counter!("herald_connections_closed_total", "reason" => reason).increment(1);
-}
-
-/// Serves a connection with hyper; `read` is what was read of it already,
+/// Runs a connection with hyper; `read` is what was read of it already,
 /// and `head_deadline` when the head begun there must be whole.
-async fn serve_with_hyper(
+async fn with_hyper(
     stream: TcpStream,
     read: Vec<u8>,
     head_deadline: Instant,
     peer: SocketAddr,
     router: Router,
     state: AppState,
-) -> &'static str {
+) -> ConnectionClose {
     let config = &state.config;
     let activity = Arc::new(Activity::new());
     let requests = Arc::clone(&activity);
@@ -121,11 +119,11 @@ async fn serve_with_hyper(
         let router = router.clone();
         let connection_stalled = stall_flag.clone();
         async move {
+            let mut response = router.oneshot(request).await?;
             // Run by the stream's own task under HTTP/2, which knows it.
             let pull = Pull::current();
-            let stalled = pull.as_ref().map_or(connection_stalled, |pull| pull.stalled.clone());
-            request.extensions_mut().insert(stalled);
-            let response = router.oneshot(request).await?;
+            let stalled = pull.as_ref().map_or(&connection_stalled, |pull| &pull.stalled);
+            StallReport::attach(response.extensions_mut(), stalled);
             let response = match late {
                 Some(late) if late.is_set() => request_body::late_response(body_timeout),
                 _ => response,
@@ -133,9 +131,10 @@ async fn serve_with_hyper(
             Ok::<_, std::convert::Infallible>(response.map(|body| Body::new(Tracked { body, pull, _busy: busy })))
         }
     });
-    let executor = StreamExecutor { stalled: stalled.clone(), stall_timeout: config.stall_timeout };
+    let executor =
+        StreamExecutor { stalled: stalled.clone(), stall_timeout: config.stall_timeout, tasks: state.tasks.clone() };
     let mut builder = auto::Builder::new(executor);
-    // Heads are timed by the `StallGuard`: hyper's timer would also time the
+    // Heads are timed by the `GuardedSocket`: hyper's timer would also time the
     // wait between requests, which is the idle timeout's.
     builder.http1().timer(TokioTimer::new()).header_read_timeout(None);
     builder
@@ -145,7 +144,8 @@ async fn serve_with_hyper(
         .keep_alive_timeout(deadline::bounded(config.stall_timeout));
     let heads =
         (!read.starts_with(H2_PREFACE)).then(|| Heads::new(&activity, config.header_timeout, head_deadline, &read));
-    let io = TokioIo::new(StallGuard::new(stream, read, heads, config.stall_timeout, stalled.clone()));
+    let writes = WriteStall::new(config.stall_timeout, stalled.clone());
+    let io = TokioIo::new(GuardedSocket { stream, unread: read, consumed: 0, heads, writes });
     let connection = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(connection);
     let mut closing = None;
@@ -157,27 +157,27 @@ async fn serve_with_hyper(
         tokio::select! {
             result = connection.as_mut() => {
                 return match result {
-                    _ if stalled.is_set() => "lagged",
+                    _ if stalled.is_set() => ConnectionClose::Lagged,
                     Err(error) => {
                         tracing::debug!(%peer, %error, "connection ended with an error");
-                        closing.unwrap_or("error")
+                        closing.unwrap_or(ConnectionClose::Error)
                     }
-                    Ok(()) => closing.unwrap_or("client_gone"),
+                    Ok(()) => closing.unwrap_or(ConnectionClose::ClientGone),
                 };
             }
             () = state.shutdown.cancelled(), if closing.is_none() => {
                 connection.as_mut().graceful_shutdown();
                 hard_stop.as_mut().reset(deadline::after(Instant::now(), config.shutdown_grace));
-                closing = Some("shutdown");
+                closing = Some(ConnectionClose::Shutdown);
             }
             () = idle_for(&activity, config.idle_timeout), if closing.is_none() => {
                 connection.as_mut().graceful_shutdown();
                 hard_stop.as_mut().reset(deadline::after(Instant::now(), config.shutdown_grace));
-                closing = Some("idle");
+                closing = Some(ConnectionClose::Idle);
             }
             () = hard_stop.as_mut(), if closing.is_some() => {
                 tracing::debug!(%peer, "connection did not close within the grace period; dropping it");
-                return closing.unwrap_or("shutdown");
+                return closing.unwrap_or(ConnectionClose::Shutdown);
             }
         }
     }
@@ -292,33 +292,6 @@ impl http_body::Body for Tracked {
     }
 }
 
-/// Set when a connection (or one HTTP/2 stream of it) is cut for stalling,
-/// so its stream can say why it ended.
-#[derive(Debug, Clone, Default)]
-pub struct Stalled {
-    own: Arc<AtomicBool>,
-    /// For one stream of a connection: the connection's flag.
-    connection: Option<Arc<AtomicBool>>,
-}
-
-impl Stalled {
-    /// Whether the connection, or this stream, was cut because the client stopped reading.
-    pub fn is_set(&self) -> bool {
-        self.own.load(Ordering::Relaxed) || self.connection.as_ref().is_some_and(|c| c.load(Ordering::Relaxed))
-    }
-
-    pub(crate) fn set(&self) {
-        metrics::counter!("herald_lagged_disconnects_total").increment(1);
-        self.own.store(true, Ordering::Relaxed);
-    }
-
-    /// A flag for one stream of this connection: set if the stream or the
-    /// connection is cut.
-    pub(crate) fn for_stream(&self) -> Self {
-        Self { own: Arc::default(), connection: Some(Arc::clone(&self.own)) }
-    }
-}
-
 /// Times HTTP/1.1 request heads: each must be whole within the header
 /// timeout of its first byte. Only reads look at it; a request costs one
 /// clock read and no timer unless its head arrives in pieces.
@@ -338,7 +311,7 @@ struct Head {
 }
 
 impl Heads {
-    /// Heads of a connection; `read` (the bytes the direct reader took),
+    /// Heads of a connection; `read` (the bytes the first-request reader took),
     /// if any, began a head that is due by `deadline`.
     fn new(activity: &Arc<Activity>, timeout: Duration, deadline: Instant, read: &[u8]) -> Self {
         let current = (!read.is_empty()).then_some(Head { deadline, started: 0, timer: None });
@@ -368,43 +341,19 @@ impl Heads {
     }
 }
 
-/// A socket whose writes fail once they have made no progress for `timeout`;
-/// reads start with the bytes read before hyper took it over, and fail once
-/// an HTTP/1.1 head is overdue.
-struct StallGuard {
+/// The socket as hyper sees it: writes under the stall guard; reads start
+/// with the bytes read before hyper took it over, and fail once an HTTP/1.1
+/// head is overdue.
+struct GuardedSocket {
     stream: TcpStream,
     unread: Vec<u8>,
     consumed: usize,
     /// `None` for HTTP/2, whose requests are frames.
     heads: Option<Heads>,
-    timeout: Duration,
-    stalled_since: Option<Pin<Box<Sleep>>>,
-    stalled: Stalled,
+    writes: WriteStall,
 }
 
-impl StallGuard {
-    fn new(stream: TcpStream, unread: Vec<u8>, heads: Option<Heads>, timeout: Duration, stalled: Stalled) -> Self {
-        Self { stream, unread, consumed: 0, heads, timeout, stalled_since: None, stalled }
-    }
-
-    fn guard<T>(&mut self, cx: &mut Context<'_>, result: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
-        match result {
-            Poll::Ready(result) => {
-                self.stalled_since = None;
-                Poll::Ready(result)
-            }
-            Poll::Pending => {
-                let timeout = self.timeout;
-                let timer = self.stalled_since.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
-                ready!(timer.as_mut().poll(cx));
-                self.stalled.set();
-                Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "client stopped reading")))
-            }
-        }
-    }
-}
-
-impl AsyncRead for StallGuard {
+impl AsyncRead for GuardedSocket {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         if self.consumed < self.unread.len() && buf.remaining() > 0 {
             let n = buf.remaining().min(self.unread.len() - self.consumed);
@@ -432,10 +381,10 @@ impl AsyncRead for StallGuard {
     }
 }
 
-impl AsyncWrite for StallGuard {
+impl AsyncWrite for GuardedSocket {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let result = Pin::new(&mut self.stream).poll_write(cx, buf);
-        self.guard(cx, result)
+        self.writes.guard(cx, result)
     }
 
     fn poll_write_vectored(
@@ -444,7 +393,7 @@ impl AsyncWrite for StallGuard {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let result = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
-        self.guard(cx, result)
+        self.writes.guard(cx, result)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -453,7 +402,7 @@ impl AsyncWrite for StallGuard {
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let result = Pin::new(&mut self.stream).poll_flush(cx);
-        self.guard(cx, result)
+        self.writes.guard(cx, result)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -1,8 +1,8 @@
-//! The runtime that direct event streams run on, apart from the one that
-//! serves requests: a large fan-out's writes then queue behind each other,
-//! not in front of publishes and new connections, and its threads run at a
-//! lower priority, so the OS runs publishes and commits first when the
-//! machine is saturated.
+//! The runtime that hand-written event streams (`h1_stream`) run on, apart
+//! from the one that serves requests: a large fan-out's writes then queue
+//! behind each other, not in front of publishes and new connections, and its
+//! threads run at a lower priority, so the OS runs publishes and commits
+//! first when the machine is saturated.
 
 use std::io;
 
@@ -13,7 +13,7 @@ use tokio_util::task::TaskTracker;
 #[cfg(target_os = "linux")]
 const STREAM_NICE: i32 = 10;
 
-/// Where direct event streams run, and what tracks them for the drain.
+/// Where hand-written event streams run, and what tracks them for the drain.
 #[derive(Debug, Clone)]
 pub struct StreamTasks {
     /// The streams' runtime.

@@ -24,7 +24,8 @@ use http_body::{Body as _, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep, sleep_until};
 
-use crate::{deadline, error::ApiError};
+use super::deadline;
+use crate::error::{ApiError, ErrorCode};
 
 /// Set once a request's body missed its deadline.
 #[derive(Debug, Clone, Default)]
@@ -56,7 +57,7 @@ pub fn late_response(timeout: Duration) -> Response {
         "the request body did not arrive within {} of its head; send it at once, or raise --body-timeout",
         humantime::format_duration(timeout)
     );
-    let mut response = ApiError::TimedOut { code: "body_timeout", message }.into_response();
+    let mut response = ApiError::new(ErrorCode::BodyTimeout, message).into_response();
     response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     response
 }

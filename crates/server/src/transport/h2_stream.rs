@@ -27,8 +27,9 @@ use tokio::{
     task::futures::TaskLocalFuture,
     time::{Sleep, sleep},
 };
+use tokio_util::task::TaskTracker;
 
-use crate::connection::Stalled;
+use super::{deadline, stall::Stalled};
 
 tokio::task_local! {
     /// The stream whose task is running: its service and body find it here.
@@ -37,24 +38,24 @@ tokio::task_local! {
 
 /// What an HTTP/2 stream's task and its response body share.
 #[derive(Debug)]
-pub struct Pull {
+pub(super) struct Pull {
     /// The body's last poll yielded data: until hyper polls it again, that
     /// data waits for window.
     owed: AtomicBool,
     /// Polls that yielded data so far: a change means data went out.
     sent: AtomicU64,
     /// Set when the stream is cut for waiting too long.
-    pub stalled: Stalled,
+    pub(super) stalled: Stalled,
 }
 
 impl Pull {
     /// The stream of the running task, if it is an HTTP/2 stream.
-    pub fn current() -> Option<Arc<Self>> {
+    pub(super) fn current() -> Option<Arc<Self>> {
         STREAM.try_with(Arc::clone).ok()
     }
 
     /// Notes what a poll of the response body gave hyper.
-    pub fn note<T>(&self, poll: &Poll<Option<T>>) {
+    pub(super) fn note<T>(&self, poll: &Poll<Option<T>>) {
         let data = matches!(poll, Poll::Ready(Some(_)));
         if data {
             self.sent.fetch_add(1, Ordering::Relaxed);
@@ -66,11 +67,13 @@ impl Pull {
 /// Runs a connection's HTTP/2 streams as tokio tasks, each watched for a
 /// shut window.
 #[derive(Debug, Clone)]
-pub struct StreamExecutor {
+pub(super) struct StreamExecutor {
     /// The connection's flag: a stream's own flag also reads it.
-    pub stalled: Stalled,
+    pub(super) stalled: Stalled,
     /// How long a stream may wait for window.
-    pub stall_timeout: Duration,
+    pub(super) stall_timeout: Duration,
+    /// The server's tasks, which the drain waits for.
+    pub(super) tasks: TaskTracker,
 }
 
 impl<F> hyper::rt::Executor<F> for StreamExecutor
@@ -84,7 +87,7 @@ where
             stalled: self.stalled.for_stream(),
         });
         let stream = STREAM.scope(Arc::clone(&pull), stream);
-        tokio::spawn(Watched { stream: Box::pin(stream), pull, stall_timeout: self.stall_timeout, waiting: None });
+        self.tasks.spawn(Watched { stream: Box::pin(stream), pull, stall_timeout: self.stall_timeout, waiting: None });
     }
 }
 
@@ -114,7 +117,7 @@ impl<F: Future<Output = ()>> Future for Watched<F> {
         let (timer, since) = self.waiting.get_or_insert_with(|| (Box::pin(sleep(timeout)), sent));
         if *since != sent {
             // Data went out since: the wait starts again.
-            timer.as_mut().reset(crate::deadline::after(tokio::time::Instant::now(), timeout));
+            timer.as_mut().reset(deadline::after(tokio::time::Instant::now(), timeout));
             *since = sent;
         }
         ready!(timer.as_mut().poll(cx));

@@ -1,0 +1,295 @@
+//! From [`Settings`] (text) to [`Config`] (typed): every value is parsed and
+//! every problem collected, so that all are reported together.
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    time::Duration,
+};
+
+use herald_core::{HubConfig, Retention, RingLimits, TopicPattern};
+use jsonwebtoken::Algorithm;
+
+use super::{
+    Config, JwtKey, Secret, Settings, TokenConfig, TokenSettings,
+    values::{guess_public_key_algorithm, parse_algorithm, parse_bool, parse_count, parse_duration, parse_listen},
+};
+
+/// Collects the invalid settings, each named by its flag.
+#[derive(Default)]
+struct Problems {
+    errors: Vec<String>,
+}
+
+impl Problems {
+    /// `text` parsed, or `None` with the problem noted.
+    fn value<T>(&mut self, name: &str, text: &str, parse: impl Fn(&str) -> Result<T, String>) -> Option<T> {
+        parse(text.trim()).map_err(|why| self.errors.push(format!("--{}: {why}", name.replace('_', "-")))).ok()
+    }
+
+    /// `text` parsed; a default stands in for an invalid value, which makes
+    /// the whole configuration an error anyway.
+    fn parse<T: Default>(&mut self, name: &str, text: &str, parse: impl Fn(&str) -> Result<T, String>) -> T {
+        self.value(name, text, parse).unwrap_or_default()
+    }
+
+    fn duration(&mut self, name: &str, text: &str) -> Duration {
+        self.parse(name, text, parse_duration)
+    }
+
+    fn positive_duration(&mut self, name: &str, text: &str) -> Duration {
+        self.parse(name, text, |text| match parse_duration(text)? {
+            Duration::ZERO => Err("must be more than 0".into()),
+            duration => Ok(duration),
+        })
+    }
+
+    fn count(&mut self, name: &str, text: &str) -> usize {
+        self.parse(name, text, parse_count)
+    }
+
+    /// Notes that `small` must not exceed `large` when both are valid.
+    fn at_least(&mut self, large: Option<usize>, small: Option<usize>, problem: &str) {
+        if let (Some(large), Some(small)) = (large, small)
+            && large < small
+        {
+            self.errors.push(problem.to_owned());
+        }
+    }
+
+    fn finish<T>(self, value: T) -> Result<T, Vec<String>> {
+        if self.errors.is_empty() { Ok(value) } else { Err(self.errors) }
+    }
+}
+
+impl TokenConfig {
+    /// Validates the settings `herald token` reads. Every problem is listed.
+    pub fn from_settings(s: &TokenSettings) -> Result<Self, Vec<String>> {
+        let mut p = Problems::default();
+        let config = token_config(&mut p, s);
+        p.finish(config)
+    }
+}
+
+fn token_config(p: &mut Problems, s: &TokenSettings) -> TokenConfig {
+    let secret = s.jwt_secret.clone().filter(|v| !v.is_empty());
+    let jwt_key = match (&secret, &s.jwt_public_key) {
+        (Some(_), Some(_)) => {
+            p.errors.push("--jwt-secret and --jwt-public-key exclude each other: pick one".into());
+            JwtKey::Generated
+        }
+        (Some(secret), None) => {
+            if secret.len() < 32 {
+                p.errors.push("--jwt-secret: use at least 32 characters (e.g. `openssl rand -hex 32`)".into());
+            }
+            JwtKey::Secret(Secret(secret.clone()))
+        }
+        (None, Some(path)) => match std::fs::read(path) {
+            Ok(pem) => JwtKey::PublicKey { path: PathBuf::from(path), pem },
+            Err(e) => {
+                p.errors.push(format!("--jwt-public-key: cannot read {path}: {e}"));
+                JwtKey::Generated
+            }
+        },
+        (None, None) => JwtKey::Generated,
+    };
+    let key_algorithm = match &jwt_key {
+        JwtKey::PublicKey { pem, .. } => guess_public_key_algorithm(pem),
+        _ => Algorithm::HS256,
+    };
+    let jwt_algorithm = match &s.jwt_algorithm {
+        Some(text) => p.value("jwt_algorithm", text, parse_algorithm).unwrap_or(key_algorithm),
+        None => key_algorithm,
+    };
+    let is_hmac = matches!(jwt_algorithm, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512);
+    if matches!(jwt_key, JwtKey::PublicKey { .. }) && is_hmac {
+        p.errors.push(format!("--jwt-algorithm {jwt_algorithm:?} needs --jwt-secret, not a public key"));
+    }
+    if !matches!(jwt_key, JwtKey::PublicKey { .. }) && !is_hmac {
+        p.errors.push(format!("--jwt-algorithm {jwt_algorithm:?} needs --jwt-public-key FILE"));
+    }
+    TokenConfig {
+        data_dir: PathBuf::from(&s.data_dir),
+        jwt_key,
+        jwt_algorithm,
+        jwt_issuer: s.jwt_issuer.clone(),
+        jwt_audience: s.jwt_audience.clone(),
+    }
+}
+
+impl Config {
+    /// Validates `settings`. Every problem is listed.
+    pub fn from_settings(s: &Settings) -> Result<Self, Vec<String>> {
+        let mut p = Problems::default();
+        // Never served: an invalid address is an error.
+        let nowhere = SocketAddr::from(([127, 0, 0, 1], 0));
+        let listen = p.value("listen", &s.listen, parse_listen).unwrap_or(nowhere);
+        let internal_listen =
+            s.internal_listen.as_deref().map(|text| p.value("internal_listen", text, parse_listen).unwrap_or(nowhere));
+        let token = token_config(&mut p, &s.token);
+        let mut public_subscribe = Vec::new();
+        for text in &s.public_subscribe {
+            match text.parse::<TopicPattern>() {
+                Ok(pattern) => public_subscribe.push(pattern),
+                Err(e) => p.errors.push(format!("--public-subscribe `{text}`: {e}")),
+            }
+        }
+        let mut trusted_proxies = Vec::new();
+        for text in &s.trusted_proxies {
+            match text.parse::<IpAddr>() {
+                Ok(ip) => trusted_proxies.push(ip),
+                Err(_) => p.errors.push(format!("--trusted-proxies: `{text}` is not an IP address")),
+            }
+        }
+        let cors_origins: Vec<String> = s.cors_origins.clone();
+        for origin in cors_origins.iter().filter(|o| *o != "*") {
+            if !(origin.starts_with("http://") || origin.starts_with("https://")) || origin.ends_with('/') {
+                p.errors.push(format!("--cors-origins: `{origin}` is not an origin like https://app.example.com"));
+            }
+        }
+        let max_delivery_bytes = p.value("max_delivery_bytes", &s.max_delivery_bytes, parse_count);
+        let catch_up_cache_bytes = p.value("catch_up_cache_bytes", &s.catch_up_cache_bytes, parse_count);
+        p.at_least(
+            catch_up_cache_bytes,
+            max_delivery_bytes,
+            "--catch-up-cache-bytes must be at least --max-delivery-bytes: a page of history larger than the cache is never shared",
+        );
+        let max_body_bytes = p.value("max_body_bytes", &s.max_body_bytes, parse_count);
+        let max_event_bytes = p.value("max_event_bytes", &s.max_event_bytes, parse_count);
+        p.at_least(max_body_bytes, max_event_bytes, "--max-body-bytes must be at least --max-event-bytes");
+        let hub = HubConfig {
+            ring: RingLimits {
+                max_events: p.count("ring_events", &s.ring_events),
+                max_bytes: p.count("ring_bytes", &s.ring_bytes),
+            },
+            max_topics: p.count("max_topics", &s.max_topics),
+            max_delivery_bytes: max_delivery_bytes.unwrap_or_default(),
+            catch_up_cache_bytes: catch_up_cache_bytes.unwrap_or_default(),
+            ..HubConfig::default()
+        };
+        let retention_age = p.duration("retention_age", &s.retention_age);
+        let retention = Retention {
+            max_events_per_topic: p.count("retention_events", &s.retention_events),
+            max_age: (!retention_age.is_zero()).then_some(retention_age),
+            idempotency_ttl: p.duration("idempotency_ttl", &s.idempotency_ttl),
+        };
+        let stream_max = p.duration("stream_max_duration", &s.stream_max_duration);
+        let heartbeat = p.positive_duration("heartbeat", &s.heartbeat);
+        let body_timeout = p.positive_duration("body_timeout", &s.body_timeout);
+        let config = Self {
+            listen,
+            internal_listen,
+            data_dir: token.data_dir,
+            memory: p.parse("memory", &s.memory, parse_bool),
+            sqlite_synchronous: p.parse("sqlite_synchronous", &s.sqlite_synchronous, str::parse),
+            jwt_key: token.jwt_key,
+            jwt_algorithm: token.jwt_algorithm,
+            jwt_issuer: token.jwt_issuer,
+            jwt_audience: token.jwt_audience,
+            jwt_leeway: p.duration("jwt_leeway", &s.jwt_leeway),
+            public_subscribe,
+            heartbeat,
+            retry: p.duration("retry", &s.retry),
+            cors_origins,
+            cors_credentials: p.parse("cors_credentials", &s.cors_credentials, parse_bool),
+            trusted_proxies,
+            max_connections: p.count("max_connections", &s.max_connections),
+            max_streams_per_ip: p.count("max_streams_per_ip", &s.max_streams_per_ip),
+            max_body_bytes: max_body_bytes.unwrap_or_default(),
+            max_event_bytes: max_event_bytes.unwrap_or_default(),
+            max_topics_per_subscription: p.count("max_topics_per_subscription", &s.max_topics_per_subscription),
+            max_batch_events: p.count("max_batch_events", &s.max_batch_events),
+            header_timeout: p.duration("header_timeout", &s.header_timeout),
+            body_timeout,
+            idle_timeout: p.duration("idle_timeout", &s.idle_timeout),
+            stall_timeout: p.duration("stall_timeout", &s.stall_timeout),
+            stream_max_duration: (!stream_max.is_zero()).then_some(stream_max),
+            shutdown_grace: p.duration("shutdown_grace", &s.shutdown_grace),
+            hub,
+            retention,
+            dashboard_rows: p.count("dashboard_rows", &s.dashboard_rows),
+            log: s.log.clone(),
+        };
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&s.log) {
+            p.errors.push(format!("--log: {e}"));
+        }
+        p.finish(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::defaults;
+
+    #[test]
+    fn every_bad_setting_is_reported_together() {
+        let mut settings = Settings {
+            listen: "nowhere".into(),
+            heartbeat: "soon".into(),
+            max_connections: "0".into(),
+            public_subscribe: vec!["a b".into()],
+            catch_up_cache_bytes: "1000".into(),
+            ..Settings::defaults()
+        };
+        settings.token.jwt_algorithm = Some("none".into());
+        let errors = Config::from_settings(&settings).unwrap_err();
+        assert_eq!(errors.len(), 6, "{errors:#?}");
+        assert!(errors.iter().any(|e| e.contains("--catch-up-cache-bytes must be at least --max-delivery-bytes")));
+        assert!(errors.iter().any(|e| e.contains("--listen") && e.contains("nowhere")));
+        assert!(errors.iter().any(|e| e.contains("never accepted")));
+    }
+
+    #[test]
+    fn timeouts_default_and_a_zero_body_timeout_is_refused() {
+        let config = Config::for_tests("0123456789abcdef0123456789abcdef-secret");
+        assert_eq!(config.body_timeout, defaults::BODY_TIMEOUT);
+        let settings = Settings { body_timeout: "0".into(), ..Settings::defaults() };
+        let errors = Config::from_settings(&settings).unwrap_err();
+        assert!(errors.iter().any(|e| e.starts_with("--body-timeout")), "{errors:?}");
+    }
+
+    #[test]
+    fn the_defaults_are_the_documented_ones() {
+        let config = Config::from_settings(&Settings::defaults()).unwrap();
+        assert_eq!(config.listen, defaults::LISTEN.parse().unwrap());
+        assert_eq!(config.data_dir, PathBuf::from(defaults::DATA_DIR));
+        assert!(!config.memory && !config.cors_credentials);
+        assert_eq!(config.sqlite_synchronous, crate::store::Synchronous::Full);
+        assert!(matches!(config.jwt_key, JwtKey::Generated));
+        assert_eq!(config.jwt_algorithm, Algorithm::HS256);
+        assert_eq!(
+            (config.jwt_leeway, config.heartbeat, config.retry),
+            (defaults::JWT_LEEWAY, defaults::HEARTBEAT, defaults::RETRY)
+        );
+        assert_eq!(config.max_connections, defaults::MAX_CONNECTIONS);
+        assert_eq!(config.max_streams_per_ip, defaults::MAX_STREAMS_PER_IP);
+        assert_eq!(
+            (config.max_body_bytes, config.max_event_bytes),
+            (defaults::MAX_BODY_BYTES, defaults::MAX_EVENT_BYTES)
+        );
+        assert_eq!(config.max_topics_per_subscription, defaults::MAX_TOPICS_PER_SUBSCRIPTION);
+        assert_eq!(config.max_batch_events, defaults::MAX_BATCH_EVENTS);
+        assert_eq!(config.header_timeout, defaults::HEADER_TIMEOUT);
+        assert_eq!(config.idle_timeout, defaults::IDLE_TIMEOUT);
+        assert_eq!(config.stall_timeout, defaults::STALL_TIMEOUT);
+        assert_eq!(config.stream_max_duration, None);
+        assert_eq!(config.shutdown_grace, defaults::SHUTDOWN_GRACE);
+        assert_eq!(config.dashboard_rows, defaults::DASHBOARD_ROWS);
+        assert_eq!(config.log, defaults::LOG);
+        // The hub's and the store's defaults are core's own.
+        let hub = HubConfig::default();
+        assert_eq!((config.hub.ring.max_events, config.hub.ring.max_bytes), (hub.ring.max_events, hub.ring.max_bytes));
+        assert_eq!(config.hub.max_topics, hub.max_topics);
+        assert_eq!(config.hub.max_delivery_bytes, hub.max_delivery_bytes);
+        assert_eq!(config.hub.catch_up_cache_bytes, hub.catch_up_cache_bytes);
+        assert_eq!(config.retention, Retention::default());
+        assert_eq!(config.retention.max_age, Some(Duration::from_secs(7 * 24 * 3600)), "7d, as documented");
+    }
+
+    #[test]
+    fn secrets_stay_out_of_debug_output() {
+        let config = Config::for_tests("0123456789abcdef0123456789abcdef-secret");
+        assert!(!format!("{config:?}").contains("-secret"));
+    }
+}
