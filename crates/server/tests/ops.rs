@@ -496,6 +496,12 @@ async fn the_dashboard_counts_every_stream_says_when_lists_are_cut_and_keeps_rat
             let topic = snapshot["topics"].as_array().unwrap().iter().find(|t| t["name"] == "r1").cloned();
             rates
                 .push((snapshot["sample"]["publish_rate"].as_f64().unwrap(), topic.map(|t| t["publish_rate"].clone())));
+            // r1's subscriber got an event in every five seconds: the percentiles come from the
+            // delivery latency histogram the server records.
+            for percentile in ["p50_ms", "p99_ms"] {
+                let value = snapshot["sample"][percentile].as_f64();
+                assert!(value.is_some_and(|ms| ms >= 0.0), "{percentile} of recent deliveries: {snapshot}");
+            }
         }
     }
     assert!(rates.len() >= 4, "{rates:?}");
