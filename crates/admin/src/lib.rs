@@ -1,8 +1,9 @@
 //! Herald's operator dashboard, mounted at `/admin`.
 //!
-//! It reads the hub's snapshots and the metrics exposition through
-//! [`AdminSource`]; it knows nothing about sockets or SQL. Rendering takes
-//! no lock that publishing needs: every figure comes from a snapshot.
+//! It reads the hub's snapshots, the metrics exposition and the delivery
+//! latency histogram through [`AdminSource`]; it knows nothing about sockets
+//! or SQL. Rendering takes no lock that publishing needs: every figure comes
+//! from a snapshot.
 //!
 //! Access needs a token with the admin grant, from `Authorization: Bearer`,
 //! from `?access_token=` once (it is then kept in the `herald_admin` cookie,
@@ -15,6 +16,7 @@ mod auth;
 mod exposition;
 mod live;
 mod pages;
+mod quantile;
 mod session;
 mod tail;
 
@@ -42,9 +44,11 @@ pub trait AdminSource: Send + Sync + 'static {
     fn tcp_connections(&self) -> usize;
     /// The Prometheus exposition, as `/metrics` serves it.
     fn metrics_text(&self) -> String;
-    /// The exposition without the figures that cost file-system reads (the
-    /// process's, the store's size): what the sampler reads twice a second.
-    fn sample_text(&self) -> String;
+    /// The delivery latency distribution, read from the histogram that
+    /// `/metrics` exports: cumulative counts of deliveries by upper bound in
+    /// seconds, ascending, the last `+∞` (the total). The sampler reads it
+    /// twice a second.
+    fn delivery_latency(&self) -> Vec<(f64, u64)>;
     /// Verifies a token; the error says why it was refused.
     fn authorize(&self, token: &str) -> Result<Grants, String>;
     /// When the server started (ms since the Unix epoch).

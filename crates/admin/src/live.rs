@@ -20,7 +20,7 @@ use tokio::sync::watch;
 use crate::{
     Admin, AdminSource,
     auth::Operator,
-    exposition::{buckets, parse_exposition, quantile},
+    quantile::quantile,
     session::{self, Session},
 };
 
@@ -147,7 +147,8 @@ struct SamplerState {
     /// Each topic's published total at those times (the newest ones only,
     /// for a topic seen in fewer samples).
     topic_published: HashMap<String, VecDeque<u64>>,
-    latency: VecDeque<Vec<(f64, f64)>>,
+    /// The delivery latency histogram's cumulative buckets at those times.
+    latency: VecDeque<Vec<(f64, u64)>>,
     /// The topics the store held at its last read, with their figures.
     stored: HashMap<TopicName, TopicStats>,
 }
@@ -188,8 +189,7 @@ impl SamplerState {
         let stats = hub.stats();
         let now = now_ms();
         let mut connections = source.connections();
-        let rows = parse_exposition(&source.sample_text());
-        push_windowed(&mut self.latency, buckets(&rows, "herald_delivery_latency_seconds"));
+        push_windowed(&mut self.latency, source.delivery_latency());
         let oldest = self.latency.front().cloned().unwrap_or_default();
         let newest = self.latency.back().cloned().unwrap_or_default();
         push_windowed(&mut self.times, now);

@@ -55,6 +55,10 @@ pub(crate) struct CatchUp {
     /// Bumped when the pages are dropped: a load that began before keeps
     /// nothing, as it may hold trimmed history.
     generation: AtomicU64,
+    /// Steps served from a page another reader loaded.
+    shared_reads: AtomicU64,
+    /// Steps that loaded a page from the store.
+    store_reads: AtomicU64,
 }
 
 /// Every event of one topic in `(after, covered]`, as the store had them.
@@ -94,7 +98,19 @@ impl Page {
 impl CatchUp {
     /// An empty cache that keeps at most `max_bytes` of frames.
     pub(crate) fn new(max_bytes: usize) -> Self {
-        Self { max_bytes, pages: Mutex::default(), loading: Mutex::default(), generation: AtomicU64::new(0) }
+        Self {
+            max_bytes,
+            pages: Mutex::default(),
+            loading: Mutex::default(),
+            generation: AtomicU64::new(0),
+            shared_reads: AtomicU64::new(0),
+            store_reads: AtomicU64::new(0),
+        }
+    }
+
+    /// Steps served so far: `(from shared pages, from the store)`.
+    pub(crate) fn reads(&self) -> (u64, u64) {
+        (self.shared_reads.load(Ordering::Relaxed), self.store_reads.load(Ordering::Relaxed))
     }
 
     /// Events of `topic` after `after`, up to `upto`, within `limit`: from a
@@ -108,16 +124,16 @@ impl CatchUp {
         limit: ReadLimit,
     ) -> Result<CaughtUp, StoreError> {
         if let Some(page) = self.find(topic, after) {
-            metrics::counter!("herald_catch_up_reads_total", "source" => "shared").increment(1);
+            self.shared_reads.fetch_add(1, Ordering::Relaxed);
             return Ok(page.answer(after, upto, limit));
         }
         let slot = Arc::clone(self.loading.lock().entry(topic.clone()).or_default());
         let _loading = slot.lock().await;
         if let Some(page) = self.find(topic, after) {
-            metrics::counter!("herald_catch_up_reads_total", "source" => "shared").increment(1);
+            self.shared_reads.fetch_add(1, Ordering::Relaxed);
             return Ok(page.answer(after, upto, limit));
         }
-        metrics::counter!("herald_catch_up_reads_total", "source" => "store").increment(1);
+        self.store_reads.fetch_add(1, Ordering::Relaxed);
         let generation = self.generation.load(Ordering::Acquire);
         let selection = Selection { topics: vec![topic.clone()], patterns: Vec::new() };
         let read = store.read(&selection, after, upto, limit).await?;
@@ -201,6 +217,7 @@ mod tests {
         let third = catch_up.read(&store, &topic, 19, 200, count(10)).await.unwrap();
         assert_eq!(seqs(&third).first(), Some(&21));
         assert_eq!(catch_up.pages.lock().len(), 2);
+        assert_eq!(catch_up.reads(), (1, 2), "one step shared a page, two loaded one");
     }
 
     #[tokio::test]

@@ -21,9 +21,7 @@ use bytes::Bytes;
 
 use crate::{
     Event, EventId, Gap, Hub, Resume, Selection, Since, StoreError, SubscribeError, Topic, TopicName,
-    catch_up::CaughtUp,
-    hub::{HubInner, Subscriber},
-    sse,
+    catch_up::CaughtUp, hub::HubInner, registry::Subscriber, sse,
 };
 
 /// The event type of the notice that history was lost.
@@ -92,7 +90,7 @@ impl Subscription {
 
     fn open_as(hub: &Hub, selection: Selection, resume: Resume, observer: bool) -> Result<Self, SubscribeError> {
         let inner = Arc::clone(&hub.inner);
-        let subscriber = inner.new_subscriber(selection.patterns.clone(), observer);
+        let subscriber = inner.registry.new_subscriber(selection.patterns.clone(), observer);
         let mut subscription = Self {
             hub: inner,
             subscriber,
@@ -107,11 +105,11 @@ impl Subscription {
             notices: Vec::new(),
         };
         for name in subscription.selection.topics.clone() {
-            let topic = subscription.hub.attach(&name, &subscription.subscriber)?;
+            let topic = subscription.hub.registry.attach(&name, &subscription.subscriber)?;
             subscription.topics.insert(name, topic);
         }
         // Read only now that every topic would wake us.
-        let watermark = subscription.hub.watermark_for(&subscription.subscriber);
+        let watermark = subscription.hub.registry.watermark_for(&subscription.subscriber);
         subscription.opened_at = watermark;
         subscription.cursor = match resume {
             Resume::Live => watermark,
@@ -136,7 +134,7 @@ impl Subscription {
             // Arm before reading the watermark: an event after that point
             // either is seen now or wakes us.
             self.rearm();
-            let watermark = self.hub.watermark();
+            let watermark = self.hub.registry.watermark();
             // After reading the watermark: a topic a pattern attached us to
             // before that point is in `joined` by now.
             self.adopt_joined();
@@ -168,7 +166,7 @@ impl Subscription {
     /// Events published hub-wide that this subscription has not caught up
     /// with yet (an upper bound on its backlog).
     pub fn lag(&self) -> u64 {
-        self.hub.watermark().saturating_sub(self.cursor)
+        self.hub.registry.watermark().saturating_sub(self.cursor)
     }
 
     fn rearm(&mut self) {
@@ -283,6 +281,6 @@ impl Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        self.hub.release(&self.subscriber, self.topics.drain().map(|(_, topic)| topic));
+        self.hub.registry.release(&self.subscriber, self.topics.drain().map(|(_, topic)| topic));
     }
 }

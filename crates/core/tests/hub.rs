@@ -4,7 +4,7 @@
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -12,9 +12,9 @@ use std::{
 use eventsource_stream::Eventsource as _;
 use futures::StreamExt as _;
 use herald_core::{
-    Appended, Delivery, Epoch, Event, EventDraft, EventId, EventStore, EventType, Grants, Hub, HubConfig,
-    IdempotencyKey, MemoryStore, Publish, PublishError, Published, ReadLimit, Resume, Retention, RingLimits, Selection,
-    StoreError, StoreRead, StoredTopic, Subscription, TopicName, TopicPattern, now_ms, sse,
+    Appended, CommitObserver, Delivery, Epoch, Event, EventDraft, EventId, EventStore, EventType, Grants, Hub,
+    HubConfig, IdempotencyKey, MemoryStore, Publish, PublishError, Published, ReadLimit, Resume, Retention, RingLimits,
+    Selection, StoreError, StoreRead, StoredTopic, Subscription, TopicName, TopicPattern, now_ms, sse,
 };
 use proptest::prelude::*;
 
@@ -452,11 +452,13 @@ async fn readers_of_a_large_audience_never_sleep_through_a_visible_event() {
     }
 }
 
-/// The memory store, counting the reads that reach it.
-#[derive(Debug)]
+/// The memory store, counting the reads that reach it, and refusing
+/// commits while `failing` is set.
+#[derive(Debug, Default)]
 struct CountingStore {
     inner: MemoryStore,
     reads: AtomicUsize,
+    failing: AtomicBool,
 }
 
 #[async_trait::async_trait]
@@ -468,6 +470,9 @@ impl EventStore for CountingStore {
         self.inner.last_seq().await
     }
     async fn append(&self, requests: &[Publish]) -> Result<Vec<Appended>, StoreError> {
+        if self.failing.load(Ordering::Relaxed) {
+            return Err(StoreError::unavailable("the disk is full"));
+        }
         self.inner.append(requests).await
     }
     async fn read(
@@ -496,7 +501,7 @@ impl EventStore for CountingStore {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_audience_behind_the_ring_catches_up_through_shared_reads() {
-    let store = Arc::new(CountingStore { inner: MemoryStore::new(Retention::default()), reads: AtomicUsize::new(0) });
+    let store = Arc::new(CountingStore::default());
     let config = HubConfig {
         ring: RingLimits { max_events: 16, max_bytes: 1 << 20 },
         max_delivery_events: 100,
@@ -528,6 +533,64 @@ async fn a_large_audience_behind_the_ring_catches_up_through_shared_reads() {
     // Ten pages of 100 events, each read once for everyone: not once per reader.
     let reads = store.reads.load(Ordering::Relaxed);
     assert!(reads <= 20, "{reads} store reads for 200 readers catching up on 1,000 events");
+    let stats = hub.stats();
+    assert!(stats.catch_up_store as usize <= reads, "{stats:?}: catch-up loads are store reads");
+    assert!(stats.catch_up_shared > stats.catch_up_store, "{stats:?}: most steps shared a page");
+}
+
+#[tokio::test]
+async fn events_committed_elsewhere_reach_subscribers_through_apply() {
+    let store = Arc::new(MemoryStore::new(Retention::default()));
+    let hub = Hub::start(Arc::clone(&store) as Arc<dyn EventStore>, HubConfig::default()).await.unwrap();
+    let mut exact = Subscription::open(&hub, select(&["feed"]), Resume::Live).unwrap();
+    let mut pattern = Subscription::open(&hub, select(&["fe*"]), Resume::Live).unwrap();
+    // Another node's commit: durable in the shared store, unknown to this hub's writer.
+    let drafts = vec![EventDraft::new(topic("feed"), "a"), EventDraft::new(topic("feed"), "b")];
+    let appended = store.append(&[Publish::new(drafts)]).await.unwrap();
+    let [Appended::New(events)] = &appended[..] else { panic!("two new events expected: {appended:?}") };
+    assert_eq!(hub.last_id().seq, 0, "nothing is visible before it is applied");
+    assert!(next_within(&mut exact, Duration::from_millis(50)).await.is_none());
+
+    hub.apply(events);
+    assert_eq!(hub.last_id(), events[1].id);
+    for sub in [&mut exact, &mut pattern] {
+        let delivery = next_within(sub, Duration::from_secs(5)).await.expect("woken by apply");
+        assert_eq!(&delivery.events, events);
+    }
+    // The hub's own publishes follow on the same path.
+    let next = hub.publish(EventDraft::new(topic("feed"), "c")).await.unwrap();
+    assert!(next.id.seq > events[1].id.seq);
+    let delivery = next_within(&mut exact, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(delivery.events.iter().map(|e| e.id).collect::<Vec<_>>(), vec![next.id]);
+}
+
+/// Commit sizes, as the writer reports them.
+#[derive(Debug, Default)]
+struct Commits(parking_lot::Mutex<Vec<usize>>);
+
+impl CommitObserver for Commits {
+    fn commit_ended(&self, events: usize, _elapsed: Duration) {
+        self.0.lock().push(events);
+    }
+}
+
+#[tokio::test]
+async fn every_commit_is_reported_to_the_observer_and_failures_are_counted() {
+    let store = Arc::new(CountingStore::default());
+    let hub = Hub::start(Arc::clone(&store) as Arc<dyn EventStore>, HubConfig::default()).await.unwrap();
+    let commits = Arc::new(Commits::default());
+    hub.observe_commits(Arc::clone(&commits) as Arc<dyn CommitObserver>);
+    let drafts = (0..3).map(|n| EventDraft::new(topic("c"), n.to_string())).collect();
+    hub.publish_batch(drafts).await.unwrap();
+    hub.publish(EventDraft::new(topic("c"), "one")).await.unwrap();
+    assert_eq!(hub.stats().store_errors, 0);
+
+    store.failing.store(true, Ordering::Relaxed);
+    let refused = hub.publish(EventDraft::new(topic("c"), "refused")).await;
+    assert!(matches!(refused, Err(PublishError::Store(_))), "{refused:?}");
+    assert_eq!(*commits.0.lock(), vec![3, 1, 1], "failed commits are reported too");
+    assert_eq!(hub.stats().store_errors, 1);
+    assert!(!hub.store_healthy());
 }
 
 #[tokio::test]

@@ -1,12 +1,26 @@
-//! Prometheus metrics: one process-wide recorder, every metric described
-//! (HELP and unit), histograms with explicit buckets, and no label with
-//! unbounded values (no per-topic label; per-topic detail is the dashboard's).
+//! Prometheus metrics: one process-wide recorder for counters and gauges,
+//! every metric described (HELP and unit), histograms with explicit buckets,
+//! and no label with unbounded values (no per-topic label; per-topic detail
+//! is the dashboard's).
+//!
+//! Histograms are not the recorder's: each is an atomic-bucket
+//! [`Histogram`] here, recorded once, written into the exposition at render
+//! and read as it is by the dashboard (its latency percentiles). They keep
+//! no samples, so nothing needs a render on a timer to stay bounded.
 
-use std::{path::Path, sync::OnceLock};
+mod histogram;
 
-use metrics::{Counter, Gauge, Histogram, Unit, describe_counter, describe_gauge, describe_histogram};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::{
+    path::Path,
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
 
+use herald_core::{CommitObserver, Hub};
+use metrics::{Counter, Gauge, Unit, describe_counter, describe_gauge};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+pub(crate) use self::histogram::Histogram;
 use crate::{process_stats::ProcessStats, state::AppState, store::DATABASE_FILE};
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -14,15 +28,23 @@ static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 const LATENCY_BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0];
 
-/// Handles of the metrics the hot paths touch on every publish or write,
-/// looked up once rather than by name each time. Events published and
+/// Handles of the metrics the hot paths touch on every publish, commit or
+/// write, looked up once rather than by name each time. Events published and
 /// delivered are not here: the hub counts them, and [`render`] reads them.
 pub(crate) struct HotPath {
     pub(crate) streams_open: Gauge,
     pub(crate) stream_bytes: Counter,
-    pub(crate) delivery_latency: Histogram,
     pub(crate) replayed_events: Counter,
+    pub(crate) delivery_latency: Histogram,
     pub(crate) publish_latency: Histogram,
+    pub(crate) commit_seconds: Histogram,
+    pub(crate) commit_events: Histogram,
+}
+
+impl HotPath {
+    fn histograms(&self) -> [&Histogram; 4] {
+        [&self.publish_latency, &self.delivery_latency, &self.commit_events, &self.commit_seconds]
+    }
 }
 
 /// The hot paths' handles (the recorder is installed by then: [`handle`]
@@ -32,36 +54,52 @@ pub(crate) fn hot_path() -> &'static HotPath {
     HOT_PATH.get_or_init(|| HotPath {
         streams_open: metrics::gauge!("herald_streams_open"),
         stream_bytes: metrics::counter!("herald_stream_bytes_total"),
-        delivery_latency: metrics::histogram!("herald_delivery_latency_seconds"),
         replayed_events: metrics::counter!("herald_replayed_events_total"),
-        publish_latency: metrics::histogram!("herald_publish_latency_seconds"),
+        delivery_latency: Histogram::seconds(
+            "herald_delivery_latency_seconds",
+            "Durable commit to write on a subscriber's socket, for live events only (the oldest live event of each \
+             write); replayed history is counted in herald_replayed_events_total instead.",
+            LATENCY_BUCKETS,
+        ),
+        publish_latency: Histogram::seconds(
+            "herald_publish_latency_seconds",
+            "Publish request to durable acknowledgement.",
+            LATENCY_BUCKETS,
+        ),
+        commit_seconds: Histogram::seconds("herald_store_commit_seconds", "Time of one store commit.", LATENCY_BUCKETS),
+        commit_events: Histogram::counts(
+            "herald_store_commit_events",
+            "Events per store commit (group commit size).",
+            BATCH_BUCKETS,
+        ),
     })
 }
 
+/// Records the hub writer's commits into the commit histograms.
+#[derive(Debug)]
+struct CommitMetrics;
+
+impl CommitObserver for CommitMetrics {
+    fn commit_ended(&self, events: usize, elapsed: Duration) {
+        let metrics = hot_path();
+        metrics.commit_seconds.record(elapsed.as_secs_f64());
+        metrics.commit_events.record(events as f64);
+    }
+}
+
+/// Has `hub` report its commits to the commit histograms.
+pub(crate) fn observe_commits(hub: &Hub) {
+    hub.observe_commits(Arc::new(CommitMetrics));
+}
+
 /// The recorder's handle, installing the recorder on first use.
-///
-/// The recorder keeps histogram samples until a render folds them into
-/// buckets (`install_recorder` leaves that upkeep to us). The dashboard's
-/// sampler renders every half second (`herald_admin`'s `live.rs`), which
-/// bounds them; a server without it would need `run_upkeep` on a timer.
 pub fn handle() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
-            let builder = PrometheusBuilder::new()
-                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
-                .and_then(|b| {
-                    b.set_buckets_for_metric(Matcher::Full("herald_store_commit_events".into()), BATCH_BUCKETS)
-                });
-            let handle = match builder {
-                Ok(builder) => match builder.install_recorder() {
-                    Ok(handle) => handle,
-                    Err(error) => {
-                        tracing::warn!(%error, "metrics recorder not installed; /metrics will be empty");
-                        PrometheusBuilder::new().build_recorder().handle()
-                    }
-                },
+            let handle = match PrometheusBuilder::new().install_recorder() {
+                Ok(handle) => handle,
                 Err(error) => {
-                    tracing::warn!(%error, "metrics buckets rejected");
+                    tracing::warn!(%error, "metrics recorder not installed; /metrics will be empty");
                     PrometheusBuilder::new().build_recorder().handle()
                 }
             };
@@ -96,13 +134,6 @@ fn describe() {
     );
     describe_counter!("herald_events_delivered_total", "Events written to subscribers' streams.");
     describe_counter!("herald_stream_bytes_total", Unit::Bytes, "Bytes written to event streams.");
-    describe_histogram!("herald_publish_latency_seconds", Unit::Seconds, "Publish request to durable acknowledgement.");
-    describe_histogram!(
-        "herald_delivery_latency_seconds",
-        Unit::Seconds,
-        "Durable commit to write on a subscriber's socket, for live events only (the oldest live event of each \
-         write); replayed history is counted in herald_replayed_events_total instead."
-    );
     describe_counter!(
         "herald_replayed_events_total",
         "Events written to streams that were published before the stream opened (a resume's catch-up)."
@@ -118,8 +149,6 @@ fn describe() {
     );
     describe_counter!("herald_auth_failures_total", "Rejected tokens, by reason.");
     describe_counter!("herald_rejected_total", "Requests refused by a limit, by limit.");
-    describe_histogram!("herald_store_commit_events", "Events per store commit (group commit size).");
-    describe_histogram!("herald_store_commit_seconds", Unit::Seconds, "Time of one store commit.");
     describe_gauge!("herald_ring_events", "Events buffered in all topics' rings.");
     describe_gauge!("herald_ring_bytes", Unit::Bytes, "Bytes buffered in all topics' rings.");
     describe_gauge!("herald_store_healthy", "1 when the last store commit succeeded, else 0.");
@@ -142,17 +171,6 @@ pub fn render(state: &AppState) -> String {
     if !state.config.memory {
         metrics::gauge!("herald_store_size_bytes").set(store_size(&state.config.data_dir) as f64);
     }
-    let mut text = render_hub(state);
-    // Written here, not recorded: the recorder's counters hold whole numbers,
-    // and CPU seconds need their fractions.
-    text.push_str(&ProcessStats::read().exposition());
-    text
-}
-
-/// The exposition without the process's and the store's figures, which cost
-/// reads of `/proc` and the file system: for the dashboard's sampler, which
-/// renders twice a second whether anyone looks or not.
-pub fn render_hub(state: &AppState) -> String {
     let hub = &state.hub;
     let stats = hub.stats();
     metrics::gauge!("herald_connections_open").set(state.connections.open() as f64);
@@ -163,11 +181,25 @@ pub fn render_hub(state: &AppState) -> String {
     metrics::gauge!("herald_store_healthy").set(if hub.store_healthy() { 1.0 } else { 0.0 });
     metrics::counter!("herald_replays_total", "source" => "ring").absolute(stats.replays_ring);
     metrics::counter!("herald_replays_total", "source" => "store").absolute(stats.replays_store);
+    metrics::counter!("herald_catch_up_reads_total", "source" => "shared").absolute(stats.catch_up_shared);
+    metrics::counter!("herald_catch_up_reads_total", "source" => "store").absolute(stats.catch_up_store);
     metrics::counter!("herald_events_published_total", "result" => "created").absolute(stats.published);
     metrics::counter!("herald_events_published_total", "result" => "duplicate").absolute(stats.duplicates);
     metrics::counter!("herald_events_delivered_total").absolute(stats.delivered);
     metrics::counter!("herald_gaps_total").absolute(stats.gaps);
-    state.metrics.render()
+    metrics::counter!("herald_store_errors_total").absolute(stats.store_errors);
+    let mut text = state.metrics.render();
+    hot_path().histograms().iter().for_each(|histogram| histogram.render(&mut text));
+    // Written here, not recorded: the recorder's counters hold whole numbers,
+    // and CPU seconds need their fractions.
+    text.push_str(&ProcessStats::read().exposition());
+    text
+}
+
+/// The delivery latency distribution the dashboard reads: cumulative counts
+/// by upper bound in seconds, from the histogram `/metrics` exports.
+pub(crate) fn delivery_latency() -> Vec<(f64, u64)> {
+    hot_path().delivery_latency.cumulative()
 }
 
 /// Bytes of the SQLite database and its WAL and shared-memory files.

@@ -60,8 +60,8 @@ impl herald_admin::AdminSource for Source {
         crate::metrics::render(&self.0)
     }
 
-    fn sample_text(&self) -> String {
-        crate::metrics::render_hub(&self.0)
+    fn delivery_latency(&self) -> Vec<(f64, u64)> {
+        crate::metrics::delivery_latency()
     }
 
     fn authorize(&self, token: &str) -> Result<Grants, String> {

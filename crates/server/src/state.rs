@@ -43,6 +43,8 @@ pub struct AppState {
 impl AppState {
     /// State for a server running `hub` with `config` and `verifier`.
     pub fn new(hub: Hub, config: Config, verifier: Verifier) -> Self {
+        let metrics = crate::metrics::handle();
+        crate::metrics::observe_commits(&hub);
         Self {
             hub,
             streams: Arc::new(StreamLimits::new(config.max_streams_per_ip)),
@@ -52,7 +54,7 @@ impl AppState {
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             registry: Arc::default(),
-            metrics: crate::metrics::handle(),
+            metrics,
             started_ms: herald_core::now_ms(),
         }
     }

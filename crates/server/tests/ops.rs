@@ -124,6 +124,8 @@ async fn the_exposition_passes_promtool_and_counts_what_subscribers_received() {
     assert_eq!(metric(&text, "herald_publish_latency_seconds_count"), 50.0);
     assert!(metric(&text, "herald_store_commit_events_sum") >= 50.0);
     assert!(metric(&text, "herald_delivery_latency_seconds_count") >= 3.0);
+    assert_eq!(metric(&text, "herald_store_errors_total"), 0.0);
+    assert_eq!(metric(&text, "herald_catch_up_reads_total{source=\"store\"}"), 0.0);
     for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
         let name = line.split(' ').nth(2).unwrap();
         assert!(text.contains(&format!("# HELP {name} ")), "{name} has no HELP");
@@ -494,6 +496,12 @@ async fn the_dashboard_counts_every_stream_says_when_lists_are_cut_and_keeps_rat
             let topic = snapshot["topics"].as_array().unwrap().iter().find(|t| t["name"] == "r1").cloned();
             rates
                 .push((snapshot["sample"]["publish_rate"].as_f64().unwrap(), topic.map(|t| t["publish_rate"].clone())));
+            // r1's subscriber got an event in every five seconds: the percentiles come from the
+            // delivery latency histogram the server records.
+            for percentile in ["p50_ms", "p99_ms"] {
+                let value = snapshot["sample"][percentile].as_f64();
+                assert!(value.is_some_and(|ms| ms >= 0.0), "{percentile} of recent deliveries: {snapshot}");
+            }
         }
     }
     assert!(rates.len() >= 4, "{rates:?}");
