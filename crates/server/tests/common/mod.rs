@@ -26,10 +26,7 @@ use bytes::Bytes;
 use eventsource_stream::{Event, EventStreamError, Eventsource as _};
 use futures::{Stream, StreamExt as _};
 use herald_core::{Hub, MemoryStore};
-use herald_server::{
-    AppState, Config,
-    auth::{TokenSpec, Verifier, mint},
-};
+use herald_server::{AppState, Config, auth::Verifier};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::{RequestBuilder, Response, StatusCode, header};
 use serde_json::{Value, json};
@@ -109,15 +106,7 @@ impl TestServer {
 
     /// A token signed with the server's secret.
     pub fn token(&self, publish: &[&str], subscribe: &[&str], admin: bool, ttl: Duration) -> String {
-        let spec = TokenSpec {
-            subject: "tester".into(),
-            publish: publish.iter().map(|s| (*s).to_owned()).collect(),
-            subscribe: subscribe.iter().map(|s| (*s).to_owned()).collect(),
-            admin,
-            ttl,
-            ..TokenSpec::default()
-        };
-        mint(&spec, Algorithm::HS256, &EncodingKey::from_secret(SECRET.as_bytes())).expect("mint")
+        token_with("tester", publish, subscribe, admin, ttl)
     }
 
     /// A token that may publish and subscribe to everything for an hour.
