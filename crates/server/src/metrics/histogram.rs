@@ -3,8 +3,10 @@
 //! Recorded once where the observation happens (two relaxed additions, no
 //! lock, no allocation, no sample kept for later), written into the
 //! Prometheus exposition at render, and read by the dashboard as it is: the
-//! one record feeds both. Values are kept in whole units (nanoseconds for
-//! seconds, plain counts otherwise), so bucket edges and the sum are exact.
+//! one record feeds both. Values are kept in whole units (microseconds for
+//! seconds, plain counts otherwise), so bucket edges and the sum are exact;
+//! in microseconds the sum takes centuries of heavy fan-out to wrap, where
+//! nanoseconds would wrap within weeks.
 
 use std::{
     fmt::Write as _,
@@ -30,9 +32,9 @@ pub(crate) struct Histogram {
 }
 
 impl Histogram {
-    /// A histogram of seconds, kept in nanoseconds.
+    /// A histogram of seconds, kept in microseconds.
     pub(crate) fn seconds(name: &'static str, help: &'static str, bounds: &'static [f64]) -> Self {
-        Self::new(name, help, bounds, 1e9)
+        Self::new(name, help, bounds, 1e6)
     }
 
     /// A histogram of counts.
