@@ -53,7 +53,14 @@ impl IntoResponse for Refused {
 /// The token by herald-core's one rule (the API's), with the dashboard's
 /// cookie.
 fn find_token(parts: &Parts) -> Result<Option<FoundToken>, MalformedAuthorization> {
-    let authorization = parts.headers.get(header::AUTHORIZATION).map(|v| v.to_str().unwrap_or_default());
+    // A proxy in front of the dashboard may sign operators in with the same
+    // header (Basic): only a Bearer header is the dashboard's; with another
+    // scheme the query and the cookie still count.
+    let authorization = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .map(|v| v.to_str().unwrap_or_default())
+        .filter(|v| v.get(..7).is_some_and(|scheme| scheme.eq_ignore_ascii_case("bearer ")));
     let cookies = parts.headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok());
     herald_core::find_token(authorization, parts.uri.query(), cookies, COOKIE)
 }

@@ -165,13 +165,14 @@ impl Hub {
     ///
     /// The hub's writer calls it after each commit. A store that assigns
     /// ids itself and learns of events committed elsewhere (a cluster's
-    /// feed) calls it with those. The caller guarantees, unchecked in
-    /// release builds:
+    /// feed) calls it with those. Calls are applied one at a time, and
+    /// events at or below the watermark ([`Hub::last_id`]) are skipped (they
+    /// were applied before). The caller guarantees, unchecked in release
+    /// builds:
     /// - the events are durable: a read of the store returns them;
-    /// - they come in id order, the first above the watermark
-    ///   ([`Hub::last_id`]), and none is left out: the watermark passes
-    ///   every event up to the last, and readers trust the rings below it;
-    /// - calls do not overlap: one caller applies at a time.
+    /// - they come in id order, and none above the watermark is left out:
+    ///   the watermark passes every event up to the last, and readers trust
+    ///   the rings below it.
     pub fn apply<'a>(&self, events: impl IntoIterator<Item = &'a Event>) {
         self.inner.apply(events);
     }

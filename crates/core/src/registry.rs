@@ -61,6 +61,10 @@ pub(crate) struct Registry {
     /// Every event with a sequence up to here is in its ring or its store.
     /// Shared with every topic: a wake must not count an event it cannot see.
     watermark: Arc<AtomicU64>,
+    /// Held for the whole of one [`Registry::apply`]: callers (the writer, a
+    /// cluster's feed) apply one at a time, or one could raise the watermark
+    /// past events the other has not put in their rings yet.
+    applying: parking_lot::Mutex<()>,
     next_subscriber: AtomicU64,
     /// Open subscriptions, observers not counted.
     subscriptions: AtomicU64,
@@ -81,6 +85,7 @@ impl Registry {
             topic_count: AtomicUsize::new(0),
             watchers: RwLock::default(),
             watermark: Arc::new(AtomicU64::new(watermark)),
+            applying: parking_lot::Mutex::new(()),
             next_subscriber: AtomicU64::new(1),
             subscriptions: AtomicU64::new(0),
             ring: config.ring,
@@ -201,14 +206,15 @@ impl Registry {
     /// then wakes the topics touched (after, so a woken reader sees them).
     /// The contract is [`crate::Hub::apply`]'s.
     pub(crate) fn apply<'a>(&self, events: impl IntoIterator<Item = &'a Event>, fan_out: &Handle) {
+        let _one_at_a_time = self.applying.lock();
         let mut touched: Vec<Arc<Topic>> = Vec::new();
         let mut bypassed: Vec<&Event> = Vec::new();
         let mut last_seq = None;
-        for event in events {
-            debug_assert!(
-                event.id.seq > last_seq.unwrap_or_else(|| self.watermark()),
-                "events are applied in id order, above the watermark"
-            );
+        // Events already visible were applied before (a feed that announces
+        // one twice): applying them again would deliver them twice.
+        let visible = self.watermark();
+        for event in events.into_iter().filter(|e| e.id.seq > visible) {
+            debug_assert!(event.id.seq > last_seq.unwrap_or(visible), "events are applied in id order");
             last_seq = Some(event.id.seq);
             match self.push_to_ring(event) {
                 Some(topic) => touched.push(topic),
@@ -272,7 +278,7 @@ impl Registry {
             }
             // A full registry skips the ring; the store has the event.
             Entry::Vacant(entry) if self.reserve_topic_slot() => {
-                let topic = self.create_topic(event.topic.clone(), event.id.seq - 1);
+                let topic = self.create_topic(event.topic.clone(), event.id.seq.saturating_sub(1));
                 topic.push(event.clone());
                 entry.insert(Arc::clone(&topic));
                 Some(topic)

@@ -557,6 +557,10 @@ async fn events_committed_elsewhere_reach_subscribers_through_apply() {
         let delivery = next_within(sub, Duration::from_secs(5)).await.expect("woken by apply");
         assert_eq!(&delivery.events, events);
     }
+    // Announced again (a feed that repeats itself): nothing is delivered twice.
+    hub.apply(events);
+    assert_eq!(hub.topic_stats("feed").unwrap().buffered, 2);
+    assert!(next_within(&mut exact, Duration::from_millis(50)).await.is_none());
     // The hub's own publishes follow on the same path.
     let next = hub.publish(EventDraft::new(topic("feed"), "c")).await.unwrap();
     assert!(next.id.seq > events[1].id.seq);
