@@ -64,15 +64,7 @@ async fn the_exposition_passes_promtool_and_counts_what_subscribers_received() {
     )
     .await;
     for n in 0..50 {
-        let r = client
-            .post(herald.url("/topics/m/events"))
-            .bearer_auth(token())
-            .header("content-type", "text/plain")
-            .body(n.to_string())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 201);
+        publish_as(&client, &herald, "m", "text/plain", &n.to_string()).await;
     }
     let mut open = Vec::new();
     for reader in readers {
@@ -361,16 +353,22 @@ async fn internal_listen_moves_metrics_and_the_dashboard_off_the_public_listener
     assert_eq!((event.event.as_str(), event.data.as_str()), ("note", "over the wall"));
 }
 
-async fn publish(client: &reqwest::Client, herald: &Herald, topic: &str, body: &str) {
+async fn publish(client: &reqwest::Client, herald: &Herald, topic: &str, body: &str) -> String {
+    publish_as(client, herald, topic, "application/json", body).await
+}
+
+/// Publishes `body` as `content_type` to `topic`; the new event's id.
+async fn publish_as(client: &reqwest::Client, herald: &Herald, topic: &str, content_type: &str, body: &str) -> String {
     let r = client
         .post(herald.url(&format!("/topics/{topic}/events")))
         .bearer_auth(token())
-        .header("content-type", "application/json")
+        .header("content-type", content_type)
         .body(body.to_owned())
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 201, "publish to {topic}");
+    r.json::<serde_json::Value>().await.unwrap()["id"].as_str().unwrap().to_owned()
 }
 
 /// The next event of an SSE stream, within ten seconds.
@@ -589,18 +587,7 @@ async fn a_resume_after_a_pause_counts_as_replay_not_as_delivery_latency() {
     let dir = tempfile::tempdir().unwrap();
     let herald = Herald::start(dir.path(), &[]);
     let client = reqwest::Client::new();
-    let publish = async |data: &str| {
-        let r = client
-            .post(herald.url("/topics/away/events"))
-            .bearer_auth(token())
-            .header("content-type", "text/plain")
-            .body(data.to_owned())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 201);
-        r.json::<serde_json::Value>().await.unwrap()["id"].as_str().unwrap().to_owned()
-    };
+    let publish = async |data: &str| publish_as(&client, &herald, "away", "text/plain", data).await;
     let scrape = async || client.get(herald.url("/metrics")).send().await.unwrap().text().await.unwrap();
     let missed = publish("while away").await;
     // The client is away for a while; its resume replays what it missed.
