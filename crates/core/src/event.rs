@@ -132,6 +132,25 @@ impl Event {
         Self { id, topic, time_ms, frame }
     }
 
+    /// The frame without its `id:` line: what a shared store keeps and
+    /// sends to other nodes, so that data lines are split once per event.
+    pub fn body(&self) -> &[u8] {
+        let id_line = if self.frame.starts_with(b"id: ") { first_line_len(&self.frame) } else { 0 };
+        &self.frame[id_line..]
+    }
+
+    /// An event from the `body` of its frame ([`Event::body`]): one
+    /// allocation, the `id:` line and the body.
+    pub fn from_body(id: EventId, topic: TopicName, time_ms: u64, body: &[u8]) -> Self {
+        let id_text = id.encode();
+        let mut frame = bytes::BytesMut::with_capacity(id_text.len() + 5 + body.len());
+        frame.extend_from_slice(b"id: ");
+        frame.extend_from_slice(&id_text);
+        frame.extend_from_slice(b"\n");
+        frame.extend_from_slice(body);
+        Self { id, topic, time_ms, frame: frame.freeze() }
+    }
+
     /// The frame's length in bytes (what the ring budget counts).
     pub fn size(&self) -> usize {
         self.frame.len()
@@ -148,6 +167,11 @@ impl fmt::Debug for Event {
     }
 }
 
+/// The length of the first line of `frame`, its newline included.
+fn first_line_len(frame: &[u8]) -> usize {
+    frame.iter().position(|&b| b == b'\n').map_or(0, |i| i + 1)
+}
+
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -158,6 +182,17 @@ pub fn now_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_frame_rebuilt_from_its_body_is_the_same() {
+        let topic = TopicName::new("t").unwrap();
+        let mut draft = EventDraft::new(topic.clone(), "a\nb");
+        draft.event_type = Some(EventType::new("k").unwrap());
+        let id = EventId::new(crate::Epoch(7), 42);
+        let event = Event::new(id, &draft, 5);
+        assert_eq!(event.body(), b"event: k\ndata: a\ndata: b\n\n");
+        assert_eq!(Event::from_body(id, topic, 5, event.body()), event);
+    }
 
     #[test]
     fn event_types_are_checked() {

@@ -14,7 +14,7 @@
 use std::{
     sync::{
         Arc, OnceLock,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::Duration,
 };
@@ -82,7 +82,11 @@ impl Default for HubConfig {
 pub(crate) struct HubInner {
     pub(crate) registry: Registry,
     pub(crate) store: Arc<dyn EventStore>,
-    pub(crate) epoch: Epoch,
+    /// The highest sequence of the current history this hub knows the
+    /// store assigned (its own acks, the store's answers): with a feed it
+    /// may run ahead of the watermark, and a resume from an id up to it is
+    /// exact, not unknown.
+    pub(crate) committed: AtomicU64,
     pub(crate) config: HubConfig,
     pub(crate) counters: Counters,
     /// Whether the last commit succeeded (readiness).
@@ -117,8 +121,8 @@ impl Hub {
     pub async fn start(store: Arc<dyn EventStore>, config: HubConfig) -> Result<Self, StoreError> {
         let watermark = store.last_seq().await?;
         let inner = Arc::new(HubInner {
-            registry: Registry::new(watermark, &config),
-            epoch: store.epoch(),
+            registry: Registry::new(store.epoch(), watermark, store.feeds_commits(), &config),
+            committed: AtomicU64::new(watermark),
             store,
             counters: Counters::default(),
             store_ok: AtomicBool::new(true),
@@ -177,6 +181,43 @@ impl Hub {
         self.inner.apply(events);
     }
 
+    /// Events up to `seq` are committed in the store, but some above the
+    /// watermark never came to [`Hub::apply`] (a feed lost them): readers
+    /// get them from the store, and the watermark moves to `seq`. Nothing
+    /// happens if the watermark is there already.
+    pub fn skip_to(&self, seq: u64) {
+        self.inner.committed.fetch_max(seq, Ordering::AcqRel);
+        self.inner.registry.skip_to(seq);
+    }
+
+    /// The store's history is now `epoch`, whose newest event is `seq`
+    /// (it lost history, or may have): every open subscription gets a
+    /// `herald.gap` notice with reason `history_lost` and continues from
+    /// the start of the new history. Nothing happens if `epoch` is the
+    /// current one.
+    pub fn switch_history(&self, epoch: Epoch, seq: u64) {
+        if self.epoch() == epoch {
+            return;
+        }
+        self.inner.committed.store(seq, Ordering::Release);
+        self.inner.registry.switch_history(epoch, seq);
+        self.inner.catch_up.clear();
+    }
+
+    /// Makes sure a resume from `id` is judged against everything the store
+    /// committed: asks the store when `id` is of the current history and
+    /// above what this hub knows of (another node acknowledged it and this
+    /// one's feed has not brought it yet).
+    pub async fn learn_committed(&self, id: EventId) -> Result<(), StoreError> {
+        if id.epoch == self.epoch() && id.seq > self.inner.committed.load(Ordering::Acquire) {
+            let last = self.inner.store.last_seq().await?;
+            if self.inner.store.epoch() == id.epoch {
+                self.inner.committed.fetch_max(last, Ordering::AcqRel);
+            }
+        }
+        Ok(())
+    }
+
     /// Stops taking publishes, commits those already queued, and waits for
     /// the writer to finish. Open subscriptions keep working.
     pub async fn shutdown(&self) {
@@ -196,20 +237,21 @@ impl Hub {
         &self.inner.store
     }
 
-    /// Whether the store took the last commit; false from a failed commit
-    /// until the next one succeeds.
+    /// Whether the store is serving: as the store itself says when it can
+    /// tell (a connection to a server), else whether it took the last
+    /// commit (false from a failed commit until the next one succeeds).
     pub fn store_healthy(&self) -> bool {
-        self.inner.store_ok.load(Ordering::Relaxed)
+        self.inner.store.available().unwrap_or_else(|| self.inner.store_ok.load(Ordering::Relaxed))
     }
 
-    /// The store's epoch.
+    /// The epoch of the history subscribers are served.
     pub fn epoch(&self) -> Epoch {
-        self.inner.epoch
+        self.inner.registry.history().epoch
     }
 
     /// The id of the newest event visible to subscribers.
     pub fn last_id(&self) -> EventId {
-        EventId::new(self.inner.epoch, self.inner.registry.watermark())
+        EventId::new(self.epoch(), self.inner.registry.watermark())
     }
 
     /// Topics in the registry now.

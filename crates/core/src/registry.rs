@@ -11,6 +11,10 @@
 //! - Topics with no subscribers leave the registry: at once when their ring is
 //!   empty, after `idle_topic_ttl` otherwise (the store keeps their history).
 //! - A pattern subscription is a watcher: topics created later attach it.
+//! - The history (epoch and generation) changes only under the `applying`
+//!   lock, before the rings are emptied and the watermark is set: a reader
+//!   that read the old history and then saw anything of the new one finds
+//!   the history changed when it checks again ([`Registry::history`]).
 
 use std::{
     sync::{
@@ -24,7 +28,25 @@ use dashmap::{DashMap, mapref::entry::Entry};
 use parking_lot::{Mutex, RwLock};
 use tokio::{runtime::Handle, sync::Notify};
 
-use crate::{Event, HubConfig, RingLimits, Topic, TopicName, TopicPattern, now_ms};
+use crate::{Epoch, Event, HubConfig, RingLimits, Topic, TopicName, TopicPattern, now_ms};
+
+/// Which history the registry serves: the store's epoch, and how many
+/// times it changed while the hub ran (an epoch may come back).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct History {
+    pub(crate) epoch: Epoch,
+    pub(crate) generation: u32,
+}
+
+impl History {
+    fn pack(self) -> u64 {
+        (u64::from(self.generation) << 32) | u64::from(self.epoch.0)
+    }
+
+    fn unpack(packed: u64) -> Self {
+        Self { epoch: Epoch(packed as u32), generation: (packed >> 32) as u32 }
+    }
+}
 
 /// Why a subscription could not open.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -61,6 +83,13 @@ pub(crate) struct Registry {
     /// Every event with a sequence up to here is in its ring or its store.
     /// Shared with every topic: a wake must not count an event it cannot see.
     watermark: Arc<AtomicU64>,
+    /// The packed [`History`] the rings and the watermark belong to.
+    history: AtomicU64,
+    /// With a feed (a shared store), events of topics nobody here watches
+    /// get no ring: a topic created later starts above the highest of them,
+    /// so its first reader asks the store for them.
+    lazy_rings: bool,
+    skipped_through: AtomicU64,
     /// Held for the whole of one [`Registry::apply`]: callers (the writer, a
     /// cluster's feed) apply one at a time, or one could raise the watermark
     /// past events the other has not put in their rings yet.
@@ -77,10 +106,14 @@ pub(crate) struct Registry {
 }
 
 impl Registry {
-    /// An empty registry whose watermark starts at `watermark` (the store's
-    /// newest event).
-    pub(crate) fn new(watermark: u64, config: &HubConfig) -> Self {
+    /// An empty registry of history `epoch` whose watermark starts at
+    /// `watermark` (the store's newest event). With `lazy_rings`, only
+    /// watched topics get rings.
+    pub(crate) fn new(epoch: Epoch, watermark: u64, lazy_rings: bool, config: &HubConfig) -> Self {
         Self {
+            history: AtomicU64::new(History { epoch, generation: 0 }.pack()),
+            lazy_rings,
+            skipped_through: AtomicU64::new(0),
             topics: DashMap::new(),
             topic_count: AtomicUsize::new(0),
             watchers: RwLock::default(),
@@ -97,6 +130,60 @@ impl Registry {
     /// The newest sequence number visible to subscribers.
     pub(crate) fn watermark(&self) -> u64 {
         self.watermark.load(Ordering::Acquire)
+    }
+
+    /// The history the rings and the watermark belong to now.
+    pub(crate) fn history(&self) -> History {
+        History::unpack(self.history.load(Ordering::SeqCst))
+    }
+
+    /// Events up to `seq` are committed, but this registry was not given
+    /// those above the watermark (a feed lost them): empties every ring,
+    /// which the store then serves up to `seq`, has pattern subscribers
+    /// read the store up to it too, raises the watermark and wakes everyone.
+    pub(crate) fn skip_to(&self, seq: u64) {
+        let _one_at_a_time = self.applying.lock();
+        if seq <= self.watermark() {
+            return;
+        }
+        self.restart_rings(seq);
+        let watchers = self.watchers.write();
+        for watcher in watchers.iter() {
+            watcher.bypassed_through.fetch_max(seq, Ordering::AcqRel);
+        }
+        self.watermark.fetch_max(seq, Ordering::AcqRel);
+        drop(watchers);
+        self.wake_watchers();
+    }
+
+    /// The store now serves another history (`epoch`), whose newest event is
+    /// `seq`: the rings are emptied, the watermark set to `seq`, and every
+    /// subscription finds the history changed at its next step.
+    pub(crate) fn switch_history(&self, epoch: Epoch, seq: u64) {
+        let _one_at_a_time = self.applying.lock();
+        let old = self.history();
+        let new = History { epoch, generation: old.generation.wrapping_add(1) };
+        self.history.store(new.pack(), Ordering::SeqCst);
+        self.skipped_through.store(0, Ordering::SeqCst);
+        self.restart_rings(seq);
+        let watchers = self.watchers.write();
+        for watcher in watchers.iter() {
+            watcher.bypassed_through.store(0, Ordering::Release);
+        }
+        self.watermark.store(seq, Ordering::SeqCst);
+        drop(watchers);
+        self.wake_watchers();
+    }
+
+    fn restart_rings(&self, floor: u64) {
+        for topic in self.topics_where(|_| true) {
+            topic.restart(floor);
+        }
+    }
+
+    fn wake_watchers(&self) {
+        let signals: Vec<Arc<Notify>> = self.watchers.read().iter().map(|w| Arc::clone(&w.signal)).collect();
+        signals.iter().for_each(|signal| signal.notify_one());
     }
 
     /// Topics in the registry now.
@@ -165,8 +252,10 @@ impl Registry {
                 if !self.reserve_topic_slot() {
                     return Err(SubscribeError::TooManyTopics(self.max_topics));
                 }
-                // The ring holds what comes after now; older events are in the store.
-                let topic = self.create_topic(name.clone(), self.watermark());
+                // The ring holds what comes after now; older events are in
+                // the store (and so are skipped ones, below the watermark).
+                let floor = self.watermark().max(self.skipped_through.load(Ordering::Acquire));
+                let topic = self.create_topic(name.clone(), floor);
                 topic.attach(subscriber.id, &subscriber.signal, subscriber.observer);
                 entry.insert(Arc::clone(&topic));
                 topic
@@ -248,8 +337,9 @@ impl Registry {
         candidates.iter().filter(|name| self.remove_topic_if(name, idle)).count()
     }
 
-    /// Events that went to no ring (the registry was full) can only have
-    /// pattern readers: a topic with an exact subscriber is in the registry.
+    /// Events that went to no ring (the registry was full, or their topic
+    /// unwatched) can only have pattern readers: a topic with an exact
+    /// subscriber is in the registry.
     /// Each pattern subscriber that selects one reads the store until its
     /// cursor passes it, and is woken, as no topic of its would wake it.
     /// Marked before the watermark passes the events, under the watchers'
@@ -270,13 +360,22 @@ impl Registry {
         woken.iter().for_each(|signal| signal.notify_one());
     }
 
+    /// The topic whose ring took `event`; `None` when it went to no ring
+    /// (the registry is full, or, with lazy rings, nobody here watches its
+    /// topic): the caller has pattern subscribers that select it (one may
+    /// have begun since) read the store.
     fn push_to_ring(&self, event: &Event) -> Option<Arc<Topic>> {
         match self.topics.entry(event.topic.clone()) {
             Entry::Occupied(entry) => {
                 entry.get().push(event.clone());
                 Some(Arc::clone(entry.get()))
             }
-            // A full registry skips the ring; the store has the event.
+            // A topic created later starts above it (raised before the shard
+            // lock is let go, so `attach` sees it).
+            Entry::Vacant(_) if self.lazy_rings && !self.watched(&event.topic) => {
+                self.skipped_through.fetch_max(event.id.seq, Ordering::AcqRel);
+                None
+            }
             Entry::Vacant(entry) if self.reserve_topic_slot() => {
                 let topic = self.create_topic(event.topic.clone(), event.id.seq.saturating_sub(1));
                 topic.push(event.clone());
@@ -285,6 +384,10 @@ impl Registry {
             }
             Entry::Vacant(_) => None,
         }
+    }
+
+    fn watched(&self, topic: &TopicName) -> bool {
+        self.watchers.read().iter().any(|w| w.patterns.iter().any(|p| p.matches(topic.as_str())))
     }
 
     fn reserve_topic_slot(&self) -> bool {

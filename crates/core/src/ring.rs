@@ -92,6 +92,11 @@ impl RingBuffer {
         Since::Covered
     }
 
+    /// The bounds it was made with.
+    pub fn limits(&self) -> RingLimits {
+        self.limits
+    }
+
     /// Events held now.
     pub fn len(&self) -> usize {
         self.events.len()

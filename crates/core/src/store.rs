@@ -23,12 +23,32 @@ pub enum StoreError {
     /// would say it twice).
     #[error("storage unavailable: {0}")]
     Unavailable(Arc<dyn Error + Send + Sync>),
+    /// The request reached the storage, whose answer was lost: the events
+    /// may or may not be stored. Only a retry with the same idempotency key
+    /// can tell without publishing twice.
+    #[error("the outcome is unknown: {0}")]
+    InDoubt(Arc<dyn Error + Send + Sync>),
 }
+
+/// Errors are equal when they say the same (the sources cannot be compared).
+impl PartialEq for StoreError {
+    fn eq(&self, other: &Self) -> bool {
+        std::mem::discriminant(self) == std::mem::discriminant(other) && self.to_string() == other.to_string()
+    }
+}
+
+impl Eq for StoreError {}
 
 impl StoreError {
     /// The storage failed with `error` (a typed error, or a message).
     pub fn unavailable(error: impl Into<Box<dyn Error + Send + Sync>>) -> Self {
         Self::Unavailable(Arc::from(error.into()))
+    }
+
+    /// The storage may or may not have taken the request (`error` lost its
+    /// answer).
+    pub fn in_doubt(error: impl Into<Box<dyn Error + Send + Sync>>) -> Self {
+        Self::InDoubt(Arc::from(error.into()))
     }
 }
 
@@ -47,6 +67,9 @@ pub enum Appended {
     /// Its idempotency key was used before for other events: nothing was
     /// stored, and the request is refused.
     KeyReused,
+    /// This request failed while others of the same append were stored
+    /// (a store that commits a large group in parts).
+    Failed(StoreError),
 }
 
 /// Which topics a read or a subscription covers: names and patterns.
@@ -208,4 +231,19 @@ pub trait EventStore: Send + Sync + std::fmt::Debug + 'static {
 
     /// A short description for logs and the dashboard (`memory`, `sqlite:/path`).
     fn describe(&self) -> String;
+
+    /// Whether committed events come back to the hub through a feed of the
+    /// store's own (a store shared by several nodes), which calls
+    /// [`crate::Hub::apply`] in id order: then the writer does not apply
+    /// its commits itself, or a node's own events could overtake another
+    /// node's earlier ones.
+    fn feeds_commits(&self) -> bool {
+        false
+    }
+
+    /// Whether the store can serve now, when it can tell without a commit
+    /// (a connection to a server); `None` leaves it to the last commit.
+    fn available(&self) -> Option<bool> {
+        None
+    }
 }

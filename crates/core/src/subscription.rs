@@ -21,7 +21,10 @@ use bytes::Bytes;
 
 use crate::{
     Event, EventId, Gap, Hub, Resume, Selection, Since, StoreError, SubscribeError, Topic, TopicName,
-    catch_up::CaughtUp, hub::HubInner, registry::Subscriber, sse,
+    catch_up::CaughtUp,
+    hub::HubInner,
+    registry::{History, Subscriber},
+    sse,
 };
 
 /// The event type of the notice that history was lost.
@@ -53,6 +56,8 @@ impl Delivery {
 pub struct Subscription {
     hub: Arc<HubInner>,
     subscriber: Arc<Subscriber>,
+    /// The history the cursor belongs to.
+    history: History,
     selection: Selection,
     topics: HashMap<TopicName, Arc<Topic>>,
     /// Every event up to here has been handed out (or was before the start).
@@ -91,9 +96,11 @@ impl Subscription {
     fn open_as(hub: &Hub, selection: Selection, resume: Resume, observer: bool) -> Result<Self, SubscribeError> {
         let inner = Arc::clone(&hub.inner);
         let subscriber = inner.registry.new_subscriber(selection.patterns.clone(), observer);
+        let history = inner.registry.history();
         let mut subscription = Self {
             hub: inner,
             subscriber,
+            history,
             selection,
             topics: HashMap::new(),
             cursor: 0,
@@ -111,9 +118,12 @@ impl Subscription {
         // Read only now that every topic would wake us.
         let watermark = subscription.hub.registry.watermark_for(&subscription.subscriber);
         subscription.opened_at = watermark;
+        // With a feed, an id this hub knows the store assigned may be above
+        // the watermark: the cursor waits there for the feed to catch up.
+        let committed = watermark.max(subscription.hub.committed.load(Ordering::Acquire));
         subscription.cursor = match resume {
             Resume::Live => watermark,
-            Resume::After(id) if id.epoch == subscription.hub.epoch && id.seq <= watermark => id.seq,
+            Resume::After(id) if id.epoch == history.epoch && id.seq <= committed => id.seq,
             Resume::After(_) | Resume::Unknown => {
                 subscription.unknown_resume = true;
                 subscription.notices.push(subscription.unknown_resume_notice());
@@ -134,6 +144,11 @@ impl Subscription {
             // Arm before reading the watermark: an event after that point
             // either is seen now or wakes us.
             self.rearm();
+            let history = self.hub.registry.history();
+            if history != self.history {
+                self.restart_in(history);
+                continue;
+            }
             let watermark = self.hub.registry.watermark();
             // After reading the watermark: a topic a pattern attached us to
             // before that point is in `joined` by now.
@@ -154,7 +169,28 @@ impl Subscription {
 
     /// The id of the last event handed out (or of the start position).
     pub fn cursor(&self) -> EventId {
-        EventId::new(self.hub.epoch, self.cursor)
+        EventId::new(self.history.epoch, self.cursor)
+    }
+
+    /// The store lost history, or may have (a Redis that restarted empty):
+    /// says so, then goes on from the start of the new history.
+    fn restart_in(&mut self, history: History) {
+        let data = serde_json::json!({
+            "reason": "history_lost",
+            "topics": self.selection.describe(),
+            "epoch_before": self.history.epoch.to_string(),
+            "after": self.id_text(self.cursor),
+            "message": "the store lost history (it restarted without it, or rolled back); \
+                        every event of its new history follows",
+        });
+        self.notices.push(sse::event_frame(None, Some(GAP_EVENT), &data.to_string(), None));
+        self.history = history;
+        self.cursor = 0;
+        self.catching_up = true;
+        self.unknown_resume = false;
+        self.store_until = if self.selection.patterns.is_empty() { 0 } else { self.hub.registry.watermark() };
+        // Armed with the old history's cursor, which new events may not pass.
+        self.to_rearm = self.topics.keys().cloned().collect();
     }
 
     /// The sequence of the last event published before the subscription
@@ -213,6 +249,12 @@ impl Subscription {
                     CaughtUp { through: read.reaches(watermark), events: read.events, gaps: read.gaps }
                 }
             };
+            if read.events.iter().any(|e| e.id.epoch != self.history.epoch) {
+                // The store moved to another history before the hub did;
+                // the next step sees the switch.
+                tokio::task::yield_now().await;
+                return Ok(Delivery::default());
+            }
             upto = read.through;
             if !self.unknown_resume {
                 gaps = read.gaps.iter().map(|gap| self.gap_notice(gap, after)).collect();
@@ -225,6 +267,11 @@ impl Subscription {
                 events.truncate(fitting);
                 upto = events.last().map_or(watermark, |e| e.id.seq);
             }
+        }
+        if self.hub.registry.history() != self.history {
+            // Some of this may be of the new history: dropped, and the next
+            // step restarts.
+            return Ok(Delivery::default());
         }
         // Taken only now: a step dropped while it read the store keeps them.
         let mut notices = std::mem::take(&mut self.notices);
@@ -255,7 +302,7 @@ impl Subscription {
     }
 
     fn id_text(&self, seq: u64) -> String {
-        EventId::new(self.hub.epoch, seq).to_string()
+        EventId::new(self.history.epoch, seq).to_string()
     }
 
     fn gap_notice(&self, gap: &Gap, after: u64) -> Bytes {

@@ -77,6 +77,20 @@ impl Topic {
         self.ring.lock().push(event);
     }
 
+    /// Empties the ring, which from now on holds only events after `floor`
+    /// (those up to it are in the store), and wakes every armed reader, who
+    /// stays armed: the history moved under it ([`crate::Hub::skip_to`], a
+    /// new epoch).
+    pub(crate) fn restart(&self, floor: u64) {
+        {
+            let mut ring = self.ring.lock();
+            *ring = RingBuffer::new(ring.limits(), floor);
+            self.latest_seq.store(floor, Ordering::Release);
+        }
+        let armed: Vec<Arc<Notify>> = self.armed.lock().values().map(|(signal, _)| Arc::clone(signal)).collect();
+        armed.iter().for_each(|signal| signal.notify_one());
+    }
+
     /// Attaches a subscription, armed to wake on any event.
     pub(crate) fn attach(&self, subscriber: u64, signal: &Arc<Notify>, observer: bool) {
         let mut subscribers = self.subscribers.lock();

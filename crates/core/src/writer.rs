@@ -174,7 +174,7 @@ async fn commit(hub: &HubInner, requests: &mut Vec<PublishRequest>) {
                 match outcome {
                     Appended::New(events) => stored += events.len() as u64,
                     Appended::Replayed { .. } => replayed += publish.drafts.len() as u64,
-                    Appended::KeyReused => {}
+                    Appended::KeyReused | Appended::Failed(_) => {}
                 }
             }
             hub.counters.duplicates.fetch_add(replayed, Ordering::Relaxed);
@@ -183,7 +183,15 @@ async fn commit(hub: &HubInner, requests: &mut Vec<PublishRequest>) {
                 Appended::New(events) => events.as_slice(),
                 _ => &[],
             });
-            hub.apply(new_events);
+            if hub.store.feeds_commits() {
+                // The feed applies them, in the store's order; a resume
+                // from an id this node acknowledged is still exact.
+                let epoch = hub.registry.history().epoch;
+                let newest = new_events.filter(|e| e.id.epoch == epoch).map(|e| e.id.seq).max();
+                hub.committed.fetch_max(newest.unwrap_or(0), Ordering::AcqRel);
+            } else {
+                hub.apply(new_events);
+            }
             for ((request, outcome), publish) in requests.drain(..).zip(appended).zip(&publishes) {
                 let _ = request.reply.send(answer(outcome, publish));
             }
@@ -227,5 +235,6 @@ fn answer(appended: Appended, request: &Publish) -> Result<Vec<Published>, Publi
             })
             .collect()),
         Appended::KeyReused => Err(PublishError::KeyReused),
+        Appended::Failed(error) => Err(PublishError::Store(error)),
     }
 }
