@@ -27,6 +27,9 @@ use crate::{
     sse,
 };
 
+/// How long a reader waits before it asks a failed store again.
+const STORE_RETRY: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// The event type of the notice that history was lost.
 pub const GAP_EVENT: &str = "herald.gap";
 
@@ -154,7 +157,17 @@ impl Subscription {
             // before that point is in `joined` by now.
             self.adopt_joined();
             if watermark > self.cursor {
-                let delivery = self.step(watermark).await?;
+                let delivery = match self.step(watermark).await {
+                    Ok(delivery) => delivery,
+                    // A store that recovers by itself (a server it reaches
+                    // over the network): the stream waits for it, on its
+                    // heartbeats, rather than send every reader to reconnect.
+                    Err(_) if self.hub.store.available().is_some() => {
+                        tokio::time::sleep(STORE_RETRY).await;
+                        continue;
+                    }
+                    Err(error) => return Err(error),
+                };
                 if !delivery.is_empty() {
                     return Ok(delivery);
                 }

@@ -98,6 +98,8 @@ error_codes! {
     TooManyRequests => TOO_MANY_REQUESTS, "too_many_requests";
     /// The store cannot take or give events now.
     StoreUnavailable => SERVICE_UNAVAILABLE, "store_unavailable";
+    /// The store lost its answer to a publish: it may or may not be stored.
+    StoreInDoubt => SERVICE_UNAVAILABLE, "store_in_doubt";
     /// The server is draining.
     ShuttingDown => SERVICE_UNAVAILABLE, "shutting_down";
     /// The hub holds its maximum of topics. Its string is [`Self::TooManyTopics`]'s:

@@ -9,9 +9,9 @@ use herald_core::{EventStore, Hub, MemoryStore};
 use herald_server::{
     AppState, Config,
     auth::{TokenSpec, Verifier, mint},
-    config::{JwtKey, Settings, TokenConfig, TokenSettings, defaults, parse_args, parse_duration},
+    config::{JwtKey, Settings, StoreKind, TokenConfig, TokenSettings, defaults, parse_args, parse_duration},
     secret,
-    store::SqliteStore,
+    store::{Durability, RedisSettings, RedisStore, SqliteStore},
 };
 use jsonwebtoken::{Algorithm, EncodingKey};
 
@@ -134,17 +134,34 @@ async fn run(config: Config) -> anyhow::Result<()> {
         _ => None,
     };
     let verifier = Verifier::new(&config, secret.as_ref().map(|(secret, _)| secret)).map_err(anyhow::Error::msg)?;
-    let sqlite = if config.memory {
-        None
-    } else {
-        let store = SqliteStore::open(&config.data_dir, config.retention, config.sqlite_synchronous).await;
-        Some(Arc::new(store.map_err(anyhow::Error::msg)?))
-    };
-    let store: Arc<dyn EventStore> = match &sqlite {
-        Some(sqlite) => Arc::clone(sqlite) as Arc<dyn EventStore>,
-        None => Arc::new(MemoryStore::new(config.retention)),
+    let (mut sqlite, mut redis) = (None, None);
+    let store: Arc<dyn EventStore> = match &config.store {
+        StoreKind::Memory => Arc::new(MemoryStore::new(config.retention)),
+        StoreKind::Sqlite => {
+            let store = SqliteStore::open(&config.data_dir, config.retention, config.sqlite_synchronous).await;
+            let store = Arc::new(store.map_err(anyhow::Error::msg)?);
+            sqlite = Some(Arc::clone(&store));
+            store
+        }
+        StoreKind::Redis(options) => {
+            let settings = RedisSettings {
+                url: options.url.clone(),
+                prefix: options.prefix.clone(),
+                timeout: options.timeout,
+                feed_max_lag: options.feed_max_lag,
+                durable_restarts: options.durable_restarts,
+                retention: config.retention,
+            };
+            let store = Arc::new(RedisStore::connect(settings).await?);
+            redis = Some(Arc::clone(&store));
+            store
+        }
     };
     let hub = Hub::start(Arc::clone(&store), config.hub.clone()).await.context("cannot open the store")?;
+    if let Some(redis) = &redis {
+        redis.start_feed(hub.clone())?;
+        report_durability(redis);
+    }
     let address = listener.local_addr()?;
     tracing::info!("Herald listening on http://{address}");
     match &internal {
@@ -157,7 +174,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
     if let Some((_, origin)) = secret {
         log_signing_key(&config, origin);
     }
-    let state = AppState::new(hub, config, verifier);
+    let mut state = AppState::new(hub, config, verifier);
+    if let Some(redis) = redis {
+        state = state.with_redis(redis);
+    }
     herald_server::serve_all(listener, internal, state.clone(), shutdown).await?;
     state.hub.shutdown().await;
     tracing::info!("shutdown complete");
@@ -165,6 +185,20 @@ async fn run(config: Config) -> anyhow::Result<()> {
         sqlite.close().await;
     }
     Ok(())
+}
+
+/// Says once, at start, when Redis may lose acknowledged events.
+fn report_durability(redis: &RedisStore) {
+    let node = redis.node_id();
+    match redis.durability() {
+        Durability::Fsync => tracing::info!(node, "redis keeps acknowledged events on disk (appendfsync always)"),
+        level => tracing::warn!(
+            node,
+            durability = level.label(),
+            "redis is not `appendonly yes` + `appendfsync always`: a crash of Redis may lose acknowledged \
+             events (streams are then told with herald.gap history_lost); see README, Many nodes"
+        ),
+    }
 }
 
 async fn bind(address: std::net::SocketAddr, flag: &str) -> anyhow::Result<tokio::net::TcpListener> {

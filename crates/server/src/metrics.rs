@@ -75,6 +75,29 @@ pub(crate) fn hot_path() -> &'static HotPath {
     })
 }
 
+static REDIS: OnceLock<[Histogram; 3]> = OnceLock::new();
+
+/// The latency of Redis commands by operation (`publish`, `read`, `hello`),
+/// made on first use: only a node on Redis exports them.
+pub(crate) fn redis_command(op: &str) -> &'static Histogram {
+    let [publish, read, hello] = REDIS.get_or_init(redis_histograms);
+    match op {
+        "publish" => publish,
+        "hello" => hello,
+        _ => read,
+    }
+}
+
+fn redis_histograms() -> [Histogram; 3] {
+    const HELP: &str = "Time of one Redis command, by operation (publish: one script per group commit; read: \
+                        catch-up and topic reads; hello: a connection's handshake).";
+    [
+        Histogram::seconds_labelled("herald_redis_command_seconds", HELP, LATENCY_BUCKETS, "op", "publish"),
+        Histogram::seconds_labelled("herald_redis_command_seconds", HELP, LATENCY_BUCKETS, "op", "read"),
+        Histogram::seconds_labelled("herald_redis_command_seconds", HELP, LATENCY_BUCKETS, "op", "hello"),
+    ]
+}
+
 /// Records the hub writer's commits into the commit histograms.
 #[derive(Debug)]
 struct CommitMetrics;
@@ -161,6 +184,28 @@ fn describe() {
         Unit::Bytes,
         "Size on disk of the SQLite store (herald.db, -wal and -shm); absent with --memory."
     );
+    describe_gauge!("herald_redis_up", "With --store redis://: 1 while the feed and the writer's session are live.");
+    describe_gauge!(
+        "herald_redis_durability",
+        "With --store redis://: 1 for the level Redis keeps acknowledged writes at (fsync: appendfsync always; \
+         everysec; none: no append-only file; unknown: CONFIG refused)."
+    );
+    describe_counter!("herald_redis_feed_events_total", "Events this node learned from the Redis feed.");
+    describe_gauge!("herald_redis_feed_lag_events", "Events committed in Redis that the feed has not brought yet.");
+    describe_gauge!("herald_redis_feed_lag_seconds", "Commit to arrival on the feed, of the last batch.");
+    describe_counter!(
+        "herald_redis_resyncs_total",
+        "Times the feed was repaired from the streams, by reason (reconnect, hole, lag, stale, malformed)."
+    );
+    describe_counter!(
+        "herald_redis_epoch_changes_total",
+        "New histories started because Redis lost (or may have lost) acknowledged events, by reason (data_lost, \
+         restart, rollback)."
+    );
+    describe_counter!(
+        "herald_redis_in_doubt_total",
+        "Publishes whose answer from Redis was lost, by how they were resolved (committed, not_committed, unknown)."
+    );
     describe_gauge!("herald_build_info", "Always 1; the version label says which Herald runs.");
     metrics::gauge!("herald_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
 }
@@ -190,6 +235,11 @@ pub fn render(state: &AppState) -> String {
     metrics::counter!("herald_store_errors_total").absolute(stats.store_errors);
     let mut text = state.metrics.render();
     hot_path().histograms().iter().for_each(|histogram| histogram.render(&mut text));
+    if let Some([first, rest @ ..]) = REDIS.get() {
+        // One family: one HELP and TYPE, then every member's series.
+        first.render(&mut text);
+        rest.iter().for_each(|histogram| histogram.render_series(&mut text));
+    }
     // Written here, not recorded: the recorder's counters hold whole numbers,
     // and CPU seconds need their fractions.
     text.push_str(&ProcessStats::read().exposition());

@@ -10,6 +10,7 @@ use crate::{
     auth::Verifier,
     config::Config,
     registry::StreamRegistry,
+    store::RedisStore,
     transport::limits::{ConnectionLimit, StreamLimits},
 };
 
@@ -38,6 +39,9 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// When the server started (ms since the Unix epoch).
     pub started_ms: u64,
+    /// The Redis store, when nodes share one (its health and durability
+    /// for `/readyz` and the dashboard).
+    pub redis: Option<Arc<RedisStore>>,
 }
 
 impl AppState {
@@ -56,6 +60,13 @@ impl AppState {
             registry: Arc::default(),
             metrics,
             started_ms: herald_core::now_ms(),
+            redis: None,
         }
+    }
+
+    /// The same, on the Redis store `redis`.
+    pub fn with_redis(mut self, redis: Arc<RedisStore>) -> Self {
+        self.redis = Some(redis);
+        self
     }
 }

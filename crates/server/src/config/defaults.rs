@@ -43,3 +43,9 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 pub const DASHBOARD_ROWS: usize = 500;
 /// Log filter.
 pub const LOG: &str = "info";
+/// Prefix of Herald's keys in Redis.
+pub const REDIS_PREFIX: &str = "herald";
+/// Bound of each Redis command and connection attempt.
+pub const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest the Redis feed may lag before it is dropped and repaired.
+pub const REDIS_FEED_MAX_LAG: Duration = Duration::from_secs(5);

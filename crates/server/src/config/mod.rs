@@ -67,6 +67,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Events in memory only.
     pub memory: bool,
+    /// Where events are kept.
+    pub store: StoreKind,
     /// SQLite durability.
     pub sqlite_synchronous: crate::store::Synchronous,
     /// Token verification key.
@@ -123,6 +125,32 @@ pub struct Config {
     pub dashboard_rows: usize,
     /// Log filter.
     pub log: String,
+}
+
+/// Where events are kept (`--store`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreKind {
+    /// SQLite in the data dir.
+    Sqlite,
+    /// Memory, lost at exit.
+    Memory,
+    /// Redis, shared by several nodes.
+    Redis(RedisOptions),
+}
+
+/// The Redis settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisOptions {
+    /// Its URL.
+    pub url: String,
+    /// Key prefix.
+    pub prefix: String,
+    /// Command and connection timeout.
+    pub timeout: Duration,
+    /// Longest feed lag.
+    pub feed_max_lag: Duration,
+    /// Restarts keep acknowledged writes.
+    pub durable_restarts: bool,
 }
 
 /// What `herald token` needs of the server's configuration: the key tokens

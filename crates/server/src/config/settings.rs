@@ -58,6 +58,30 @@ pub struct Settings {
     #[arg(long, env = "HERALD_MEMORY", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL",
           default_value = "false")]
     pub memory: String,
+    /// Where events are kept: `sqlite:DIR`, `memory`, or a Redis URL
+    /// (`redis://HOST:PORT`, `rediss://…`, `redis+unix:///PATH`) shared by
+    /// several nodes [default: `sqlite:` in --data-dir, or `memory` with
+    /// --memory].
+    #[arg(long, env = "HERALD_STORE", value_name = "STORE")]
+    pub store: Option<String>,
+    /// Prefix of Herald's keys in Redis: nodes with the same prefix share topics.
+    #[arg(long, env = "HERALD_REDIS_PREFIX", value_name = "PREFIX", default_value = defaults::REDIS_PREFIX)]
+    pub redis_prefix: String,
+    /// Bound of each Redis command and connection attempt: while Redis is
+    /// down, publishes answer 503 within it.
+    #[arg(long, env = "HERALD_REDIS_TIMEOUT", value_name = "DURATION", default_value_t = text(defaults::REDIS_TIMEOUT))]
+    pub redis_timeout: String,
+    /// Longest the Redis feed may lag before the node drops it and repairs
+    /// from the streams.
+    #[arg(long, env = "HERALD_REDIS_FEED_MAX_LAG", value_name = "DURATION",
+          default_value_t = text(defaults::REDIS_FEED_MAX_LAG))]
+    pub redis_feed_max_lag: String,
+    /// Trust that Redis restarts and failovers keep acknowledged writes even
+    /// without `appendfsync always` (else a new Redis process starts a new
+    /// history, and streams get `herald.gap` `history_lost`).
+    #[arg(long, env = "HERALD_REDIS_DURABLE_RESTARTS", num_args = 0..=1, default_missing_value = "true",
+          value_name = "BOOL", default_value = "false")]
+    pub redis_durable_restarts: String,
     /// SQLite durability: `full` (fsync every commit) or `normal` (opt-in: a
     /// power loss may lose the last acknowledged commits).
     #[arg(long, env = "HERALD_SQLITE_SYNCHRONOUS", value_name = "MODE",

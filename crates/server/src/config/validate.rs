@@ -11,7 +11,7 @@ use herald_core::{HubConfig, Retention, RingLimits, TopicPattern};
 use jsonwebtoken::Algorithm;
 
 use super::{
-    Config, JwtKey, Secret, Settings, TokenConfig, TokenSettings,
+    Config, JwtKey, RedisOptions, Secret, Settings, StoreKind, TokenConfig, TokenSettings, defaults,
     values::{guess_public_key_algorithm, parse_algorithm, parse_bool, parse_count, parse_duration, parse_listen},
 };
 
@@ -173,14 +173,24 @@ impl Config {
             max_age: (!retention_age.is_zero()).then_some(retention_age),
             idempotency_ttl: p.duration("idempotency_ttl", &s.idempotency_ttl),
         };
+        let memory = p.parse("memory", &s.memory, parse_bool);
+        let (store, data_dir, memory) = store(&mut p, s, memory, token.data_dir.clone());
+        if matches!(store, StoreKind::Redis(_)) && matches!(token.jwt_key, JwtKey::Generated) {
+            p.errors.push(
+                "--store redis:// needs --jwt-secret or --jwt-public-key: every node must verify the same tokens, \
+                 and a key generated in one node's data dir is known to that node alone"
+                    .into(),
+            );
+        }
         let stream_max = p.duration("stream_max_duration", &s.stream_max_duration);
         let heartbeat = p.positive_duration("heartbeat", &s.heartbeat);
         let body_timeout = p.positive_duration("body_timeout", &s.body_timeout);
         let config = Self {
             listen,
             internal_listen,
-            data_dir: token.data_dir,
-            memory: p.parse("memory", &s.memory, parse_bool),
+            data_dir,
+            memory,
+            store,
             sqlite_synchronous: p.parse("sqlite_synchronous", &s.sqlite_synchronous, str::parse),
             jwt_key: token.jwt_key,
             jwt_algorithm: token.jwt_algorithm,
@@ -215,6 +225,50 @@ impl Config {
         }
         p.finish(config)
     }
+}
+
+/// The store `--store` names, with the data dir and memory flag it implies;
+/// `--store` with `--memory` or `--data-dir` is refused (which one wins?).
+fn store(p: &mut Problems, s: &Settings, memory: bool, data_dir: PathBuf) -> (StoreKind, PathBuf, bool) {
+    let Some(text) = s.store.as_deref().map(str::trim) else {
+        return (if memory { StoreKind::Memory } else { StoreKind::Sqlite }, data_dir, memory);
+    };
+    if memory || data_dir != std::path::Path::new(defaults::DATA_DIR) {
+        p.errors.push(
+            "--store replaces --memory and --data-dir: give `--store memory` or `--store sqlite:DIR` alone".into(),
+        );
+    }
+    if text == "memory" {
+        return (StoreKind::Memory, data_dir, true);
+    }
+    if let Some(dir) = text.strip_prefix("sqlite:") {
+        if dir.is_empty() {
+            p.errors.push("--store sqlite:DIR: name the directory, like sqlite:./herald-data".into());
+        }
+        return (StoreKind::Sqlite, PathBuf::from(dir), false);
+    }
+    if ["redis://", "rediss://", "redis+unix://", "unix://"].iter().any(|scheme| text.starts_with(scheme)) {
+        if let Err(e) = redis::Client::open(text) {
+            p.errors.push(format!("--store {}: {e}", crate::store::redacted(text)));
+        }
+        let prefix = s.redis_prefix.trim();
+        if prefix.is_empty() || prefix.contains(['{', '}', '*', '?', '[', ']', ' ']) {
+            p.errors.push(format!("--redis-prefix `{prefix}`: use letters, digits, `.`, `_`, `-` or `:`"));
+        }
+        let options = RedisOptions {
+            url: text.to_owned(),
+            prefix: prefix.to_owned(),
+            timeout: p.positive_duration("redis_timeout", &s.redis_timeout),
+            feed_max_lag: p.positive_duration("redis_feed_max_lag", &s.redis_feed_max_lag),
+            durable_restarts: p.parse("redis_durable_restarts", &s.redis_durable_restarts, parse_bool),
+        };
+        return (StoreKind::Redis(options), data_dir, false);
+    }
+    p.errors.push(format!(
+        "--store `{}`: expected sqlite:DIR, memory, or a redis://, rediss:// or redis+unix:// URL",
+        crate::store::redacted(text)
+    ));
+    (StoreKind::Sqlite, data_dir, false)
 }
 
 #[cfg(test)]

@@ -29,12 +29,26 @@ pub(crate) struct Histogram {
     sum: AtomicU64,
     /// Recorded units per exported unit.
     scale: f64,
+    /// The one label of a family's member (`op="publish"`), if any.
+    label: Option<(&'static str, &'static str)>,
 }
 
 impl Histogram {
     /// A histogram of seconds, kept in microseconds.
     pub(crate) fn seconds(name: &'static str, help: &'static str, bounds: &'static [f64]) -> Self {
         Self::new(name, help, bounds, 1e6)
+    }
+
+    /// A histogram of seconds, one member of a family told apart by the
+    /// label `key="value"`.
+    pub(crate) fn seconds_labelled(
+        name: &'static str,
+        help: &'static str,
+        bounds: &'static [f64],
+        key: &'static str,
+        value: &'static str,
+    ) -> Self {
+        Self { label: Some((key, value)), ..Self::new(name, help, bounds, 1e6) }
     }
 
     /// A histogram of counts.
@@ -52,6 +66,7 @@ impl Histogram {
             counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
             sum: AtomicU64::new(0),
             scale,
+            label: None,
         }
     }
 
@@ -86,17 +101,27 @@ impl Histogram {
     pub(crate) fn render(&self, out: &mut String) {
         let name = self.name;
         let _ = writeln!(out, "# HELP {name} {}\n# TYPE {name} histogram", self.help);
+        self.render_series(out);
+    }
+
+    /// Writes the series only: for the members of a family after the first.
+    pub(crate) fn render_series(&self, out: &mut String) {
+        let name = self.name;
+        let (label, labels) = match self.label {
+            Some((key, value)) => (format!("{key}=\"{value}\","), format!("{{{key}=\"{value}\"}}")),
+            None => (String::new(), String::new()),
+        };
         let cumulative = self.cumulative();
         for (bound, count) in &cumulative {
             if bound.is_infinite() {
-                let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+                let _ = writeln!(out, "{name}_bucket{{{label}le=\"+Inf\"}} {count}");
             } else {
-                let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {count}");
+                let _ = writeln!(out, "{name}_bucket{{{label}le=\"{bound}\"}} {count}");
             }
         }
         let count = cumulative.last().map_or(0, |(_, count)| *count);
         let sum = self.sum.load(Ordering::Relaxed) as f64 / self.scale;
-        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {count}\n");
+        let _ = writeln!(out, "{name}_sum{labels} {sum}\n{name}_count{labels} {count}\n");
     }
 }
 

@@ -36,7 +36,7 @@ pub async fn one_topic(
 ) -> Result<Response, ApiError> {
     let topic = topic_from_path(path)?;
     let request = StreamRequest { ip, headers: &headers, uri: &uri };
-    open(&state, &caller, &request, vec![TopicPattern::Exact(topic)])
+    open(&state, &caller, &request, vec![TopicPattern::Exact(topic)]).await
 }
 
 /// A stream of several topics and patterns: `?topic=a&topic=orders.*`.
@@ -61,7 +61,7 @@ pub async fn many(
         ));
     }
     let request = StreamRequest { ip, headers: &headers, uri: &uri };
-    open(&state, &caller, &request, patterns)
+    open(&state, &caller, &request, patterns).await
 }
 
 /// Where a stream request came from and what it said.
@@ -71,7 +71,7 @@ struct StreamRequest<'a> {
     uri: &'a Uri,
 }
 
-fn open(
+async fn open(
     state: &AppState,
     caller: &Caller,
     request: &StreamRequest<'_>,
@@ -94,6 +94,12 @@ fn open(
     let header_id = headers.get("last-event-id").map(|v| v.to_str().unwrap_or("\u{fffd}").to_owned());
     let last_id = header_id.or_else(|| query_values(uri.query(), "last_event_id").next());
     let resume = Resume::parse(last_id.as_deref());
+    if let Resume::After(id) = resume {
+        // Another node may have acknowledged it, ahead of this one's feed:
+        // still an exact resume. A store that cannot answer leaves the
+        // judgement to what this node has seen.
+        let _ = state.hub.learn_committed(id).await;
+    }
     let Some(permit) = state.streams.acquire(ip) else {
         metrics::counter!("herald_rejected_total", "limit" => "streams_per_ip").increment(1);
         warn_if_behind_a_proxy(ip, &state.config.trusted_proxies);

@@ -8,7 +8,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use herald_core::{
-    EventDraft, EventType, EventTypeError, Grants, IdempotencyKey, Publish, PublishError, Published, TopicName,
+    EventDraft, EventType, EventTypeError, Grants, IdempotencyKey, Publish, PublishError, Published, StoreError, TopicName,
 };
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use serde::Deserialize;
@@ -372,6 +372,11 @@ async fn read_payload(state: &AppState, headers: &HeaderMap, body: Body) -> Resu
 /// reports store failures once for all the requests they refuse.
 fn publish_error(error: PublishError) -> ApiError {
     match error {
+        PublishError::Store(StoreError::InDoubt(_)) => ApiError::new(
+            ErrorCode::StoreInDoubt,
+            "the store failed after taking the request: the outcome is unknown; retry with the same Idempotency-Key \
+             (a request without one may then be published twice)",
+        ),
         PublishError::Store(_) => ApiError::new(
             ErrorCode::StoreUnavailable,
             "the store cannot take events right now; retry shortly (nothing was published)",

@@ -1,0 +1,243 @@
+//! The feed: how a node learns of every event committed by any node.
+//!
+//! One PUB/SUB channel carries each committed batch, in sequence order, with
+//! dense sequence numbers; the feed applies them through the hub's one
+//! fan-out entry ([`Hub::apply`]) on a thread of its own, so it never waits
+//! in a run queue behind thousands of stream tasks. A hole (a batch whose
+//! first sequence is not the next one) or a reconnection is repaired from the
+//! streams: [`Hub::skip_to`] has the readers below it read Redis. On every
+//! (re)connection the feed subscribes first and then runs the handshake, so
+//! every event is either at or below the handshake's sequence (in Redis) or
+//! comes on the channel.
+
+use std::{
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
+};
+
+use futures_util::StreamExt as _;
+use herald_core::{Epoch, Event, EventId, Hub, LOG_REPEAT_INTERVAL, LogThrottle, StoreError, TopicName, now_ms};
+use redis::aio::{ConnectionManager, PubSubStream};
+
+use super::{Shared, scripts, session};
+
+/// How often an idle feed checks that Redis has nothing it has not brought.
+const IDLE_CHECK: Duration = Duration::from_secs(1);
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_LAST: Duration = Duration::from_secs(5);
+
+/// A subscribed feed and the history Redis held once it was.
+pub(crate) struct Synced {
+    pub(crate) epoch: Epoch,
+    pub(crate) seq: u64,
+    messages: PubSubStream,
+}
+
+impl std::fmt::Debug for Synced {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Synced").field("epoch", &self.epoch).field("seq", &self.seq).finish()
+    }
+}
+
+impl Synced {
+    /// Subscribes, then runs the handshake (in that order), within the timeout.
+    pub(crate) async fn connect(shared: &Shared, _reason: Option<&str>) -> redis::RedisResult<Self> {
+        tokio::time::timeout(shared.settings.timeout, Self::subscribe(shared))
+            .await
+            .map_err(|_| redis::RedisError::from(std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out")))?
+    }
+
+    async fn subscribe(shared: &Shared) -> redis::RedisResult<Self> {
+        let mut pubsub = shared.client.get_async_pubsub().await?;
+        pubsub.subscribe(shared.keys.feed()).await?;
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(shared.settings.timeout))
+            .set_response_timeout(Some(shared.settings.timeout));
+        let mut connection = shared.client.get_multiplexed_async_connection_with_config(&config).await?;
+        let (epoch, seq) = session::hello(&redis::Script::new(scripts::HELLO_SCRIPT), shared, &mut connection).await?;
+        Ok(Self { epoch, seq, messages: pubsub.into_on_message() })
+    }
+}
+
+/// Starts the feed of `hub` on a thread of its own.
+pub(crate) fn start(
+    shared: Arc<Shared>,
+    reads: ConnectionManager,
+    hub: Hub,
+    first: Option<Synced>,
+) -> Result<(), StoreError> {
+    std::thread::Builder::new()
+        .name("herald-feed".into())
+        .spawn(move || match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(runtime) => runtime.block_on(run(shared, reads, hub, first)),
+            Err(error) => tracing::error!(%error, "cannot start the redis feed"),
+        })
+        .map(|_| ())
+        .map_err(|e| StoreError::unavailable(format!("cannot start the redis feed thread: {e}")))
+}
+
+async fn run(shared: Arc<Shared>, mut reads: ConnectionManager, hub: Hub, mut first: Option<Synced>) {
+    static FAILURES: LogThrottle = LogThrottle::new(LOG_REPEAT_INTERVAL);
+    let mut wait = RETRY_FIRST;
+    loop {
+        let synced = match first.take() {
+            Some(synced) => synced,
+            None => match Synced::connect(&shared, None).await {
+                Ok(synced) => synced,
+                Err(error) => {
+                    if let Some(unlogged) = FAILURES.admit() {
+                        tracing::error!(%error, unlogged, "redis feed down: publishes answer 503, streams wait");
+                    }
+                    tokio::time::sleep(wait.mul_f64(0.75 + rand::random::<f64>() / 2.0)).await;
+                    wait = (wait * 2).min(RETRY_LAST);
+                    continue;
+                }
+            },
+        };
+        wait = RETRY_FIRST;
+        adopt(&shared, &hub, synced.epoch, synced.seq);
+        shared.set_live(&shared.session_live, true);
+        shared.set_live(&shared.feed_live, true);
+        let why = live(&shared, &mut reads, &hub, synced.messages).await;
+        shared.set_live(&shared.feed_live, false);
+        tracing::warn!(reason = why, "redis feed lost; reconnecting and repairing from the streams");
+        metrics::counter!("herald_redis_resyncs_total", "reason" => why).increment(1);
+    }
+}
+
+/// Redis holds `epoch` up to `seq`: a new history is switched to; events of
+/// this one that the feed did not bring are read from the streams.
+fn adopt(shared: &Shared, hub: &Hub, epoch: Epoch, seq: u64) {
+    if epoch != hub.epoch() {
+        shared.set_epoch(epoch);
+        shared.applied.store(seq, Ordering::Release);
+        shared.acked.store(0, Ordering::Release);
+        hub.switch_history(epoch, seq);
+    } else if seq > shared.applied.load(Ordering::Acquire) {
+        shared.applied.store(seq, Ordering::Release);
+        hub.skip_to(seq);
+    }
+}
+
+/// Applies messages until the feed fails; returns why.
+async fn live(shared: &Shared, reads: &mut ConnectionManager, hub: &Hub, mut messages: PubSubStream) -> &'static str {
+    let mut behind_checks = 0;
+    loop {
+        tokio::select! {
+            message = messages.next() => {
+                let Some(message) = message else { return "reconnect" };
+                match apply(shared, hub, message.get_payload_bytes()) {
+                    Ok(lag) if lag > shared.settings.feed_max_lag => return "lag",
+                    Ok(_) => behind_checks = 0,
+                    Err(why) => {
+                        tracing::error!(why, "malformed message on the redis feed");
+                        return "malformed";
+                    }
+                }
+            }
+            () = tokio::time::sleep(IDLE_CHECK) => {
+                let seq: redis::RedisResult<Option<u64>> =
+                    redis::cmd("HGET").arg(shared.keys.meta()).arg("seq").query_async(reads).await;
+                let Ok(seq) = seq else { return "reconnect" };
+                let behind = seq.unwrap_or(0).saturating_sub(shared.applied.load(Ordering::Acquire));
+                metrics::gauge!("herald_redis_feed_lag_events").set(behind as f64);
+                metrics::gauge!("herald_redis_feed_lag_seconds").set(0.0);
+                // Two checks in a row: one may race a batch on its way.
+                behind_checks = if behind > 0 { behind_checks + 1 } else { 0 };
+                if behind_checks >= 2 {
+                    return "stale";
+                }
+            }
+        }
+    }
+}
+
+/// Applies one feed message; returns how long after its commit it came.
+fn apply(shared: &Shared, hub: &Hub, payload: &[u8]) -> Result<Duration, &'static str> {
+    let batch = Batch::parse(payload)?;
+    if batch.epoch != hub.epoch() {
+        // A new history, which this node learns of from its first batch.
+        adopt(shared, hub, batch.epoch, batch.first.saturating_sub(1));
+    }
+    let applied = shared.applied.load(Ordering::Acquire);
+    let last = batch.first.saturating_add(batch.count).saturating_sub(1);
+    if last <= applied {
+        return Ok(Duration::ZERO);
+    }
+    if batch.first > applied + 1 {
+        // Batches were lost on the way: the streams have them.
+        metrics::counter!("herald_redis_resyncs_total", "reason" => "hole").increment(1);
+        adopt(shared, hub, batch.epoch, batch.first - 1);
+    }
+    let mut events = Vec::with_capacity(batch.records.len());
+    for (seq, topic, body) in &batch.records {
+        let topic = TopicName::new(topic).map_err(|_| "a topic name is invalid")?;
+        events.push(Event::from_body(EventId::new(batch.epoch, *seq), topic, batch.ms, body));
+    }
+    hub.apply(&events);
+    shared.applied.store(last, Ordering::Release);
+    metrics::counter!("herald_redis_feed_events_total").increment(batch.count);
+    let lag = Duration::from_millis(now_ms().saturating_sub(batch.ms));
+    metrics::gauge!("herald_redis_feed_lag_seconds").set(lag.as_secs_f64());
+    Ok(lag)
+}
+
+/// A feed message: `"<epoch> <first> <count> <ms>\n"`, then per event
+/// `"<seq> <topic length> <body length>\n<topic><body>"`.
+struct Batch<'a> {
+    epoch: Epoch,
+    first: u64,
+    count: u64,
+    ms: u64,
+    records: Vec<(u64, &'a str, &'a [u8])>,
+}
+
+impl<'a> Batch<'a> {
+    fn parse(payload: &'a [u8]) -> Result<Self, &'static str> {
+        let (header, mut rest) = line(payload).ok_or("no header")?;
+        let mut fields = header.split(' ');
+        let mut next = || fields.next().ok_or("short header");
+        let epoch = Epoch(u32::from_str_radix(next()?, 16).map_err(|_| "bad epoch")?);
+        let first: u64 = next()?.parse().map_err(|_| "bad first")?;
+        let count: u64 = next()?.parse().map_err(|_| "bad count")?;
+        let ms: u64 = next()?.parse().map_err(|_| "bad time")?;
+        let mut records = Vec::with_capacity(usize::try_from(count).unwrap_or(0).min(4096));
+        for expected in first..first.saturating_add(count) {
+            let (head, body) = line(rest).ok_or("no record header")?;
+            let mut fields = head.split(' ');
+            let mut next = || fields.next().and_then(|f| f.parse::<usize>().ok()).ok_or("bad record header");
+            let (seq, topic_len, body_len) = (next()? as u64, next()?, next()?);
+            if seq != expected {
+                return Err("records out of order");
+            }
+            let end = topic_len.checked_add(body_len).filter(|end| *end <= body.len()).ok_or("short record")?;
+            let topic = std::str::from_utf8(&body[..topic_len]).map_err(|_| "topic not UTF-8")?;
+            records.push((seq, topic, &body[topic_len..end]));
+            rest = &body[end..];
+        }
+        Ok(Self { epoch, first, count, ms, records })
+    }
+}
+
+/// The first line of `bytes` (as text) and what follows it.
+fn line(bytes: &[u8]) -> Option<(&str, &[u8])> {
+    let end = bytes.iter().position(|&b| b == b'\n')?;
+    Some((std::str::from_utf8(&bytes[..end]).ok()?, &bytes[end + 1..]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_parse_and_bad_ones_are_refused() {
+        let payload = b"0000002a 7 2 99\n7 1 8\nadata: x\n\n8 2 3\nbbxyz";
+        let batch = Batch::parse(payload).unwrap();
+        assert_eq!((batch.epoch, batch.first, batch.count, batch.ms), (Epoch(42), 7, 2, 99));
+        assert_eq!(batch.records, vec![(7, "a", &b"data: x\n\n"[..]), (8, "bb", &b"xyz"[..])]);
+        assert!(Batch::parse(b"0000002a 7 2 99\n7 1 8\nadata: x\n\n").is_err(), "a record missing");
+        assert!(Batch::parse(b"0000002a 7 1 99\n7 1 80\nadata").is_err(), "lengths past the end");
+        assert!(Batch::parse(b"0000002a 7 1 99\n9 1 1\nab").is_err(), "out of order");
+        assert!(Batch::parse(b"zz 7 1 99\n").is_err());
+    }
+}

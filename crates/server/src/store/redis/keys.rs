@@ -1,0 +1,74 @@
+//! Where Herald keeps a history in Redis: every key under one hash tag
+//! (`{prefix}`), so the scripts may touch them all at once, even on a Redis
+//! Cluster (where they share one slot). Streams, index and idempotency keys
+//! carry the epoch in their names: a new history starts in a fresh key space.
+
+use herald_core::{Epoch, IdempotencyKey};
+use sha2::{Digest, Sha256};
+
+/// The key names of one prefix.
+#[derive(Debug, Clone)]
+pub(crate) struct Keys {
+    tag: String,
+}
+
+impl Keys {
+    pub(crate) fn new(prefix: &str) -> Self {
+        Self { tag: format!("{{{prefix}}}") }
+    }
+
+    /// The hash of the history's epoch, its last sequence and the run id of
+    /// the Redis that last vouched for it.
+    pub(crate) fn meta(&self) -> String {
+        format!("{}:meta", self.tag)
+    }
+
+    /// Topic → its last sequence (a sorted set): which topics changed after
+    /// a position, and how far each reached.
+    pub(crate) fn index(&self, epoch: Epoch) -> String {
+        format!("{}:i:{epoch}", self.tag)
+    }
+
+    /// Every topic with score 0, for listing topics in name order.
+    pub(crate) fn names(&self, epoch: Epoch) -> String {
+        format!("{}:names:{epoch}", self.tag)
+    }
+
+    /// One topic's stream of events.
+    pub(crate) fn stream(&self, epoch: Epoch, topic: &str) -> String {
+        format!("{}:s:{epoch}:{topic}", self.tag)
+    }
+
+    /// An idempotency key, hashed: callers choose scopes and keys freely.
+    pub(crate) fn idempotency(&self, epoch: Epoch, key: &IdempotencyKey) -> String {
+        let mut hash = Sha256::new();
+        hash.update(key.scope.as_bytes());
+        hash.update([0]);
+        hash.update(key.key.as_bytes());
+        format!("{}:k:{epoch}:{}", self.tag, hex(&hash.finalize()))
+    }
+
+    /// Node id → the last batch it committed (resolves in-doubt publishes).
+    pub(crate) fn nodes(&self) -> String {
+        format!("{}:n", self.tag)
+    }
+
+    /// The lock of the retention sweep (one node at a time).
+    pub(crate) fn sweep_lock(&self) -> String {
+        format!("{}:sweep", self.tag)
+    }
+
+    /// The channel every committed batch is published on.
+    pub(crate) fn feed(&self) -> String {
+        format!("{}:feed", self.tag)
+    }
+}
+
+/// Lower-case hex.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut out, b| {
+        let _ = write!(out, "{b:02x}");
+        out
+    })
+}

@@ -1,0 +1,112 @@
+//! The two Lua scripts that change a history: `PUBLISH_SCRIPT` (one per
+//! group commit) and `HELLO_SCRIPT` (every new connection's handshake).
+//!
+//! Both start with a shebang: Redis then refuses them before they run when
+//! it is out of memory or cannot persist, instead of aborting half-way (a
+//! script has no rollback). All validation reads come before the first write.
+
+/// Stores one group of publish requests. Atomic: it checks each request's
+/// idempotency key, gives the new events the next sequence numbers (dense:
+/// a replayed request takes none), appends each to its topic's stream,
+/// updates the index, records the batch under the node's id and publishes
+/// the whole batch on the feed, in one message.
+///
+/// KEYS: meta, index, names, nodes, then one stream per topic, then the
+/// idempotency keys. ARGV: epoch, node id, batch number, now (ms), stream
+/// length cap, stream TTL (ms, 0 for none), idempotency TTL (ms), request
+/// count, stream count, feed channel, then per request: its idempotency
+/// key's KEYS index (0 for none), its fingerprint, its event count, then per
+/// event: its stream's KEYS index, topic, frame body.
+///
+/// Returns `{'EPOCH', epoch}` without writing when the history is not the
+/// caller's, else `{'OK', epoch, outcomes}`: per request, space-separated,
+/// `N<first>` (new), `R<first>` (replayed) or `K` (key reused).
+pub(crate) const PUBLISH_SCRIPT: &str = r#"#!lua
+local meta, index, names, nodes = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local e = redis.call('HGET', meta, 'epoch')
+if e ~= ARGV[1] then return {'EPOCH', e or ''} end
+local streams = tonumber(ARGV[9])
+for s = 5, 4 + streams do
+  local kind = redis.call('TYPE', KEYS[s])['ok']
+  if kind ~= 'none' and kind ~= 'stream' then
+    return redis.error_reply('WRONGTYPE ' .. KEYS[s] .. ' holds a ' .. kind .. ', not a stream')
+  end
+end
+local seq = tonumber(redis.call('HGET', meta, 'seq') or '0')
+local first = seq + 1
+local now, maxlen, ttl, key_ttl = ARGV[4], ARGV[5], tonumber(ARGV[6]), ARGV[7]
+local last, touched, seen = {}, {}, {}
+local outcomes, exceptions, records = {}, {}, {}
+local a = 11
+for r = 1, tonumber(ARGV[8]) do
+  local k, fingerprint, n = tonumber(ARGV[a]), ARGV[a + 1], tonumber(ARGV[a + 2])
+  a = a + 3
+  local earlier = false
+  if k > 0 then earlier = seen[k] or redis.call('GET', KEYS[k]) end
+  if earlier then
+    local s, f = string.match(earlier, '^(%d+) (%x+)$')
+    if f == fingerprint then outcomes[r] = 'R' .. s else outcomes[r] = 'K' end
+    exceptions[#exceptions + 1] = r .. '=' .. outcomes[r]
+    a = a + 3 * n
+  else
+    local start = seq + 1
+    for _ = 1, n do
+      local stream, topic, body = tonumber(ARGV[a]), ARGV[a + 1], ARGV[a + 2]
+      a = a + 3
+      seq = seq + 1
+      local prev = last[topic] or tonumber(redis.call('ZSCORE', index, topic) or '0')
+      redis.call('XADD', KEYS[stream], 'MAXLEN', '~', maxlen, seq .. '-0', 'p', prev, 't', now, 'f', body)
+      last[topic] = seq
+      touched[stream] = topic
+      records[#records + 1] = seq .. ' ' .. #topic .. ' ' .. #body .. '\n' .. topic .. body
+    end
+    if k > 0 then
+      seen[k] = start .. ' ' .. fingerprint
+      redis.call('SET', KEYS[k], seen[k], 'PX', key_ttl)
+    end
+    outcomes[r] = 'N' .. start
+  end
+end
+for stream, topic in pairs(touched) do
+  if ttl > 0 then redis.call('PEXPIRE', KEYS[stream], ttl) end
+  redis.call('ZADD', index, last[topic], topic)
+  redis.call('ZADD', names, 0, topic)
+end
+local count = seq - first + 1
+redis.call('HSET', meta, 'seq', seq)
+redis.call('HSET', nodes, ARGV[2],
+  ARGV[3] .. ' ' .. e .. ' ' .. first .. ' ' .. count .. ' ' .. now .. ' ' .. table.concat(exceptions, ','))
+if count > 0 then
+  redis.call('PUBLISH', ARGV[10], e .. ' ' .. first .. ' ' .. count .. ' ' .. now .. '\n' .. table.concat(records))
+end
+return {'OK', e, table.concat(outcomes, ' ')}
+"#;
+
+/// A connection's handshake: which history Redis holds, rotated to a new
+/// one (the candidate epoch, sequence 0) when acknowledged events may be
+/// gone: the history is missing, another Redis process took it over while
+/// restarts are not known to keep acknowledged writes, or its sequence is
+/// below one the caller saw (a rollback).
+///
+/// KEYS: meta. ARGV: the caller's epoch ('' if none), the highest sequence
+/// it saw of it, a candidate epoch, '1' if restarts keep acknowledged writes.
+/// Returns `{epoch, seq, why}`, `why` being `ok`, `data_lost`, `restart` or
+/// `rollback`.
+pub(crate) const HELLO_SCRIPT: &str = r#"#!lua
+local run = string.match(redis.call('INFO', 'server'), 'run_id:(%w+)')
+local meta = KEYS[1]
+local v = redis.call('HMGET', meta, 'epoch', 'seq', 'r')
+local e, s, r = v[1], v[2], v[3]
+local function rotate(why)
+  if e then redis.call('HSET', meta, 'prev', e, 'prev_end', s or '0') end
+  redis.call('HSET', meta, 'epoch', ARGV[3], 'seq', 0, 'r', run)
+  return {ARGV[3], '0', why}
+end
+if not e then return rotate('data_lost') end
+if r ~= run then
+  if ARGV[4] ~= '1' then return rotate('restart') end
+  redis.call('HSET', meta, 'r', run)
+end
+if e == ARGV[1] and tonumber(s) < tonumber(ARGV[2]) then return rotate('rollback') end
+return {e, s, 'ok'}
+"#;

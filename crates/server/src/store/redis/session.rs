@@ -1,0 +1,402 @@
+//! The writer's session: a connection of its own, the handshake on each new
+//! one, one publish script per part of a group commit, and what to answer
+//! when Redis does not.
+//!
+//! While Redis is down the session fails fast (no attempt until the next
+//! retry time, or until the feed sees Redis back): publishers get 503 at
+//! once. A script whose answer is lost (a timeout or a reset after it was
+//! sent) is in doubt: the session reconnects and reads the last batch its
+//! node committed (`{P}:n`), which says whether it committed and with which
+//! ids; only when that cannot be read either is the publisher told the
+//! outcome is unknown.
+
+use std::{
+    sync::{Arc, atomic::Ordering},
+    time::{Duration, Instant},
+};
+
+use herald_core::{
+    Appended, Epoch, Event, EventId, Publish, StoreError, now_ms,
+    sse,
+};
+use redis::{Value, aio::MultiplexedConnection};
+
+use super::{Durability, Shared, keys::hex, scripts};
+
+/// Most events, and most frame bytes, in one script: a long script blocks
+/// every other client of Redis. A single request larger than that still
+/// goes whole (it is all or nothing).
+const MAX_SCRIPT_EVENTS: usize = 1000;
+const MAX_SCRIPT_BYTES: usize = 1 << 20;
+/// Waits between attempts to reconnect, doubling from the first to the last.
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_LAST: Duration = Duration::from_secs(5);
+
+#[derive(Debug)]
+pub(crate) struct Session {
+    shared: Arc<Shared>,
+    connection: Option<MultiplexedConnection>,
+    /// The history the connection's handshake found.
+    epoch: Epoch,
+    publish: redis::Script,
+    hello: redis::Script,
+    batch: u64,
+    retry_at: Instant,
+    retry_wait: Duration,
+}
+
+/// How one script call went.
+enum Outcome {
+    Done(Vec<Appended>),
+    /// Redis holds another history: the handshake must run again.
+    Epoch,
+}
+
+impl Session {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        Self {
+            shared,
+            connection: None,
+            epoch: Epoch(0),
+            publish: redis::Script::new(scripts::PUBLISH_SCRIPT),
+            hello: redis::Script::new(scripts::HELLO_SCRIPT),
+            batch: 0,
+            retry_at: Instant::now(),
+            retry_wait: RETRY_FIRST,
+        }
+    }
+
+    /// Stores `requests`, in parts of at most [`MAX_SCRIPT_EVENTS`] events.
+    pub(crate) async fn append(&mut self, requests: &[Publish]) -> Result<Vec<Appended>, StoreError> {
+        let mut out = Vec::with_capacity(requests.len());
+        for part in parts(requests) {
+            match self.append_part(part).await {
+                Ok(appended) => out.extend(appended),
+                // Earlier parts are stored: they keep their answers.
+                Err(error) if !out.is_empty() => out.extend(part.iter().map(|_| Appended::Failed(error.clone()))),
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(out)
+    }
+
+    async fn append_part(&mut self, requests: &[Publish]) -> Result<Vec<Appended>, StoreError> {
+        for _ in 0..2 {
+            self.connect().await?;
+            self.batch += 1;
+            let started = Instant::now();
+            let result = self.call(requests).await;
+            crate::metrics::redis_command("publish").record(started.elapsed().as_secs_f64());
+            match result {
+                Ok(Outcome::Done(appended)) => {
+                    self.note_acked(&appended);
+                    return Ok(appended);
+                }
+                // Another node (or Redis's restart) moved the history on.
+                Ok(Outcome::Epoch) => self.connection = None,
+                Err(error) if error.code().is_some() => {
+                    // Redis answered with an error: nothing was written.
+                    return Err(StoreError::unavailable(format!("redis refused the publish: {error}")));
+                }
+                Err(error) => {
+                    self.down();
+                    return self.resolve(requests, self.batch, &error).await;
+                }
+            }
+        }
+        Err(StoreError::unavailable("redis changed its history twice during one publish; retry"))
+    }
+
+    /// A connection that has run the handshake, or an error at once while
+    /// Redis is known to be down.
+    async fn connect(&mut self) -> Result<(), StoreError> {
+        if self.connection.is_some() {
+            return Ok(());
+        }
+        if !self.shared.session_live.load(Ordering::Acquire) && Instant::now() < self.retry_at {
+            return Err(StoreError::unavailable("redis is unreachable; retrying shortly"));
+        }
+        let started = Instant::now();
+        match self.handshake().await {
+            Ok(()) => {
+                crate::metrics::redis_command("hello").record(started.elapsed().as_secs_f64());
+                self.retry_wait = RETRY_FIRST;
+                self.shared.set_live(&self.shared.session_live, true);
+                Ok(())
+            }
+            Err(error) => {
+                self.down();
+                Err(StoreError::unavailable(format!("redis is unreachable: {error}")))
+            }
+        }
+    }
+
+    async fn handshake(&mut self) -> redis::RedisResult<()> {
+        let settings = &self.shared.settings;
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(settings.timeout))
+            .set_response_timeout(Some(settings.timeout));
+        let mut connection = self.shared.client.get_multiplexed_async_connection_with_config(&config).await?;
+        let (epoch, _) = hello(&self.hello, &self.shared, &mut connection).await?;
+        self.publish.load_async(&mut connection).await?;
+        self.epoch = epoch;
+        self.connection = Some(connection);
+        Ok(())
+    }
+
+    fn down(&mut self) {
+        self.connection = None;
+        self.retry_at = Instant::now() + jittered(self.retry_wait);
+        self.retry_wait = (self.retry_wait * 2).min(RETRY_LAST);
+        self.shared.set_live(&self.shared.session_live, false);
+    }
+
+    fn note_acked(&self, appended: &[Appended]) {
+        if self.epoch != self.shared.epoch() {
+            return;
+        }
+        let newest = appended.iter().filter_map(|a| match a {
+            Appended::New(events) => events.last().map(|e| e.id.seq),
+            _ => None,
+        });
+        if let Some(newest) = newest.max() {
+            self.shared.acked.fetch_max(newest, Ordering::AcqRel);
+        }
+    }
+
+    /// One script call for `requests`.
+    async fn call(&mut self, requests: &[Publish]) -> redis::RedisResult<Outcome> {
+        let shared = Arc::clone(&self.shared);
+        let keys = &shared.keys;
+        let epoch = self.epoch;
+        let retention = &shared.settings.retention;
+        let now = now_ms();
+        let mut invocation = self.publish.prepare_invoke();
+        invocation.key(keys.meta()).key(keys.index(epoch)).key(keys.names(epoch)).key(keys.nodes());
+        // One stream key per topic, then one per idempotency key.
+        let mut streams: Vec<&str> = Vec::new();
+        for draft in requests.iter().flat_map(|r| &r.drafts) {
+            if !streams.contains(&draft.topic.as_str()) {
+                streams.push(draft.topic.as_str());
+            }
+        }
+        for topic in &streams {
+            invocation.key(keys.stream(epoch, topic));
+        }
+        let mut next_key = 5 + streams.len();
+        let mut key_index = Vec::with_capacity(requests.len());
+        for request in requests {
+            match &request.key {
+                Some(key) => {
+                    invocation.key(keys.idempotency(epoch, key));
+                    key_index.push(next_key);
+                    next_key += 1;
+                }
+                None => key_index.push(0),
+            }
+        }
+        let ttl_ms = |d: Option<Duration>| d.map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        invocation
+            .arg(epoch.to_string())
+            .arg(&shared.node_id)
+            .arg(self.batch)
+            .arg(now)
+            .arg(retention.max_events_per_topic.max(1))
+            .arg(ttl_ms(retention.max_age))
+            .arg(ttl_ms(Some(retention.idempotency_ttl)).max(1))
+            .arg(requests.len())
+            .arg(streams.len())
+            .arg(keys.feed());
+        for (request, key) in requests.iter().zip(&key_index) {
+            let fingerprint = request.key.as_ref().map_or_else(String::new, |k| hex(&k.fingerprint.0));
+            invocation.arg(*key).arg(fingerprint).arg(request.drafts.len());
+            for draft in &request.drafts {
+                let stream = 5 + streams.iter().position(|t| *t == draft.topic.as_str()).unwrap_or(0);
+                let body = sse::event_frame(None, draft.event_type.as_ref().map(|t| t.as_str()), &draft.data, draft.retry_ms);
+                invocation.arg(stream).arg(draft.topic.as_str()).arg(body.as_ref());
+            }
+        }
+        let connection = self.connection.as_mut().ok_or_else(|| {
+            redis::RedisError::from(std::io::Error::new(std::io::ErrorKind::NotConnected, "no connection"))
+        })?;
+        let reply: Vec<Value> = invocation.invoke_async(connection).await?;
+        let text = |i: usize| match reply.get(i) {
+            Some(Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
+            Some(Value::SimpleString(s)) => s.clone(),
+            _ => String::new(),
+        };
+        if text(0) == "EPOCH" {
+            return Ok(Outcome::Epoch);
+        }
+        let epoch = Epoch(u32::from_str_radix(&text(1), 16).map_err(|_| malformed("epoch"))?);
+        let outcomes: Vec<String> = text(2).split(' ').filter(|s| !s.is_empty()).map(str::to_owned).collect();
+        if outcomes.len() != requests.len() {
+            return Err(malformed("outcome count"));
+        }
+        Ok(Outcome::Done(
+            requests.iter().zip(&outcomes).map(|(request, outcome)| appended(request, outcome, epoch, now)).collect(),
+        ))
+    }
+
+    /// The answer of batch `batch` was lost: whether it committed, from the
+    /// node's record in Redis, read on a new connection within the timeout.
+    async fn resolve(
+        &mut self,
+        requests: &[Publish],
+        batch: u64,
+        cause: &redis::RedisError,
+    ) -> Result<Vec<Appended>, StoreError> {
+        let record = tokio::time::timeout(self.shared.settings.timeout, self.batch_record()).await;
+        let outcome = match record {
+            Ok(Ok(Some(record))) if record.batch == batch => {
+                let mut seq = record.first;
+                let appended = requests
+                    .iter()
+                    .enumerate()
+                    .map(|(i, request)| match record.exceptions.iter().find(|(r, _)| *r == i + 1) {
+                        Some((_, outcome)) => appended(request, outcome, record.epoch, record.ms),
+                        None => {
+                            let outcome = format!("N{seq}");
+                            seq += request.drafts.len() as u64;
+                            appended(request, &outcome, record.epoch, record.ms)
+                        }
+                    })
+                    .collect();
+                Ok(appended)
+            }
+            // Another batch is the node's last: this one never ran.
+            Ok(Ok(_)) => Err(StoreError::unavailable(format!("redis failed during the publish: {cause}"))),
+            _ => Err(StoreError::in_doubt(format!("redis failed after the publish was sent ({cause})"))),
+        };
+        let label = match &outcome {
+            Ok(_) => "committed",
+            Err(StoreError::InDoubt(_)) => "unknown",
+            Err(_) => "not_committed",
+        };
+        metrics::counter!("herald_redis_in_doubt_total", "outcome" => label).increment(1);
+        outcome
+    }
+
+    async fn batch_record(&mut self) -> Result<Option<BatchRecord>, StoreError> {
+        self.retry_at = Instant::now();
+        self.connect().await?;
+        let connection = self.connection.as_mut().ok_or_else(|| StoreError::unavailable("no connection"))?;
+        let field: Option<String> = redis::cmd("HGET")
+            .arg(self.shared.keys.nodes())
+            .arg(&self.shared.node_id)
+            .query_async(connection)
+            .await
+            .map_err(super::read_error)?;
+        Ok(field.and_then(|f| BatchRecord::parse(&f)))
+    }
+}
+
+/// A node's last committed batch: `"<batch> <epoch> <first> <count> <ms>
+/// <exceptions>"`, exceptions being `<request>=R<first>` or `<request>=K`.
+struct BatchRecord {
+    batch: u64,
+    epoch: Epoch,
+    first: u64,
+    ms: u64,
+    exceptions: Vec<(usize, String)>,
+}
+
+impl BatchRecord {
+    fn parse(field: &str) -> Option<Self> {
+        let mut parts = field.split(' ');
+        let batch = parts.next()?.parse().ok()?;
+        let epoch = Epoch(u32::from_str_radix(parts.next()?, 16).ok()?);
+        let first = parts.next()?.parse().ok()?;
+        let _count: u64 = parts.next()?.parse().ok()?;
+        let ms = parts.next()?.parse().ok()?;
+        let exceptions = parts
+            .next()
+            .unwrap_or("")
+            .split(',')
+            .filter(|e| !e.is_empty())
+            .filter_map(|e| e.split_once('=').and_then(|(r, o)| Some((r.parse().ok()?, o.to_owned()))))
+            .collect();
+        Some(Self { batch, epoch, first, ms, exceptions })
+    }
+}
+
+/// What `outcome` (`N<first>`, `R<first>`, `K`) means for `request`.
+fn appended(request: &Publish, outcome: &str, epoch: Epoch, ms: u64) -> Appended {
+    let first = outcome.get(1..).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
+    match outcome.as_bytes().first() {
+        Some(b'N') => Appended::New(
+            request.drafts.iter().zip(first..).map(|(draft, seq)| Event::new(EventId::new(epoch, seq), draft, ms)).collect(),
+        ),
+        Some(b'R') => Appended::Replayed { first: EventId::new(epoch, first) },
+        _ => Appended::KeyReused,
+    }
+}
+
+/// Runs the handshake on `connection`: the history Redis holds now, and
+/// its newest sequence.
+pub(crate) async fn hello(
+    script: &redis::Script,
+    shared: &Shared,
+    connection: &mut impl redis::aio::ConnectionLike,
+) -> redis::RedisResult<(Epoch, u64)> {
+    let candidate = Epoch::random();
+    let durable = shared.settings.durable_restarts || *shared.durability.lock() == Durability::Fsync;
+    let known = shared.epoch();
+    let (epoch, seq, why): (String, u64, String) = script
+        .key(shared.keys.meta())
+        .arg(if known.0 == 0 { String::new() } else { known.to_string() })
+        .arg(shared.seen())
+        .arg(candidate.to_string())
+        .arg(if durable { "1" } else { "0" })
+        .invoke_async(connection)
+        .await?;
+    let epoch = Epoch(u32::from_str_radix(&epoch, 16).map_err(|_| malformed("epoch"))?);
+    if why != "ok" && known.0 != 0 {
+        tracing::warn!(reason = %why, old = %known, new = %epoch, "redis history changed: a new epoch starts");
+        metrics::counter!("herald_redis_epoch_changes_total", "reason" => why).increment(1);
+    }
+    Ok((epoch, seq))
+}
+
+/// How Redis keeps writes, from `CONFIG GET` (`Unknown` when refused).
+pub(crate) async fn durability(connection: &mut impl redis::aio::ConnectionLike) -> Durability {
+    let config: redis::RedisResult<Vec<String>> =
+        redis::cmd("CONFIG").arg("GET").arg("append*").query_async(connection).await;
+    let Ok(config) = config else { return Durability::Unknown };
+    let value = |name: &str| config.chunks(2).find(|kv| kv[0] == name).and_then(|kv| kv.get(1)).cloned();
+    match (value("appendonly").as_deref(), value("appendfsync").as_deref()) {
+        (Some("yes"), Some("always")) => Durability::Fsync,
+        (Some("yes"), _) => Durability::Everysec,
+        (Some(_), _) => Durability::None,
+        _ => Durability::Unknown,
+    }
+}
+
+/// Requests in parts of at most [`MAX_SCRIPT_EVENTS`] events and
+/// [`MAX_SCRIPT_BYTES`] bytes, each request whole.
+fn parts(requests: &[Publish]) -> Vec<&[Publish]> {
+    let mut parts = Vec::new();
+    let (mut start, mut events, mut bytes) = (0, 0, 0);
+    for (i, request) in requests.iter().enumerate() {
+        let size: usize = request.drafts.iter().map(|d| d.data.len() + d.topic.as_str().len()).sum();
+        if i > start && (events + request.drafts.len() > MAX_SCRIPT_EVENTS || bytes + size > MAX_SCRIPT_BYTES) {
+            parts.push(&requests[start..i]);
+            (start, events, bytes) = (i, 0, 0);
+        }
+        events += request.drafts.len();
+        bytes += size;
+    }
+    if start < requests.len() {
+        parts.push(&requests[start..]);
+    }
+    parts
+}
+
+fn malformed(what: &str) -> redis::RedisError {
+    redis::RedisError::from((redis::ErrorKind::UnexpectedReturnType, "malformed script reply", what.to_owned()))
+}
+
+/// `wait`, give or take a quarter, so nodes do not retry in step.
+fn jittered(wait: Duration) -> Duration {
+    wait.mul_f64(0.75 + rand::random::<f64>() / 2.0)
+}
