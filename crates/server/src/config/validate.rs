@@ -228,15 +228,14 @@ impl Config {
 }
 
 /// The store `--store` names, with the data dir and memory flag it implies;
-/// `--store` with `--memory` or `--data-dir` is refused (which one wins?).
+/// `--store` saying otherwise than `--memory` or `--data-dir` is refused
+/// (which one would win?).
 fn store(p: &mut Problems, s: &Settings, memory: bool, data_dir: PathBuf) -> (StoreKind, PathBuf, bool) {
     let Some(text) = s.store.as_deref().map(str::trim) else {
         return (if memory { StoreKind::Memory } else { StoreKind::Sqlite }, data_dir, memory);
     };
-    if memory || data_dir != std::path::Path::new(defaults::DATA_DIR) {
-        p.errors.push(
-            "--store replaces --memory and --data-dir: give `--store memory` or `--store sqlite:DIR` alone".into(),
-        );
+    if memory && text != "memory" {
+        p.errors.push(format!("--memory and --store {}: pick one", crate::store::redacted(text)));
     }
     if text == "memory" {
         return (StoreKind::Memory, data_dir, true);
@@ -244,6 +243,8 @@ fn store(p: &mut Problems, s: &Settings, memory: bool, data_dir: PathBuf) -> (St
     if let Some(dir) = text.strip_prefix("sqlite:") {
         if dir.is_empty() {
             p.errors.push("--store sqlite:DIR: name the directory, like sqlite:./herald-data".into());
+        } else if data_dir != std::path::Path::new(defaults::DATA_DIR) && data_dir != std::path::Path::new(dir) {
+            p.errors.push(format!("--data-dir {} and --store sqlite:{dir}: pick one", data_dir.display()));
         }
         return (StoreKind::Sqlite, PathBuf::from(dir), false);
     }

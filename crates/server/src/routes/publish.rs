@@ -8,7 +8,8 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use herald_core::{
-    EventDraft, EventType, EventTypeError, Grants, IdempotencyKey, Publish, PublishError, Published, StoreError, TopicName,
+    EventDraft, EventType, EventTypeError, Grants, IdempotencyKey, Publish, PublishError, Published, StoreError,
+    TopicName,
 };
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use serde::Deserialize;

@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 mod herald;
+pub mod redis;
 
 // Each test binary uses a part of these.
 #[allow(unused_imports)]

@@ -169,9 +169,8 @@ impl RedisStore {
             down_since: Mutex::new(Some(Instant::now())),
             settings,
         });
-        let synced = feed::Synced::connect(&shared, None)
-            .await
-            .map_err(|e| unreachable(&shared.settings, &e.to_string()))?;
+        let synced =
+            feed::Synced::connect(&shared, None).await.map_err(|e| unreachable(&shared.settings, &e.to_string()))?;
         shared.set_epoch(synced.epoch);
         shared.applied.store(synced.seq, Ordering::Release);
         let durability = session::durability(&mut reads.clone()).await;

@@ -5,9 +5,7 @@
 //! topic: the first entry a read finds after its position tells exactly what
 //! was trimmed or expired before it, however roughly `MAXLEN ~` trimmed.
 
-use herald_core::{
-    Epoch, Event, EventId, Gap, ReadLimit, Selection, StoreError, StoreRead, StoredTopic, TopicName,
-};
+use herald_core::{Epoch, Event, EventId, Gap, ReadLimit, Selection, StoreError, StoreRead, StoredTopic, TopicName};
 use redis::{Value, aio::ConnectionManager};
 
 use super::{Shared, read_error};
@@ -70,10 +68,8 @@ pub(crate) async fn read(
         }
     }
     // Each topic's share of the limit; every topic still gives its first event.
-    let share = ReadLimit {
-        events: (limit.events / topics.len().max(1)).max(1),
-        bytes: limit.bytes / topics.len().max(1),
-    };
+    let share =
+        ReadLimit { events: (limit.events / topics.len().max(1)).max(1), bytes: limit.bytes / topics.len().max(1) };
     let mut out = StoreRead::default();
     let mut cutoff = upto;
     let mut known = Vec::with_capacity(topics.len());
@@ -187,7 +183,12 @@ async fn read_topic(
 }
 
 /// Up to `count` entries of `key` from sequence `from` on.
-async fn xrange(connection: &mut ConnectionManager, key: &str, from: u64, count: usize) -> Result<Vec<Entry>, StoreError> {
+async fn xrange(
+    connection: &mut ConnectionManager,
+    key: &str,
+    from: u64,
+    count: usize,
+) -> Result<Vec<Entry>, StoreError> {
     let reply: Value = redis::cmd("XRANGE")
         .arg(key)
         .arg(format!("{from}-0"))
@@ -286,12 +287,7 @@ async fn stored_topic(
         .map_err(read_error)?;
     let Value::Array(mut newest) = newest else { return Ok(None) };
     let Some(last) = newest.pop().and_then(entry) else { return Ok(None) };
-    Ok(Some(StoredTopic {
-        name: name.clone(),
-        events,
-        last_id: EventId::new(epoch, last.seq),
-        last_event_ms: last.ms,
-    }))
+    Ok(Some(StoredTopic { name: name.clone(), events, last_id: EventId::new(epoch, last.seq), last_event_ms: last.ms }))
 }
 
 /// One node at a time: forgets topics whose stream expired (raising
@@ -361,7 +357,8 @@ pub(crate) async fn sweep(shared: &Shared, connection: &mut ConnectionManager, n
     for (node, record) in records {
         let ms = record.split(' ').nth(4).and_then(|ms| ms.parse::<u64>().ok()).unwrap_or(0);
         if now_ms.saturating_sub(ms) > NODE_RECORD_MS {
-            let _: () = redis::cmd("HDEL").arg(keys.nodes()).arg(node).query_async(connection).await.map_err(read_error)?;
+            let _: () =
+                redis::cmd("HDEL").arg(keys.nodes()).arg(node).query_async(connection).await.map_err(read_error)?;
         }
     }
     delete_past_histories(shared, connection, epoch).await?;
@@ -372,7 +369,11 @@ pub(crate) async fn sweep(shared: &Shared, connection: &mut ConnectionManager, n
 }
 
 /// Deletes keys of other epochs than `epoch` (a bounded number per sweep).
-async fn delete_past_histories(shared: &Shared, connection: &mut ConnectionManager, epoch: Epoch) -> Result<(), StoreError> {
+async fn delete_past_histories(
+    shared: &Shared,
+    connection: &mut ConnectionManager,
+    epoch: Epoch,
+) -> Result<(), StoreError> {
     let current = format!(":{epoch}");
     let tag = shared.keys.meta().trim_end_matches(":meta").to_owned();
     let mut cursor = 0u64;
@@ -388,7 +389,8 @@ async fn delete_past_histories(shared: &Shared, connection: &mut ConnectionManag
                 .query_async(connection)
                 .await
                 .map_err(read_error)?;
-            let old: Vec<&String> = keys.iter().filter(|k| !k[tag.len() + kind.len() + 1..].starts_with(&current)).collect();
+            let old: Vec<&String> =
+                keys.iter().filter(|k| !k[tag.len() + kind.len() + 1..].starts_with(&current)).collect();
             if !old.is_empty() {
                 let _: () = redis::cmd("UNLINK").arg(&old).query_async(connection).await.map_err(read_error)?;
                 deleted += old.len();

@@ -15,10 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use herald_core::{
-    Appended, Epoch, Event, EventId, Publish, StoreError, now_ms,
-    sse,
-};
+use herald_core::{Appended, Epoch, Event, EventId, Publish, StoreError, now_ms, sse};
 use redis::{Value, aio::MultiplexedConnection};
 
 use super::{Durability, Shared, keys::hex, scripts};
@@ -212,7 +209,8 @@ impl Session {
             invocation.arg(*key).arg(fingerprint).arg(request.drafts.len());
             for draft in &request.drafts {
                 let stream = 5 + streams.iter().position(|t| *t == draft.topic.as_str()).unwrap_or(0);
-                let body = sse::event_frame(None, draft.event_type.as_ref().map(|t| t.as_str()), &draft.data, draft.retry_ms);
+                let body =
+                    sse::event_frame(None, draft.event_type.as_ref().map(|t| t.as_str()), &draft.data, draft.retry_ms);
                 invocation.arg(stream).arg(draft.topic.as_str()).arg(body.as_ref());
             }
         }
@@ -325,7 +323,12 @@ fn appended(request: &Publish, outcome: &str, epoch: Epoch, ms: u64) -> Appended
     let first = outcome.get(1..).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
     match outcome.as_bytes().first() {
         Some(b'N') => Appended::New(
-            request.drafts.iter().zip(first..).map(|(draft, seq)| Event::new(EventId::new(epoch, seq), draft, ms)).collect(),
+            request
+                .drafts
+                .iter()
+                .zip(first..)
+                .map(|(draft, seq)| Event::new(EventId::new(epoch, seq), draft, ms))
+                .collect(),
         ),
         Some(b'R') => Appended::Replayed { first: EventId::new(epoch, first) },
         _ => Appended::KeyReused,
