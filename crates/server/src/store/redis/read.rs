@@ -240,20 +240,33 @@ pub(crate) async fn topics(
     limit: usize,
 ) -> Result<Vec<StoredTopic>, StoreError> {
     let epoch = shared.epoch();
-    let names: Vec<String> = redis::cmd("ZRANGEBYLEX")
-        .arg(shared.keys.names(epoch))
-        .arg(after.map_or_else(|| "-".to_owned(), |a| format!("({a}")))
-        .arg("+")
-        .arg("LIMIT")
-        .arg(0)
-        .arg(limit)
-        .query_async(connection)
-        .await
-        .map_err(read_error)?;
-    let mut out = Vec::with_capacity(names.len());
-    for name in names {
-        let Ok(name) = TopicName::new(&name) else { continue };
-        out.extend(stored_topic(shared, connection, epoch, &name).await?);
+    let mut out = Vec::with_capacity(limit.min(1000));
+    let mut cursor = after.map_or_else(|| "-".to_owned(), |a| format!("({a}"));
+    // The names outlive a topic's expired stream until the sweep: those are
+    // skipped, and the page filled from later names, as a short page means
+    // the list ended.
+    while out.len() < limit {
+        let wanted = limit - out.len();
+        let names: Vec<String> = redis::cmd("ZRANGEBYLEX")
+            .arg(shared.keys.names(epoch))
+            .arg(&cursor)
+            .arg("+")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(wanted)
+            .query_async(connection)
+            .await
+            .map_err(read_error)?;
+        let Some(last) = names.last() else { break };
+        cursor = format!("({last}");
+        let exhausted = names.len() < wanted;
+        for name in names {
+            let Ok(name) = TopicName::new(&name) else { continue };
+            out.extend(stored_topic(shared, connection, epoch, &name).await?);
+        }
+        if exhausted {
+            break;
+        }
     }
     Ok(out)
 }
@@ -308,8 +321,8 @@ pub(crate) async fn sweep(shared: &Shared, connection: &mut ConnectionManager, n
         return Ok(0);
     }
     let epoch = shared.epoch();
-    // Topics whose stream is gone.
-    let mut forgotten = 0u64;
+    // Topics whose stream is gone, a batch at a time.
+    let forget = redis::Script::new(super::scripts::FORGET_SCRIPT);
     let mut cursor = "-".to_owned();
     let mut dropped = 0u64;
     loop {
@@ -325,31 +338,16 @@ pub(crate) async fn sweep(shared: &Shared, connection: &mut ConnectionManager, n
             .map_err(read_error)?;
         let Some(last) = names.last() else { break };
         cursor = format!("({last}");
-        let mut exists = redis::pipe();
+        let mut invocation = forget.prepare_invoke();
+        invocation.key(keys.meta()).key(keys.index(epoch)).key(keys.names(epoch));
         for name in &names {
-            exists.cmd("EXISTS").arg(keys.stream(epoch, name)).cmd("ZSCORE").arg(keys.index(epoch)).arg(name);
+            invocation.key(keys.stream(epoch, name)).arg(name);
         }
-        let found: Vec<Option<u64>> = exists.query_async(connection).await.map_err(read_error)?;
-        let mut forget = redis::pipe();
-        for (name, pair) in names.iter().zip(found.chunks(2)) {
-            if pair[0] == Some(0) {
-                forgotten = forgotten.max(pair[1].unwrap_or(0));
-                forget.cmd("ZREM").arg(keys.index(epoch)).arg(name).cmd("ZREM").arg(keys.names(epoch)).arg(name);
-                dropped += 1;
-            }
-        }
-        // Only the topics still gone: one published meanwhile keeps its place.
-        let _: () = forget.query_async(connection).await.map_err(read_error)?;
+        let forgot: u64 = invocation.invoke_async(connection).await.map_err(read_error)?;
+        dropped += forgot;
         if names.len() < SWEEP_BATCH {
             break;
         }
-    }
-    if forgotten > 0 {
-        let script = redis::Script::new(
-            "local f = tonumber(redis.call('HGET', KEYS[1], 'forgotten') or '0') \
-             if tonumber(ARGV[1]) > f then redis.call('HSET', KEYS[1], 'forgotten', ARGV[1]) end return 0",
-        );
-        let _: i64 = script.key(keys.meta()).arg(forgotten).invoke_async(connection).await.map_err(read_error)?;
     }
     // Nodes gone for an hour.
     let records: Vec<(String, String)> =

@@ -110,3 +110,30 @@ end
 if e == ARGV[1] and tonumber(s) < tonumber(ARGV[2]) then return rotate('rollback') end
 return {e, s, 'ok'}
 "#;
+
+/// Forgets the topics (of one history) whose stream expired: drops them
+/// from the index and the names, and raises `forgotten` to the highest
+/// sequence of any of them, in one step, so that a reader sees either the
+/// topic or the mark; a topic published again meanwhile has a stream and
+/// keeps its place.
+///
+/// KEYS: meta, index, names, then one stream per topic. ARGV: the topics,
+/// in the order of their streams. Returns how many topics it forgot.
+pub(crate) const FORGET_SCRIPT: &str = r#"#!lua
+local meta, index, names = KEYS[1], KEYS[2], KEYS[3]
+local forgotten, dropped = 0, 0
+for i = 4, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 0 then
+    local topic = ARGV[i - 3]
+    local last = tonumber(redis.call('ZSCORE', index, topic) or '0')
+    if last > forgotten then forgotten = last end
+    redis.call('ZREM', index, topic)
+    redis.call('ZREM', names, topic)
+    dropped = dropped + 1
+  end
+end
+if forgotten > tonumber(redis.call('HGET', meta, 'forgotten') or '0') then
+  redis.call('HSET', meta, 'forgotten', string.format('%d', forgotten))
+end
+return dropped
+"#;
