@@ -68,7 +68,7 @@ struct KeyRecord {
     expires_ms: u64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct TopicLog {
     events: VecDeque<Event>,
     /// Every event of the topic above this sequence is in `events`.
@@ -76,6 +76,10 @@ struct TopicLog {
 }
 
 impl TopicLog {
+    fn above(floor: u64) -> Self {
+        Self { events: VecDeque::new(), floor }
+    }
+
     fn stored(&self, name: &TopicName) -> Option<StoredTopic> {
         let last = self.events.back()?;
         Some(StoredTopic {
@@ -142,7 +146,10 @@ impl EventStore for MemoryStore {
             for draft in &request.drafts {
                 state.last_seq += 1;
                 let event = Event::new(EventId::new(self.epoch, state.last_seq), draft, now);
-                let log = state.logs.entry(event.topic.clone()).or_default();
+                // A topic forgotten earlier may be this one: its events up
+                // to there may be lost, as for a topic the store does not know.
+                let floor = state.forgotten_through;
+                let log = state.logs.entry(event.topic.clone()).or_insert_with(|| TopicLog::above(floor));
                 log.events.push_back(event.clone());
                 if log.events.len() > self.retention.max_events_per_topic {
                     log.evict_front();

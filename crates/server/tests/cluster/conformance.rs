@@ -392,6 +392,22 @@ async fn expired_topics_are_gaps_for_names_and_patterns(store: &dyn EventStore) 
     assert_eq!(store.topic(&topic("news.old")).await.unwrap(), None, "an expired topic holds nothing");
 }
 
+async fn a_topic_published_again_after_expiring_still_reports_its_loss(store: &dyn EventStore) {
+    let (all, fresh_from) = old_then_fresh(store, &["t"], &["other"]).await;
+    retain_fresh(store, fresh_from).await;
+    assert_eq!(store.topic(&topic("t")).await.unwrap(), None);
+    let again = append(store, vec![vec![draft("t", "again")]]).await;
+    // A reader of `t` that had its first event: the second is lost, and
+    // must be reported even though `t` has history again.
+    let resumed = read_topic(store, "t", 1, again[0].id.seq).await;
+    assert_eq!(resumed.events, again);
+    assert_nothing_silently_lost(&resumed, &all, &select(&["t"]), 1);
+    assert_eq!(resumed.gaps, [Gap { topic: "t".into(), through: 2 }], "{resumed:?}");
+    // A reader that had both: nothing lost.
+    let current = read_topic(store, "t", 2, again[0].id.seq).await;
+    assert_eq!((current.events, current.gaps), (again, vec![]));
+}
+
 // ---- idempotency -------------------------------------------------------
 
 async fn a_repeated_key_replays_and_a_reused_key_is_refused(store: &dyn EventStore) {
@@ -560,6 +576,7 @@ conformance! {
     byte_limits_truncate_reads_but_the_first_event_goes_whole => Retention::default(),
     trimmed_history_is_a_gap_through_the_last_lost_event => capped(),
     expired_topics_are_gaps_for_names_and_patterns => aging(),
+    a_topic_published_again_after_expiring_still_reports_its_loss => aging(),
     a_repeated_key_replays_and_a_reused_key_is_refused => Retention::default(),
     keys_belong_to_their_scope => Retention::default(),
     keys_expire_after_their_ttl => short_keys(),

@@ -33,6 +33,7 @@ for s = 5, 4 + streams do
   end
 end
 local seq = tonumber(redis.call('HGET', meta, 'seq') or '0')
+local forgotten = tonumber(redis.call('HGET', meta, 'forgotten') or '0')
 local first = seq + 1
 local now, maxlen, ttl, key_ttl = ARGV[4], ARGV[5], tonumber(ARGV[6]), ARGV[7]
 local last, touched, seen = {}, {}, {}
@@ -54,7 +55,8 @@ for r = 1, tonumber(ARGV[8]) do
       local stream, topic, body = tonumber(ARGV[a]), ARGV[a + 1], ARGV[a + 2]
       a = a + 3
       seq = seq + 1
-      local prev = last[topic] or tonumber(redis.call('ZSCORE', index, topic) or '0')
+      -- A topic the index does not know may be one the sweep forgot.
+      local prev = last[topic] or tonumber(redis.call('ZSCORE', index, topic) or forgotten)
       redis.call('XADD', KEYS[stream], 'MAXLEN', '~', maxlen, seq .. '-0', 'p', prev, 't', now, 'f', body)
       last[topic] = seq
       touched[stream] = topic
