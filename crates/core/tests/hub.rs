@@ -619,3 +619,143 @@ async fn an_observer_receives_events_but_is_not_counted_and_keeps_its_topic() {
     assert_eq!(hub.sweep_idle_topics(now_ms() + 3_600_000), 1);
     assert_eq!(hub.stats().subscriptions, 0);
 }
+
+// ---- a feed's repairs: skip_to and switch_history ----------------------
+//
+// A store with a feed (Redis) brings commits to the hub through `apply`,
+// `skip_to` when the feed lost some, and `switch_history` when the store's
+// history changed. These drive a hub on a `MemoryStore` the same way.
+
+/// Deliveries of `sub` until `n` events came (each wait bounded), then
+/// nothing more: its notices and events.
+async fn take_events(sub: &mut Subscription, n: usize) -> (Vec<bytes::Bytes>, Vec<Event>) {
+    let (mut notices, mut events) = (Vec::new(), Vec::new());
+    while events.len() < n {
+        let delivery = next_within(sub, Duration::from_secs(5)).await.expect("the events to come");
+        notices.extend(delivery.notices);
+        events.extend(delivery.events);
+    }
+    assert!(next_within(sub, Duration::from_millis(100)).await.is_none(), "nothing more");
+    (notices, events)
+}
+
+/// Appends one request per draft to `store` (as another node would); the events.
+async fn commit_elsewhere(store: &MemoryStore, topics: &[&str]) -> Vec<Event> {
+    let requests: Vec<Publish> =
+        topics.iter().map(|t| Publish::new(vec![EventDraft::new(topic(t), format!("to {t}"))])).collect();
+    let appended = store.append(&requests).await.unwrap();
+    appended
+        .into_iter()
+        .flat_map(|a| match a {
+            Appended::New(events) => events,
+            other => panic!("{other:?}"),
+        })
+        .collect()
+}
+
+fn of(events: &[Event], keep: impl Fn(&Event) -> bool) -> Vec<Event> {
+    events.iter().filter(|e| keep(e)).cloned().collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_skip_to_every_subscriber_gets_every_event_once_in_order_from_the_store() {
+    let store = Arc::new(MemoryStore::new(Retention::default()));
+    let hub = Hub::start(Arc::clone(&store) as Arc<dyn EventStore>, HubConfig::default()).await.unwrap();
+    let mut exact_live = Subscription::open(&hub, select(&["a"]), Resume::Live).unwrap();
+    let mut pattern_live = Subscription::open(&hub, select(&["a*"]), Resume::Live).unwrap();
+    let cycle = ["a", "b", "a.x"];
+    let committed = commit_elsewhere(&store, &(0..10).map(|i| cycle[i % 3]).collect::<Vec<_>>()).await;
+    // The feed brought the first three, then lost the rest.
+    hub.apply(&committed[..3]);
+    let (_, first) = take_events(&mut exact_live, 1).await;
+    assert_eq!(first, committed[..1]);
+    let mut exact_resumed = Subscription::open(&hub, select(&["b"]), Resume::After(committed[1].id)).unwrap();
+    let mut pattern_resumed = Subscription::open(&hub, select(&["a.*"]), Resume::After(committed[2].id)).unwrap();
+
+    hub.skip_to(10);
+    assert_eq!(hub.last_id(), committed[9].id);
+    // A late repeat of what was skipped, and a skip below the watermark: no effect.
+    hub.apply(&committed[3..]);
+    hub.skip_to(5);
+    assert_eq!(hub.last_id(), committed[9].id);
+    let mut late_live = Subscription::open(&hub, select(&["a", "b"]), Resume::Live).unwrap();
+    // Then the feed goes on: these are served by the rings.
+    let next = commit_elsewhere(&store, &["b", "a.x", "a"]).await;
+    hub.apply(&next);
+    let all: Vec<Event> = committed.iter().chain(&next).cloned().collect();
+
+    let expectations = [
+        (&mut exact_live, of(&all, |e| e.topic.as_str() == "a" && e.id.seq > 1)),
+        (&mut pattern_live, of(&all, |e| e.topic.as_str().starts_with('a'))),
+        (&mut exact_resumed, of(&all, |e| e.topic.as_str() == "b" && e.id.seq > 2)),
+        (&mut pattern_resumed, of(&all, |e| e.topic.as_str() == "a.x" && e.id.seq > 3)),
+        (&mut late_live, of(&all, |e| e.topic.as_str() != "a.x" && e.id.seq > 10)),
+    ];
+    for (sub, expected) in expectations {
+        let (notices, events) = take_events(sub, expected.len()).await;
+        assert!(notices.is_empty(), "nothing was lost: {notices:?}");
+        assert_eq!(events, expected, "every event once, in order");
+        assert_eq!(sub.cursor(), all[12].id);
+    }
+    assert!(hub.stats().replays_store > 0 || hub.stats().catch_up_store > 0, "the skipped events came from the store");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_switch_history_subscribers_get_history_lost_then_the_new_history() {
+    let store = Arc::new(MemoryStore::new(Retention::default()));
+    let hub = Hub::start(Arc::clone(&store) as Arc<dyn EventStore>, HubConfig::default()).await.unwrap();
+    let old_epoch = hub.epoch();
+    let mut exact = Subscription::open(&hub, select(&["a"]), Resume::Live).unwrap();
+    let mut pattern = Subscription::open(&hub, select(&["a*"]), Resume::Live).unwrap();
+    let mut idle = Subscription::open(&hub, select(&["b"]), Resume::Live).unwrap();
+    let old = commit_elsewhere(&store, &["a", "b", "a.x", "a"]).await;
+    hub.apply(&old);
+    assert_eq!(take_events(&mut exact, 2).await.1, of(&old, |e| e.topic.as_str() == "a"));
+    assert_eq!(take_events(&mut pattern, 3).await.1, of(&old, |e| e.topic.as_str() != "b"));
+    // `idle` has not read its event when the history goes.
+
+    let new_epoch = Epoch(old_epoch.0.wrapping_add(1));
+    hub.switch_history(new_epoch, 0);
+    assert_eq!(hub.last_id(), EventId::new(new_epoch, 0));
+    // The same epoch again: nothing changes.
+    hub.switch_history(new_epoch, 99);
+    assert_eq!(hub.last_id(), EventId::new(new_epoch, 0));
+    // The pattern subscriber learns of the loss before the new history has events.
+    let alone = next_within(&mut pattern, Duration::from_secs(5)).await.expect("the notice");
+    assert!(alone.events.is_empty(), "{alone:?}");
+    let notice_alone = alone.notices;
+    // Events of the new history, as the feed brings them (rings serve them).
+    let now = now_ms();
+    let new: Vec<Event> = ["a", "a.x", "b"]
+        .iter()
+        .zip(1..)
+        .map(|(t, seq)| Event::new(EventId::new(new_epoch, seq), &EventDraft::new(topic(t), format!("new {t}")), now))
+        .collect();
+    hub.apply(&new);
+    let (exact_notices, exact_events) = take_events(&mut exact, 1).await;
+    let (pattern_notices, pattern_events) = take_events(&mut pattern, 2).await;
+    let (idle_notices, idle_events) = take_events(&mut idle, 1).await;
+    assert!(pattern_notices.is_empty(), "one notice each: {pattern_notices:?}");
+    assert_eq!(exact_events, of(&new, |e| e.topic.as_str() == "a"));
+    assert_eq!(pattern_events, of(&new, |e| e.topic.as_str() != "b"));
+    assert_eq!(idle_events, of(&new, |e| e.topic.as_str() == "b"), "the old history's unread event is gone");
+    let cases = [(exact_notices, "a", 4), (notice_alone, "a*", 4), (idle_notices, "b", 0)];
+    for (notices, selected, cursor) in cases {
+        let parsed = parse(notices);
+        assert_eq!(parsed.len(), 1, "{selected}: one notice");
+        assert_eq!(parsed[0].event, "herald.gap");
+        let data: serde_json::Value = serde_json::from_str(&parsed[0].data).unwrap();
+        assert_eq!(data["reason"], "history_lost", "{data}");
+        assert_eq!(data["epoch_before"], old_epoch.to_string(), "{data}");
+        assert_eq!(data["after"], EventId::new(old_epoch, cursor).to_string(), "{selected}: {data}");
+        assert_eq!(data["topics"], serde_json::json!([selected]), "{data}");
+    }
+    assert_eq!(exact.cursor(), EventId::new(new_epoch, 3));
+    // An id of the old history is unknown to the new one: a notice, then everything.
+    let mut resumed = Subscription::open(&hub, select(&["a", "b"]), Resume::After(old[3].id)).unwrap();
+    let (notices, events) = take_events(&mut resumed, 2).await;
+    let parsed = parse(notices);
+    assert_eq!(parsed.len(), 1);
+    assert!(parsed[0].data.contains("unknown_last_event_id"), "{:?}", parsed[0].data);
+    assert_eq!(events, of(&new, |e| e.topic.as_str() != "a.x"));
+}
