@@ -583,3 +583,67 @@ conformance! {
     topics_are_listed_in_name_order_page_by_page => Retention::default(),
     topic_pages_are_full_until_the_last_despite_expired_topics => aging(),
 }
+
+/// Redis only (the one store whose history can change under it): a new
+/// history forgot nothing, so the old history's forgotten topics put no
+/// gap on the new one's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_a_new_history_starts_with_nothing_forgotten() {
+    use std::sync::Arc;
+
+    use super::common::{WAIT, within};
+    let dir = tempfile::tempdir().expect("temp dir");
+    // Kept across a restart, which (not trusted to keep acknowledged
+    // writes) still starts a new history.
+    let mut redis = RedisServer::start(dir.path(), Persistence::Everysec);
+    let settings = RedisSettings {
+        url: redis.url(),
+        prefix: format!("c{:08x}", rand_u32()),
+        timeout: Duration::from_secs(2),
+        feed_max_lag: Duration::from_secs(5),
+        durable_restarts: false,
+        retention: aging(),
+    };
+    let store = Arc::new(RedisStore::connect(settings).await.expect("connect"));
+    let hub = herald_core::Hub::start(Arc::clone(&store) as Arc<dyn EventStore>, herald_core::HubConfig::default())
+        .await
+        .unwrap();
+    store.start_feed(hub.clone()).unwrap();
+    let (_, fresh_from) = old_then_fresh(&*store, &["old"], &["fresh"]).await;
+    retain_fresh(&*store, fresh_from).await;
+    let old_epoch = store.epoch();
+
+    redis.restart();
+    within(WAIT, "the feed to adopt the new history", async {
+        while hub.epoch() == old_epoch {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    // The writer's connection died with Redis: the first tries may fail.
+    let event = within(WAIT, "a publish to the new history", async {
+        loop {
+            if let Ok(appended) = store.append(&[Publish::new(vec![draft("new", "first")])]).await
+                && let [Appended::New(events)] = &appended[..]
+            {
+                break events[0].clone();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert_eq!(event.id.epoch, hub.epoch());
+    for selection in [select(&["new"]), select(&["n*"]), select(&["unknown"])] {
+        // The reads' connection reconnects on its first use since the restart.
+        let read = within(WAIT, "a read of the new history", async {
+            loop {
+                match store.read(&selection, 0, event.id.seq, ALL).await {
+                    Ok(read) => break read,
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
+        })
+        .await;
+        assert!(read.gaps.is_empty(), "{selection:?}: nothing of the new history is lost: {read:?}");
+    }
+}

@@ -101,7 +101,8 @@ local v = redis.call('HMGET', meta, 'epoch', 'seq', 'r')
 local e, s, r = v[1], v[2], v[3]
 local function rotate(why)
   if e then redis.call('HSET', meta, 'prev', e, 'prev_end', s or '0') end
-  redis.call('HSET', meta, 'epoch', ARGV[3], 'seq', 0, 'r', run)
+  -- The new history forgot nothing: `forgotten` was the old one's.
+  redis.call('HSET', meta, 'epoch', ARGV[3], 'seq', 0, 'r', run, 'forgotten', 0)
   return {ARGV[3], '0', why}
 end
 if not e then return rotate('data_lost') end
