@@ -70,7 +70,6 @@ fn rand_u32() -> u32 {
     RandomState::new().hash_one(std::time::SystemTime::now()) as u32
 }
 
-
 impl Cluster {
     /// As [`Cluster::start`], Redis getting the `redis_extra` settings.
     fn start_with(n: usize, persistence: Persistence, redis_extra: &[&str], extra: &[&str]) -> Self {
@@ -134,7 +133,8 @@ async fn try_publish(node: &Herald, topic: &str, data: &str, key: Option<&str>) 
 
 /// Publishes each `(topic, data)` of `items` in one `POST /publish`; their ids.
 async fn publish_batch(node: &Herald, items: &[(&str, String)]) -> Vec<String> {
-    let body: Vec<Value> = items.iter().map(|(topic, data)| serde_json::json!({"topic": topic, "data": data})).collect();
+    let body: Vec<Value> =
+        items.iter().map(|(topic, data)| serde_json::json!({"topic": topic, "data": data})).collect();
     let request = common::client().post(node.url("/publish")).bearer_auth(token()).json(&body);
     let response = within(WAIT, "a batch publish", request.send()).await.expect("batch request");
     let answer = answer(response).await.expect("batch answer");
@@ -200,10 +200,12 @@ async fn retained(node: &Herald, topic: &str) -> u64 {
 }
 
 /// An open stream: its events, parsed by `eventsource-stream`, and a count
-/// of the comment lines (heartbeats) its raw bytes carried.
+/// of the comment lines (heartbeats) that arrived, read by a task of its own
+/// so they are counted while the test does not read events.
 struct Sub {
     events: std::pin::Pin<Box<dyn Stream<Item = Event> + Send>>,
     comments: Arc<AtomicUsize>,
+    reader: tokio::task::JoinHandle<()>,
 }
 
 impl Sub {
@@ -216,8 +218,18 @@ impl Sub {
 impl Stream for Sub {
     type Item = Event;
 
-    fn poll_next(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Event>> {
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Event>> {
         self.events.as_mut().poll_next(cx)
+    }
+}
+
+impl Drop for Sub {
+    /// Closes the connection.
+    fn drop(&mut self) {
+        self.reader.abort();
     }
 }
 
@@ -232,20 +244,27 @@ async fn subscribe(node: &Herald, path: &str, last_id: Option<&str>) -> Sub {
     assert_eq!(response.status(), StatusCode::OK, "subscribe {path}");
     let comments = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&comments);
-    // A line that starts with `:` is a comment: no field name does.
-    let mut line_start = true;
-    let bytes = response.bytes_stream().inspect(move |chunk| {
-        if let Ok(chunk) = chunk {
-            for &byte in chunk.iter() {
-                if line_start && byte == b':' {
-                    counter.fetch_add(1, Ordering::SeqCst);
+    let (tx, rx) = futures::channel::mpsc::unbounded::<reqwest::Result<bytes::Bytes>>();
+    let reader = tokio::spawn(async move {
+        let mut bytes = response.bytes_stream();
+        // A line that starts with `:` is a comment: no field name does.
+        let mut line_start = true;
+        while let Some(chunk) = bytes.next().await {
+            if let Ok(chunk) = &chunk {
+                for &byte in chunk.iter() {
+                    if line_start && byte == b':' {
+                        counter.fetch_add(1, Ordering::SeqCst);
+                    }
+                    line_start = byte == b'\n';
                 }
-                line_start = byte == b'\n';
+            }
+            if tx.unbounded_send(chunk).is_err() {
+                return;
             }
         }
     });
-    let events = Box::pin(bytes.eventsource().map(|e| e.expect("a well-formed stream")));
-    Sub { events, comments }
+    let events = Box::pin(rx.eventsource().map(|e| e.expect("a well-formed stream")));
+    Sub { events, comments, reader }
 }
 
 /// The next `n` events (heartbeat comments are not events), within `limit`.

@@ -54,7 +54,8 @@ async fn while_durable_redis_is_down_publishes_are_refused_and_streams_wait_then
         after.push(publish_when_back(&cluster.nodes[i], "news", &format!("during {i}"), &format!("during-{i}")).await);
     }
     for i in 0..3 {
-        after.push(try_publish(&cluster.nodes[i % 2], "news", &format!("after {i}"), None).await.expect("publish").id());
+        after
+            .push(try_publish(&cluster.nodes[i % 2], "news", &format!("after {i}"), None).await.expect("publish").id());
     }
     assert!(after.iter().all(|id| epoch_of(id) == epoch_of(&before)), "the same history: {before} then {after:?}");
     for node in &cluster.nodes {
@@ -87,7 +88,10 @@ async fn when_redis_comes_back_empty_streams_are_told_history_was_lost_and_go_on
         let mut late = subscribe(node, "/topics/news/events", Some(&before)).await;
         let first = take(&mut late, 1, WAIT).await;
         let notice = gap(&first[0]);
-        assert!(["history_lost", "unknown_last_event_id"].contains(&notice["reason"].as_str().unwrap_or("")), "{notice}");
+        assert!(
+            ["history_lost", "unknown_last_event_id"].contains(&notice["reason"].as_str().unwrap_or("")),
+            "{notice}"
+        );
     }
 }
 
@@ -131,12 +135,8 @@ async fn a_node_cut_off_from_redis_refuses_publishes_and_its_streams_get_everyth
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_that_stalls_past_redis_output_buffer_limit_catches_up_from_the_streams() {
-    let cluster = Cluster::start_with(
-        2,
-        Persistence::Always,
-        &["--client-output-buffer-limit", "pubsub 256kb 64kb 1"],
-        &[],
-    );
+    let cluster =
+        Cluster::start_with(2, Persistence::Always, &["--client-output-buffer-limit", "pubsub 256kb 64kb 1"], &[]);
     let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
     let mut on_a = subscribe(a, "/topics/bulk/events", None).await;
     let pid = rustix::process::Pid::from_raw(i32::try_from(a.child.id()).expect("pid")).expect("a pid");
@@ -151,7 +151,8 @@ async fn a_node_that_stalls_past_redis_output_buffer_limit_catches_up_from_the_s
     let resume = Resume(pid);
     let mut ids = Vec::new();
     for batch in 0..10 {
-        let items: Vec<(&str, String)> = (0..50).map(|i| ("bulk", format!("{batch:02}{i:02}{}", "y".repeat(10_000)))).collect();
+        let items: Vec<(&str, String)> =
+            (0..50).map(|i| ("bulk", format!("{batch:02}{i:02}{}", "y".repeat(10_000)))).collect();
         ids.extend(publish_batch(b, &items).await);
     }
     drop(resume);
