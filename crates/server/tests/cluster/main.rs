@@ -199,6 +199,18 @@ async fn retained(node: &Herald, topic: &str) -> u64 {
     body["retained"].as_u64().unwrap_or_else(|| panic!("no retained count: {body}"))
 }
 
+/// The sum of the samples of `name` (a metric, or a metric with labels) on
+/// `node`'s `/metrics`.
+async fn metric(node: &Herald, name: &str) -> f64 {
+    let (status, text) = get(node, "/metrics").await;
+    assert_eq!(status, StatusCode::OK);
+    let text = text.as_str().unwrap_or_default().to_owned();
+    text.lines()
+        .filter(|line| line.starts_with(name) && line[name.len()..].starts_with([' ', '{']))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// An open stream: its events, parsed by `eventsource-stream`, and a count
 /// of the comment lines (heartbeats) that arrived, read by a task of its own
 /// so they are counted while the test does not read events.
@@ -310,4 +322,68 @@ fn epoch_start(id: &str) -> String {
 fn gap(event: &Event) -> Value {
     assert_eq!(event.event, "herald.gap", "a gap notice, not {}: {}", event.event, event.data);
     serde_json::from_str(&event.data).expect("a gap notice's data is JSON")
+}
+
+/// A TCP proxy to Redis that can lose Redis's answers on the connections
+/// open so far while still forwarding what the node sends: a command that
+/// Redis runs and whose reply never comes back (in doubt). Connections made
+/// after the cut work.
+struct ReplyCut {
+    addr: std::net::SocketAddr,
+    opened: Arc<AtomicUsize>,
+    /// Connections numbered below this get no replies.
+    mute_below: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ReplyCut {
+    async fn start(target: std::net::SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let addr = listener.local_addr().expect("proxy address");
+        let (opened, mute_below) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (count, mute) = (Arc::clone(&opened), Arc::clone(&mute_below));
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let number = count.fetch_add(1, Ordering::SeqCst);
+                let mute = Arc::clone(&mute);
+                tokio::spawn(async move {
+                    let Ok(server) = tokio::net::TcpStream::connect(target).await else { return };
+                    let (mut client_read, mut client_write) = client.into_split();
+                    let (mut server_read, mut server_write) = server.into_split();
+                    let up = tokio::io::copy(&mut client_read, &mut server_write);
+                    let down = async {
+                        let mut buf = [0u8; 16 * 1024];
+                        loop {
+                            use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+                            let n = match server_read.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => n,
+                            };
+                            if number >= mute.load(Ordering::SeqCst) && client_write.write_all(&buf[..n]).await.is_err()
+                            {
+                                return;
+                            }
+                        }
+                    };
+                    let _ = tokio::join!(up, down);
+                });
+            }
+        });
+        Self { addr, opened, mute_below, task }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://{}", self.addr)
+    }
+
+    /// From now on, connections open so far get no more replies.
+    fn lose_replies(&self) {
+        self.mute_below.store(self.opened.load(Ordering::SeqCst), Ordering::SeqCst);
+    }
+}
+
+impl Drop for ReplyCut {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }

@@ -159,14 +159,8 @@ async fn a_node_that_stalls_past_redis_output_buffer_limit_catches_up_from_the_s
     let got = take(&mut on_a, ids.len(), WAIT).await;
     assert_eq!(plain_ids(&got), ids, "everything, in order, once");
     next_is_fresh(&mut on_a, b, "bulk").await;
-    let (_, metrics) = get(a, "/metrics").await;
-    let metrics = metrics.as_str().unwrap_or_default().to_owned();
-    let resyncs: f64 = metrics
-        .lines()
-        .filter(|l| l.starts_with("herald_redis_resyncs_total"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
-    assert!(resyncs > 0.0, "Redis dropped A's feed and A repaired:\n{metrics}");
+    let resyncs = metric(a, "herald_redis_resyncs_total").await;
+    assert!(resyncs > 0.0, "Redis dropped A's feed and A repaired");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -212,4 +206,28 @@ async fn a_publish_cut_off_mid_request_is_never_refused_if_it_was_stored() {
     assert_eq!(plain_ids(&take(&mut on_b, 1, WAIT).await), [id]);
     next_is_fresh(&mut on_b, b, "pay").await;
     assert_eq!(retained(b, "pay").await, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_whose_reply_is_lost_is_resolved_from_redis_as_published() {
+    let mut cluster = Cluster::start(1, Persistence::Always, &[]);
+    let proxy = ReplyCut::start(format!("127.0.0.1:{}", cluster.redis.port).parse().expect("addr")).await;
+    cluster.add_node(&proxy.url(), &[]);
+    let (b, a) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let mut on_b = subscribe(b, "/topics/pay/events", None).await;
+    let warm = try_publish(a, "pay", "warm", None).await.expect("publish").id();
+    assert_eq!(plain_ids(&take(&mut on_b, 1, WAIT).await), [warm]);
+
+    // Redis runs the script; A never hears back, and must find out.
+    proxy.lose_replies();
+    let answer = try_publish(a, "pay", "pay 1", Some("pay-1")).await.expect("an answer");
+    let stored = plain_ids(&take(&mut on_b, 1, WAIT).await);
+    assert_eq!(answer.status, StatusCode::CREATED, "the node read its batch back from Redis: {answer:?}");
+    assert_eq!(stored, [answer.id()]);
+    let retry = try_publish(b, "pay", "pay 1", Some("pay-1")).await.expect("publish on B");
+    assert!(retry.replayed, "{retry:?}");
+    assert_eq!(retry.id(), answer.id());
+    next_is_fresh(&mut on_b, a, "pay").await;
+    assert_eq!(retained(b, "pay").await, 3);
+    assert_eq!(metric(a, "herald_redis_in_doubt_total{outcome=\"committed\"}").await, 1.0);
 }
