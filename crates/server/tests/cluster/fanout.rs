@@ -95,7 +95,7 @@ async fn a_resume_past_the_retained_history_starts_with_an_exact_gap_notice() {
     let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
     let mut on_a = subscribe(a, "/topics/log/events", None).await;
     let first = try_publish(a, "log", "first", None).await.expect("publish").id();
-    assert_eq!(plain_ids(&take(&mut on_a, 1, WAIT).await), [first.clone()]);
+    assert_eq!(plain_ids(&take(&mut on_a, 1, WAIT).await), [first.as_str()]);
     drop(on_a);
     let items: Vec<(&str, String)> = (0..100).map(|i| ("log", format!("{i:04}{}", "x".repeat(1020)))).collect();
     let mut ids = Vec::new();
