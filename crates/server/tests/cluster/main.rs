@@ -300,12 +300,14 @@ fn plain_ids(events: &[Event]) -> Vec<String> {
 }
 
 /// Publishes one more event to `topic` on `node` and checks that it is the
-/// very next thing `stream` delivers: nothing repeated, nothing extra.
-async fn next_is_fresh(stream: &mut Sub, node: &Herald, topic: &str) {
+/// very next thing `stream` delivers: nothing repeated, nothing extra. Its id.
+async fn next_is_fresh(stream: &mut Sub, node: &Herald, topic: &str) -> String {
     let (status, body) = publish(node, topic, "sentinel", None).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let next = take(stream, 1, WAIT).await;
-    assert_eq!(plain_ids(&next), [body["id"].as_str().expect("an id")], "nothing before the next event");
+    let id = body["id"].as_str().expect("an id").to_owned();
+    assert_eq!(plain_ids(&next), [id.as_str()], "nothing before the next event");
+    id
 }
 
 /// The epoch part of an id (`EEEEEEEE-SSSS…`).
