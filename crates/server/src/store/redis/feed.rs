@@ -17,9 +17,9 @@ use std::{
 
 use futures_util::StreamExt as _;
 use herald_core::{Epoch, Event, EventId, Hub, LOG_REPEAT_INTERVAL, LogThrottle, StoreError, TopicName, now_ms};
-use redis::aio::{ConnectionManager, PubSubStream};
+use redis::aio::PubSubStream;
 
-use super::{Shared, scripts, session};
+use super::{Shared, reads::Reads, scripts, session};
 
 /// How often an idle feed checks that Redis has nothing it has not brought.
 const IDLE_CHECK: Duration = Duration::from_secs(1);
@@ -60,12 +60,7 @@ impl Synced {
 }
 
 /// Starts the feed of `hub` on a thread of its own.
-pub(crate) fn start(
-    shared: Arc<Shared>,
-    reads: ConnectionManager,
-    hub: Hub,
-    first: Option<Synced>,
-) -> Result<(), StoreError> {
+pub(crate) fn start(shared: Arc<Shared>, reads: Reads, hub: Hub, first: Option<Synced>) -> Result<(), StoreError> {
     std::thread::Builder::new()
         .name("herald-feed".into())
         .spawn(move || match tokio::runtime::Builder::new_current_thread().enable_all().build() {
@@ -76,7 +71,7 @@ pub(crate) fn start(
         .map_err(|e| StoreError::unavailable(format!("cannot start the redis feed thread: {e}")))
 }
 
-async fn run(shared: Arc<Shared>, mut reads: ConnectionManager, hub: Hub, mut first: Option<Synced>) {
+async fn run(shared: Arc<Shared>, mut reads: Reads, hub: Hub, mut first: Option<Synced>) {
     static FAILURES: LogThrottle = LogThrottle::new(LOG_REPEAT_INTERVAL);
     let mut wait = RETRY_FIRST;
     loop {
@@ -120,7 +115,7 @@ fn adopt(shared: &Shared, hub: &Hub, epoch: Epoch, seq: u64) {
 }
 
 /// Applies messages until the feed fails; returns why.
-async fn live(shared: &Shared, reads: &mut ConnectionManager, hub: &Hub, mut messages: PubSubStream) -> &'static str {
+async fn live(shared: &Shared, reads: &mut Reads, hub: &Hub, mut messages: PubSubStream) -> &'static str {
     let mut behind_checks = 0;
     loop {
         tokio::select! {
@@ -231,11 +226,11 @@ mod tests {
 
     #[test]
     fn batches_parse_and_bad_ones_are_refused() {
-        let payload = b"0000002a 7 2 99\n7 1 8\nadata: x\n\n8 2 3\nbbxyz";
+        let payload = b"0000002a 7 2 99\n7 1 9\nadata: x\n\n8 2 3\nbbxyz";
         let batch = Batch::parse(payload).unwrap();
         assert_eq!((batch.epoch, batch.first, batch.count, batch.ms), (Epoch(42), 7, 2, 99));
         assert_eq!(batch.records, vec![(7, "a", &b"data: x\n\n"[..]), (8, "bb", &b"xyz"[..])]);
-        assert!(Batch::parse(b"0000002a 7 2 99\n7 1 8\nadata: x\n\n").is_err(), "a record missing");
+        assert!(Batch::parse(b"0000002a 7 2 99\n7 1 9\nadata: x\n\n").is_err(), "a record missing");
         assert!(Batch::parse(b"0000002a 7 1 99\n7 1 80\nadata").is_err(), "lengths past the end");
         assert!(Batch::parse(b"0000002a 7 1 99\n9 1 1\nab").is_err(), "out of order");
         assert!(Batch::parse(b"zz 7 1 99\n").is_err());
