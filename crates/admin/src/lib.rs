@@ -58,6 +58,21 @@ pub trait AdminSource: Send + Sync + 'static {
     /// The server's tasks: the sampler runs as one, so the server's drain
     /// waits for it.
     fn tasks(&self) -> TaskTracker;
+    /// With a store shared by several nodes: which node this is, and how
+    /// the store keeps acknowledged events (`fsync`, `everysec`, `none`,
+    /// `unknown`).
+    fn cluster(&self) -> Option<ClusterNode> {
+        None
+    }
+}
+
+/// This node of a cluster, as the dashboard shows it.
+#[derive(Debug, Clone)]
+pub struct ClusterNode {
+    /// The node's id.
+    pub node: String,
+    /// How the shared store keeps acknowledged events.
+    pub durability: &'static str,
 }
 
 /// How the dashboard behaves; the server fills it from its settings.

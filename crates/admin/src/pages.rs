@@ -23,6 +23,11 @@ pub(crate) struct Frame {
     version: &'static str,
     store: String,
     store_healthy: bool,
+    /// The node's id, with a shared store.
+    node: Option<String>,
+    /// How a shared store keeps acknowledged events, when not on disk
+    /// before the ack (a warning in the header).
+    weak_durability: Option<&'static str>,
     started_ms: u64,
     uptime: String,
 }
@@ -31,12 +36,15 @@ impl Frame {
     fn new(admin: &Admin, nav: &'static str) -> Self {
         let hub = admin.source.hub();
         let started_ms = admin.source.started_ms();
+        let cluster = admin.source.cluster();
         Self {
             nav,
             inspector: admin.options.inspector,
             version: VERSION,
             store: hub.store().describe(),
             store_healthy: hub.store_healthy(),
+            node: cluster.as_ref().map(|c| c.node.clone()),
+            weak_durability: cluster.map(|c| c.durability).filter(|d| *d != "fsync"),
             started_ms,
             uptime: uptime(now_ms().saturating_sub(started_ms) / 1000),
         }
@@ -216,6 +224,8 @@ mod tests {
             version: VERSION,
             store: store.into(),
             store_healthy,
+            node: None,
+            weak_durability: None,
             started_ms: 0,
             uptime: uptime(up),
         }

@@ -209,7 +209,9 @@ impl Hub {
     /// above what this hub knows of (another node acknowledged it and this
     /// one's feed has not brought it yet).
     pub async fn learn_committed(&self, id: EventId) -> Result<(), StoreError> {
-        if id.epoch == self.epoch() && id.seq > self.inner.committed.load(Ordering::Acquire) {
+        let ahead = id.epoch == self.epoch() && id.seq > self.inner.committed.load(Ordering::Acquire);
+        // Without a feed, what the store committed is visible already.
+        if ahead && self.inner.store.feeds_commits() {
             let last = self.inner.store.last_seq().await?;
             if self.inner.store.epoch() == id.epoch {
                 self.inner.committed.fetch_max(last, Ordering::AcqRel);

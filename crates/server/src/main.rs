@@ -143,9 +143,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
             sqlite = Some(Arc::clone(&store));
             store
         }
-        StoreKind::Redis(options) => {
+        StoreKind::Redis(url) => {
+            let options = &config.redis;
             let settings = RedisSettings {
-                url: options.url.clone(),
+                url: url.0.clone(),
                 prefix: options.prefix.clone(),
                 timeout: options.timeout,
                 feed_max_lag: options.feed_max_lag,

@@ -79,4 +79,11 @@ impl herald_admin::AdminSource for Source {
     fn tasks(&self) -> TaskTracker {
         self.0.tasks.clone()
     }
+
+    fn cluster(&self) -> Option<herald_admin::ClusterNode> {
+        self.0.redis.as_ref().map(|redis| herald_admin::ClusterNode {
+            node: redis.node_id().to_owned(),
+            durability: redis.durability().label(),
+        })
+    }
 }

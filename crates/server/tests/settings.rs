@@ -27,6 +27,11 @@ fn sample(flag: &str) -> Option<(String, String)> {
         "data-dir" => pair("some/where/data", "data_dir: \"some/where/data\","),
         "memory" => pair("true", "memory: true,"),
         "sqlite-synchronous" => pair("normal", "sqlite_synchronous: Normal,"),
+        "store" => pair("sqlite:else/where", "data_dir: \"else/where\","),
+        "redis-prefix" => pair("shared.a", "prefix: \"shared.a\","),
+        "redis-timeout" => pair("3s", "timeout: 3s,"),
+        "redis-feed-max-lag" => pair("9s", "feed_max_lag: 9s,"),
+        "redis-durable-restarts" => pair("true", "durable_restarts: true,"),
         "jwt-secret" => pair(SECRET, "Secret(***)"),
         "jwt-public-key" => {
             let key = keys_dir().join("rsa-public.pem");

@@ -69,6 +69,8 @@ pub struct Config {
     pub memory: bool,
     /// Where events are kept.
     pub store: StoreKind,
+    /// How to use Redis, with `--store redis://`.
+    pub redis: RedisOptions,
     /// SQLite durability.
     pub sqlite_synchronous: crate::store::Synchronous,
     /// Token verification key.
@@ -134,15 +136,23 @@ pub enum StoreKind {
     Sqlite,
     /// Memory, lost at exit.
     Memory,
-    /// Redis, shared by several nodes.
-    Redis(RedisOptions),
+    /// Redis at this URL, shared by several nodes.
+    Redis(RedisUrl),
 }
 
-/// The Redis settings.
+/// A Redis URL, its password hidden when printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisUrl(pub String);
+
+impl std::fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", crate::store::redacted(&self.0))
+    }
+}
+
+/// The Redis settings (used with `--store redis://`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisOptions {
-    /// Its URL.
-    pub url: String,
     /// Key prefix.
     pub prefix: String,
     /// Command and connection timeout.

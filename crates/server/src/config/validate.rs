@@ -11,7 +11,7 @@ use herald_core::{HubConfig, Retention, RingLimits, TopicPattern};
 use jsonwebtoken::Algorithm;
 
 use super::{
-    Config, JwtKey, RedisOptions, Secret, Settings, StoreKind, TokenConfig, TokenSettings, defaults,
+    Config, JwtKey, RedisOptions, RedisUrl, Secret, Settings, StoreKind, TokenConfig, TokenSettings, defaults,
     values::{guess_public_key_algorithm, parse_algorithm, parse_bool, parse_count, parse_duration, parse_listen},
 };
 
@@ -182,6 +182,16 @@ impl Config {
                     .into(),
             );
         }
+        let prefix = s.redis_prefix.trim().to_owned();
+        if prefix.is_empty() || prefix.contains(['{', '}', '*', '?', '[', ']', ' ']) {
+            p.errors.push(format!("--redis-prefix `{prefix}`: use letters, digits, `.`, `_`, `-` or `:`"));
+        }
+        let redis = RedisOptions {
+            prefix,
+            timeout: p.positive_duration("redis_timeout", &s.redis_timeout),
+            feed_max_lag: p.positive_duration("redis_feed_max_lag", &s.redis_feed_max_lag),
+            durable_restarts: p.parse("redis_durable_restarts", &s.redis_durable_restarts, parse_bool),
+        };
         let stream_max = p.duration("stream_max_duration", &s.stream_max_duration);
         let heartbeat = p.positive_duration("heartbeat", &s.heartbeat);
         let body_timeout = p.positive_duration("body_timeout", &s.body_timeout);
@@ -191,6 +201,7 @@ impl Config {
             data_dir,
             memory,
             store,
+            redis,
             sqlite_synchronous: p.parse("sqlite_synchronous", &s.sqlite_synchronous, str::parse),
             jwt_key: token.jwt_key,
             jwt_algorithm: token.jwt_algorithm,
@@ -252,18 +263,7 @@ fn store(p: &mut Problems, s: &Settings, memory: bool, data_dir: PathBuf) -> (St
         if let Err(e) = redis::Client::open(text) {
             p.errors.push(format!("--store {}: {e}", crate::store::redacted(text)));
         }
-        let prefix = s.redis_prefix.trim();
-        if prefix.is_empty() || prefix.contains(['{', '}', '*', '?', '[', ']', ' ']) {
-            p.errors.push(format!("--redis-prefix `{prefix}`: use letters, digits, `.`, `_`, `-` or `:`"));
-        }
-        let options = RedisOptions {
-            url: text.to_owned(),
-            prefix: prefix.to_owned(),
-            timeout: p.positive_duration("redis_timeout", &s.redis_timeout),
-            feed_max_lag: p.positive_duration("redis_feed_max_lag", &s.redis_feed_max_lag),
-            durable_restarts: p.parse("redis_durable_restarts", &s.redis_durable_restarts, parse_bool),
-        };
-        return (StoreKind::Redis(options), data_dir, false);
+        return (StoreKind::Redis(RedisUrl(text.to_owned())), data_dir, false);
     }
     p.errors.push(format!(
         "--store `{}`: expected sqlite:DIR, memory, or a redis://, rediss:// or redis+unix:// URL",
@@ -276,6 +276,26 @@ fn store(p: &mut Problems, s: &Settings, memory: bool, data_dir: PathBuf) -> (St
 mod tests {
     use super::*;
     use crate::config::defaults;
+
+    #[test]
+    fn the_store_is_named_once_and_redis_needs_a_shared_key() {
+        let with = |store: &str, secret: Option<&str>, memory: &str| {
+            let mut settings = Settings { store: Some(store.into()), memory: memory.into(), ..Settings::defaults() };
+            settings.token.jwt_secret = secret.map(Into::into);
+            Config::from_settings(&settings)
+        };
+        let secret = Some("0123456789abcdef0123456789abcdef");
+        let errors = with("redis://127.0.0.1:6379", None, "false").unwrap_err();
+        assert!(errors.iter().any(|e| e.contains("needs --jwt-secret or --jwt-public-key")), "{errors:?}");
+        let config = with("redis://app:hunter2@10.0.0.1:6379/0", secret, "false").unwrap();
+        let shown = format!("{config:?}");
+        assert!(shown.contains("redis://app:***@10.0.0.1:6379/0") && !shown.contains("hunter2"), "{shown}");
+        assert_eq!(with("memory", None, "false").unwrap().store, StoreKind::Memory);
+        let sqlite = with("sqlite:some/dir", None, "false").unwrap();
+        assert_eq!((sqlite.store, sqlite.data_dir), (StoreKind::Sqlite, PathBuf::from("some/dir")));
+        assert!(with("sqlite:some/dir", None, "true").unwrap_err()[0].contains("--memory and --store"));
+        assert!(with("postgres://x", None, "false").unwrap_err()[0].contains("expected sqlite:DIR, memory"));
+    }
 
     #[test]
     fn every_bad_setting_is_reported_together() {

@@ -231,11 +231,11 @@ mod tests {
 
     #[test]
     fn batches_parse_and_bad_ones_are_refused() {
-        let payload = b"0000002a 7 2 99\n7 1 8\nadata: x\n\n8 2 3\nbbxyz";
+        let payload = b"0000002a 7 2 99\n7 1 9\nadata: x\n\n8 2 3\nbbxyz";
         let batch = Batch::parse(payload).unwrap();
         assert_eq!((batch.epoch, batch.first, batch.count, batch.ms), (Epoch(42), 7, 2, 99));
         assert_eq!(batch.records, vec![(7, "a", &b"data: x\n\n"[..]), (8, "bb", &b"xyz"[..])]);
-        assert!(Batch::parse(b"0000002a 7 2 99\n7 1 8\nadata: x\n\n").is_err(), "a record missing");
+        assert!(Batch::parse(b"0000002a 7 2 99\n7 1 9\nadata: x\n\n").is_err(), "a record missing");
         assert!(Batch::parse(b"0000002a 7 1 99\n7 1 80\nadata").is_err(), "lengths past the end");
         assert!(Batch::parse(b"0000002a 7 1 99\n9 1 1\nab").is_err(), "out of order");
         assert!(Batch::parse(b"zz 7 1 99\n").is_err());

@@ -114,7 +114,11 @@ impl Session {
             return Err(StoreError::unavailable("redis is unreachable; retrying shortly"));
         }
         let started = Instant::now();
-        match self.handshake().await {
+        let timeout = self.shared.settings.timeout;
+        let handshake = tokio::time::timeout(timeout, self.handshake()).await.unwrap_or_else(|_| {
+            Err(redis::RedisError::from(std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out")))
+        });
+        match handshake {
             Ok(()) => {
                 crate::metrics::redis_command("hello").record(started.elapsed().as_secs_f64());
                 self.retry_wait = RETRY_FIRST;
