@@ -23,3 +23,158 @@ async fn an_event_published_on_one_node_reaches_subscribers_of_every_node_with_t
         assert!(events.iter().enumerate().all(|(i, e)| e.data == format!("line {i}\nsecond")));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_topic_and_pattern_streams_on_one_node_get_what_another_node_published() {
+    let cluster = Cluster::start(2, Persistence::Always, &[]);
+    let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let mut multi = subscribe(b, "/events?topic=a&topic=b", None).await;
+    let mut pattern = subscribe(b, "/events?topic=news.*", None).await;
+    let (mut want_multi, mut want_pattern) = (Vec::new(), Vec::new());
+    for i in 0..30 {
+        let topic = ["a", "b", "c", "news.x", "news.y", "newsy"][i % 6];
+        let (status, body) = publish(a, topic, &format!("{topic} {i}"), None).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let id = body["id"].as_str().expect("an id").to_owned();
+        match topic {
+            "a" | "b" => want_multi.push(id),
+            "news.x" | "news.y" => want_pattern.push(id),
+            _ => {}
+        }
+    }
+    assert_eq!(plain_ids(&take(&mut multi, want_multi.len(), WAIT).await), want_multi);
+    assert_eq!(plain_ids(&take(&mut pattern, want_pattern.len(), WAIT).await), want_pattern);
+    next_is_fresh(&mut multi, a, "b").await;
+    next_is_fresh(&mut pattern, a, "news.z").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_resumes_on_another_node_exactly_where_it_left_off() {
+    let cluster = Cluster::start(2, Persistence::Always, &[]);
+    let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let mut on_a = subscribe(a, "/topics/news/events", None).await;
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        ids.push(try_publish(a, "news", &format!("{i}"), None).await.expect("publish").id());
+    }
+    let read = plain_ids(&take(&mut on_a, 4, WAIT).await);
+    assert_eq!(read, ids[..4]);
+    drop(on_a);
+    let mut on_b = subscribe(b, "/topics/news/events", Some(&read[3])).await;
+    assert_eq!(plain_ids(&take(&mut on_b, 6, WAIT).await), ids[4..]);
+    next_is_fresh(&mut on_b, a, "news").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_on_a_node_whose_feed_lags_is_exact_not_an_unknown_id() {
+    let cluster = Cluster::start(2, Persistence::Always, &[]);
+    let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let mut on_a = subscribe(a, "/events?topic=burst.*", None).await;
+    let items: Vec<(&str, String)> = (0..200).map(|i| (["burst.x", "burst.y"][i % 2], format!("{i}"))).collect();
+    let ids = publish_batch(a, &items).await;
+    // At once, with the last id A gave: B's feed may not have it yet.
+    let mut from_last = subscribe(b, "/events?topic=burst.*", Some(&ids[199])).await;
+    let read = plain_ids(&take(&mut on_a, 150, WAIT).await);
+    assert_eq!(read, ids[..150]);
+    drop(on_a);
+    let mut from_middle = subscribe(b, "/events?topic=burst.*", Some(&read[149])).await;
+    assert_eq!(plain_ids(&take(&mut from_middle, 50, WAIT).await), ids[150..]);
+    next_is_fresh(&mut from_last, a, "burst.x").await;
+    // The one event `from_last` just got follows the 50 here too.
+    let (status, body) = publish(a, "burst.y", "last", None).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let tail = plain_ids(&take(&mut from_middle, 2, WAIT).await);
+    assert_eq!(tail[1], body["id"].as_str().expect("an id"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_past_the_retained_history_starts_with_an_exact_gap_notice() {
+    // Events of 1 KiB: Redis's `MAXLEN ~` trims whole stream nodes (at most
+    // 4 KiB each by default), so a cap of 10 then trims close to 10.
+    let cluster = Cluster::start(2, Persistence::Always, &["--retention-events", "10", "--ring-events", "4"]);
+    let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let mut on_a = subscribe(a, "/topics/log/events", None).await;
+    let first = try_publish(a, "log", "first", None).await.expect("publish").id();
+    assert_eq!(plain_ids(&take(&mut on_a, 1, WAIT).await), [first.as_str()]);
+    drop(on_a);
+    let items: Vec<(&str, String)> = (0..100).map(|i| ("log", format!("{i:04}{}", "x".repeat(1020)))).collect();
+    let mut ids = Vec::new();
+    for chunk in items.chunks(10) {
+        ids.extend(publish_batch(a, chunk).await);
+    }
+    let kept = usize::try_from(retained(b, "log").await).expect("a count");
+    assert!((10..100).contains(&kept), "the stream is capped near 10 events, it keeps {kept}");
+    let mut resumed = subscribe(b, "/topics/log/events", Some(&first)).await;
+    let events = take(&mut resumed, 1 + kept, WAIT).await;
+    let notice = gap(&events[0]);
+    assert_eq!(notice["reason"], "history_trimmed", "{notice}");
+    assert_eq!(notice["topic"], "log", "{notice}");
+    assert_eq!(notice["after"], first.as_str(), "{notice}");
+    // Exact: the last event not retained, so the next delivered is the first retained.
+    assert_eq!(notice["through"], ids[99 - kept].as_str(), "{notice}");
+    assert_eq!(plain_ids(&events[1..]), ids[100 - kept..]);
+    assert!(events[1..].iter().zip(&items[100 - kept..]).all(|(e, (_, data))| e.data == *data));
+    next_is_fresh(&mut resumed, a, "log").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_a_node_is_killed_its_clients_resume_and_retry_on_another_exactly_once() {
+    let mut cluster = Cluster::start(2, Persistence::Always, &[]);
+    let mut on_a = subscribe(&cluster.nodes[0], "/topics/orders/events", None).await;
+    // A publish A answered, retried on B after A dies: the same event.
+    let answered = try_publish(&cluster.nodes[0], "orders", "answered", Some("key-answered")).await.expect("publish");
+    let answered_id = answered.id();
+    // Publishes to A until it dies, each retried on B under its key.
+    let publisher = {
+        let a_url = cluster.nodes[0].base.clone();
+        tokio::spawn(async move {
+            let mut sent = Vec::new();
+            for i in 0.. {
+                let key = format!("key-{i}");
+                let request = common::client()
+                    .post(format!("{a_url}/topics/orders/events"))
+                    .bearer_auth(token())
+                    .header("idempotency-key", &key)
+                    .header("content-type", "text/plain")
+                    .body(format!("order {i}"));
+                let status = request.send().await.map(|r| r.status());
+                sent.push(key);
+                if !matches!(status, Ok(StatusCode::CREATED)) {
+                    return sent;
+                }
+            }
+            unreachable!()
+        })
+    };
+    let before = take(&mut on_a, 11, WAIT).await;
+    cluster.nodes[0].child.kill().expect("SIGKILL node A");
+    let _ = cluster.nodes[0].child.wait();
+    let sent = within(WAIT, "the publisher to notice A died", publisher).await.expect("publisher");
+    let b = &cluster.nodes[1];
+    let mut retried = Vec::new();
+    for (i, key) in sent.iter().enumerate() {
+        let answer = try_publish(b, "orders", &format!("order {i}"), Some(key)).await.expect("publish on B");
+        retried.push(answer.id());
+        assert!(answer.replayed || i + 1 == sent.len(), "{key} was answered 201 by A: B replays it");
+    }
+    let again = try_publish(b, "orders", "answered", Some("key-answered")).await.expect("publish on B");
+    assert!(again.replayed, "the retry is a replay");
+    assert_eq!(again.id(), answered_id, "the retry gets the id A gave");
+
+    // The subscriber of A resumes on B: everything after what it read, no gap.
+    let last = before.last().expect("events").id.clone();
+    let mut on_b = subscribe(b, "/topics/orders/events", Some(&last)).await;
+    let rest_len = 1 + sent.len() - before.len();
+    let rest = plain_ids(&take(&mut on_b, rest_len, WAIT).await);
+    let mut all = plain_ids(&before);
+    all.extend(rest);
+    let mut want = vec![answered_id.clone()];
+    want.extend(retried);
+    assert_eq!(all, want, "every key's event once, in order");
+    next_is_fresh(&mut on_b, b, "orders").await;
+    // And the store holds each exactly once.
+    let mut from_start = subscribe(b, "/topics/orders/events", Some(&epoch_start(&answered_id))).await;
+    let stored = plain_ids(&take(&mut from_start, want.len() + 1, WAIT).await);
+    assert_eq!(stored[..want.len()], want);
+    assert_eq!(retained(b, "orders").await, want.len() as u64 + 1);
+}

@@ -17,9 +17,9 @@ use std::{
 
 use futures_util::StreamExt as _;
 use herald_core::{Epoch, Event, EventId, Hub, LOG_REPEAT_INTERVAL, LogThrottle, StoreError, TopicName, now_ms};
-use redis::aio::{ConnectionManager, PubSubStream};
+use redis::aio::PubSubStream;
 
-use super::{Shared, scripts, session};
+use super::{Shared, reads::Reads, scripts, session};
 
 /// How often an idle feed checks that Redis has nothing it has not brought.
 const IDLE_CHECK: Duration = Duration::from_secs(1);
@@ -60,12 +60,7 @@ impl Synced {
 }
 
 /// Starts the feed of `hub` on a thread of its own.
-pub(crate) fn start(
-    shared: Arc<Shared>,
-    reads: ConnectionManager,
-    hub: Hub,
-    first: Option<Synced>,
-) -> Result<(), StoreError> {
+pub(crate) fn start(shared: Arc<Shared>, reads: Reads, hub: Hub, first: Option<Synced>) -> Result<(), StoreError> {
     std::thread::Builder::new()
         .name("herald-feed".into())
         .spawn(move || match tokio::runtime::Builder::new_current_thread().enable_all().build() {
@@ -76,7 +71,7 @@ pub(crate) fn start(
         .map_err(|e| StoreError::unavailable(format!("cannot start the redis feed thread: {e}")))
 }
 
-async fn run(shared: Arc<Shared>, mut reads: ConnectionManager, hub: Hub, mut first: Option<Synced>) {
+async fn run(shared: Arc<Shared>, mut reads: Reads, hub: Hub, mut first: Option<Synced>) {
     static FAILURES: LogThrottle = LogThrottle::new(LOG_REPEAT_INTERVAL);
     let mut wait = RETRY_FIRST;
     loop {
@@ -120,7 +115,7 @@ fn adopt(shared: &Shared, hub: &Hub, epoch: Epoch, seq: u64) {
 }
 
 /// Applies messages until the feed fails; returns why.
-async fn live(shared: &Shared, reads: &mut ConnectionManager, hub: &Hub, mut messages: PubSubStream) -> &'static str {
+async fn live(shared: &Shared, reads: &mut Reads, hub: &Hub, mut messages: PubSubStream) -> &'static str {
     let mut behind_checks = 0;
     loop {
         tokio::select! {

@@ -9,11 +9,12 @@
 //! epoch, which subscribers see as `herald.gap` `history_lost`.
 //!
 //! Three connections per node: the writer's own ([`session`]), one for
-//! reads (a `ConnectionManager`, which reconnects by itself) and the feed's.
+//! reads ([`reads`], made again after a failure) and the feed's.
 
 mod feed;
 mod keys;
 mod read;
+mod reads;
 mod scripts;
 mod session;
 
@@ -31,10 +32,9 @@ use herald_core::{
     TopicName,
 };
 use parking_lot::Mutex;
-use redis::aio::ConnectionManager;
 
 pub(crate) use self::keys::Keys;
-use self::session::Session;
+use self::{reads::Reads, session::Session};
 
 /// How to reach Redis and what to keep there.
 #[derive(Debug, Clone)]
@@ -134,7 +134,7 @@ impl Shared {
 pub struct RedisStore {
     shared: Arc<Shared>,
     session: tokio::sync::Mutex<Session>,
-    reads: ConnectionManager,
+    reads: Reads,
     /// The feed's first handshake, until [`RedisStore::start_feed`] takes it.
     first_sync: Mutex<Option<feed::Synced>>,
 }
@@ -146,15 +146,8 @@ impl RedisStore {
     pub async fn connect(settings: RedisSettings) -> Result<Self, StoreError> {
         let client = redis::Client::open(settings.url.as_str())
             .map_err(|e| StoreError::unavailable(format!("--store {}: {e}", redacted(&settings.url))))?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(settings.timeout))
-            .set_response_timeout(Some(settings.timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_secs(1));
-        let reads = tokio::time::timeout(settings.timeout, client.get_connection_manager_with_config(config))
-            .await
-            .map_err(|_| unreachable(&settings, "timed out"))?
-            .map_err(|e| unreachable(&settings, &e.to_string()))?;
+        let reads =
+            Reads::connect(client.clone(), &settings).await.map_err(|e| unreachable(&settings, &e.to_string()))?;
         let node_id = format!("{:08x}", rand::random::<u32>());
         let shared = Arc::new(Shared {
             client,

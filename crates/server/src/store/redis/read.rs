@@ -6,9 +6,9 @@
 //! was trimmed or expired before it, however roughly `MAXLEN ~` trimmed.
 
 use herald_core::{Epoch, Event, EventId, Gap, ReadLimit, Selection, StoreError, StoreRead, StoredTopic, TopicName};
-use redis::{Value, aio::ConnectionManager};
+use redis::Value;
 
-use super::{Shared, read_error};
+use super::{Shared, read_error, reads::Reads};
 
 /// Entries asked for by a stream's first read: later ones are sized by the
 /// bytes of those seen, so a read never holds much more than its limit.
@@ -40,7 +40,7 @@ struct TopicRead {
 
 pub(crate) async fn read(
     shared: &Shared,
-    connection: &mut ConnectionManager,
+    connection: &mut Reads,
     selection: &Selection,
     after: u64,
     upto: u64,
@@ -120,7 +120,7 @@ pub(crate) async fn read(
 #[allow(clippy::too_many_arguments)]
 async fn read_topic(
     shared: &Shared,
-    connection: &mut ConnectionManager,
+    connection: &mut Reads,
     epoch: Epoch,
     topic: &TopicName,
     after: u64,
@@ -183,12 +183,7 @@ async fn read_topic(
 }
 
 /// Up to `count` entries of `key` from sequence `from` on.
-async fn xrange(
-    connection: &mut ConnectionManager,
-    key: &str,
-    from: u64,
-    count: usize,
-) -> Result<Vec<Entry>, StoreError> {
+async fn xrange(connection: &mut Reads, key: &str, from: u64, count: usize) -> Result<Vec<Entry>, StoreError> {
     let reply: Value = redis::cmd("XRANGE")
         .arg(key)
         .arg(format!("{from}-0"))
@@ -235,7 +230,7 @@ fn text(value: Value) -> Option<String> {
 
 pub(crate) async fn topics(
     shared: &Shared,
-    connection: &mut ConnectionManager,
+    connection: &mut Reads,
     after: Option<&TopicName>,
     limit: usize,
 ) -> Result<Vec<StoredTopic>, StoreError> {
@@ -260,7 +255,7 @@ pub(crate) async fn topics(
 
 pub(crate) async fn topic(
     shared: &Shared,
-    connection: &mut ConnectionManager,
+    connection: &mut Reads,
     name: &TopicName,
 ) -> Result<Option<StoredTopic>, StoreError> {
     stored_topic(shared, connection, shared.epoch(), name).await
@@ -268,7 +263,7 @@ pub(crate) async fn topic(
 
 async fn stored_topic(
     shared: &Shared,
-    connection: &mut ConnectionManager,
+    connection: &mut Reads,
     epoch: Epoch,
     name: &TopicName,
 ) -> Result<Option<StoredTopic>, StoreError> {
@@ -293,7 +288,7 @@ async fn stored_topic(
 /// One node at a time: forgets topics whose stream expired (raising
 /// `forgotten` to the highest of them), drops old nodes' batch records and
 /// deletes keys of past histories. Streams trim themselves (`MAXLEN`, TTL).
-pub(crate) async fn sweep(shared: &Shared, connection: &mut ConnectionManager, now_ms: u64) -> Result<u64, StoreError> {
+pub(crate) async fn sweep(shared: &Shared, connection: &mut Reads, now_ms: u64) -> Result<u64, StoreError> {
     let keys = &shared.keys;
     let locked: Option<String> = redis::cmd("SET")
         .arg(keys.sweep_lock())
@@ -369,11 +364,7 @@ pub(crate) async fn sweep(shared: &Shared, connection: &mut ConnectionManager, n
 }
 
 /// Deletes keys of other epochs than `epoch` (a bounded number per sweep).
-async fn delete_past_histories(
-    shared: &Shared,
-    connection: &mut ConnectionManager,
-    epoch: Epoch,
-) -> Result<(), StoreError> {
+async fn delete_past_histories(shared: &Shared, connection: &mut Reads, epoch: Epoch) -> Result<(), StoreError> {
     let current = format!(":{epoch}");
     let tag = shared.keys.meta().trim_end_matches(":meta").to_owned();
     let mut cursor = 0u64;
