@@ -11,6 +11,7 @@
 # server (Herald --memory, Herald SQLite, nginx+Nchan from bench/nchan.conf),
 # alternating A B C A B C, and prints the median per scenario with the
 # Herald/Nchan ratios. Load goes to 127.0.0.1 only; every run has a deadline.
+# Several Herald nodes on one Redis, against one node: scripts/bench-cluster.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
