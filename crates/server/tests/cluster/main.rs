@@ -52,16 +52,12 @@ struct Cluster {
     redis: RedisServer,
     nodes: Vec<Herald>,
     prefix: String,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Cluster {
     fn start(n: usize, persistence: Persistence, extra: &[&str]) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let redis = RedisServer::start(dir.path(), persistence);
-        let prefix = format!("t{:08x}", rand_u32());
-        let nodes = (0..n).map(|_| node(dir.path(), &redis.url(), &prefix, extra)).collect();
-        Self { redis, nodes, prefix, _dir: dir }
+        Self::start_with(n, persistence, &[], extra)
     }
 }
 
@@ -77,13 +73,13 @@ impl Cluster {
         let redis = RedisServer::start_with(dir.path(), persistence, redis_extra);
         let prefix = format!("t{:08x}", rand_u32());
         let nodes = (0..n).map(|_| node(dir.path(), &redis.url(), &prefix, extra)).collect();
-        Self { redis, nodes, prefix, _dir: dir }
+        Self { redis, nodes, prefix, dir }
     }
 
     /// One more node on `redis_url` (a proxy to this cluster's Redis, say),
     /// sharing the cluster's topics.
     fn add_node(&mut self, redis_url: &str, extra: &[&str]) -> &Herald {
-        let node = node(self._dir.path(), redis_url, &self.prefix, extra);
+        let node = node(self.dir.path(), redis_url, &self.prefix, extra);
         self.nodes.push(node);
         self.nodes.last().expect("the node just added")
     }

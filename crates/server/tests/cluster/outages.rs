@@ -15,6 +15,21 @@ async fn a_node_refuses_redis_without_a_shared_signing_key() {
     assert!(stderr.contains("--jwt-secret or --jwt-public-key"), "{stderr}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_starts_after_a_durable_redis_restarted_keeps_its_history() {
+    let mut cluster = Cluster::start(1, Persistence::Always, &[]);
+    let kept = try_publish(&cluster.nodes[0], "news", "kept", None).await.expect("publish").id();
+    // No node runs while Redis restarts: the first handshake after it must
+    // know that Redis keeps acknowledged writes.
+    cluster.nodes.clear();
+    cluster.redis.restart();
+    let url = cluster.redis.url();
+    let node = cluster.add_node(&url, &[]);
+    let mut stream = subscribe(node, "/topics/news/events", Some(&epoch_start(&kept))).await;
+    assert_eq!(plain_ids(&take(&mut stream, 1, WAIT).await), [kept.as_str()], "the history, no gap notice");
+    assert_eq!(epoch_of(&next_is_fresh(&mut stream, node, "news").await), epoch_of(&kept));
+}
+
 /// Whether `answer` is a 503 telling the client to retry: `store_unavailable`
 /// with `Retry-After`, or `store_in_doubt` (an attempt Redis did not answer).
 fn refused(answer: &Answer) -> bool {

@@ -19,12 +19,10 @@ use futures_util::StreamExt as _;
 use herald_core::{Epoch, Event, EventId, Hub, LOG_REPEAT_INTERVAL, LogThrottle, StoreError, TopicName, now_ms};
 use redis::aio::PubSubStream;
 
-use super::{Shared, reads::Reads, scripts, session};
+use super::{Shared, backoff::Backoff, read, reads::Reads, session, within};
 
 /// How often an idle feed checks that Redis has nothing it has not brought.
 const IDLE_CHECK: Duration = Duration::from_secs(1);
-const RETRY_FIRST: Duration = Duration::from_millis(100);
-const RETRY_LAST: Duration = Duration::from_secs(5);
 
 /// A subscribed feed and the history Redis held once it was.
 pub(crate) struct Synced {
@@ -40,22 +38,16 @@ impl std::fmt::Debug for Synced {
 }
 
 impl Synced {
-    /// Subscribes, then runs the handshake (in that order), within the timeout.
-    pub(crate) async fn connect(shared: &Shared, _reason: Option<&str>) -> redis::RedisResult<Self> {
-        tokio::time::timeout(shared.settings.timeout, Self::subscribe(shared))
-            .await
-            .map_err(|_| redis::RedisError::from(std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out")))?
-    }
-
-    async fn subscribe(shared: &Shared) -> redis::RedisResult<Self> {
-        let mut pubsub = shared.client.get_async_pubsub().await?;
-        pubsub.subscribe(shared.keys.feed()).await?;
-        let config = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(shared.settings.timeout))
-            .set_response_timeout(Some(shared.settings.timeout));
-        let mut connection = shared.client.get_multiplexed_async_connection_with_config(&config).await?;
-        let (epoch, seq) = session::hello(&redis::Script::new(scripts::HELLO_SCRIPT), shared, &mut connection).await?;
-        Ok(Self { epoch, seq, messages: pubsub.into_on_message() })
+    /// Subscribes, then runs the handshake on `reads` (in that order),
+    /// within the timeout.
+    pub(crate) async fn connect(shared: &Shared, reads: &mut Reads) -> redis::RedisResult<Self> {
+        within(shared.settings.timeout, async {
+            let mut pubsub = shared.client.get_async_pubsub().await?;
+            pubsub.subscribe(shared.keys.feed()).await?;
+            let (epoch, seq) = session::hello(shared, reads).await?;
+            Ok(Self { epoch, seq, messages: pubsub.into_on_message() })
+        })
+        .await
     }
 }
 
@@ -73,23 +65,22 @@ pub(crate) fn start(shared: Arc<Shared>, reads: Reads, hub: Hub, first: Option<S
 
 async fn run(shared: Arc<Shared>, mut reads: Reads, hub: Hub, mut first: Option<Synced>) {
     static FAILURES: LogThrottle = LogThrottle::new(LOG_REPEAT_INTERVAL);
-    let mut wait = RETRY_FIRST;
+    let mut backoff = Backoff::new();
     loop {
         let synced = match first.take() {
             Some(synced) => synced,
-            None => match Synced::connect(&shared, None).await {
+            None => match Synced::connect(&shared, &mut reads).await {
                 Ok(synced) => synced,
                 Err(error) => {
                     if let Some(unlogged) = FAILURES.admit() {
                         tracing::error!(%error, unlogged, "redis feed down: publishes answer 503, streams wait");
                     }
-                    tokio::time::sleep(wait.mul_f64(0.75 + rand::random::<f64>() / 2.0)).await;
-                    wait = (wait * 2).min(RETRY_LAST);
+                    tokio::time::sleep(backoff.next()).await;
                     continue;
                 }
             },
         };
-        wait = RETRY_FIRST;
+        backoff.reset();
         adopt(&shared, &hub, synced.epoch, synced.seq);
         shared.set_live(&shared.session_live, true);
         shared.set_live(&shared.feed_live, true);
@@ -131,10 +122,8 @@ async fn live(shared: &Shared, reads: &mut Reads, hub: &Hub, mut messages: PubSu
                 }
             }
             () = tokio::time::sleep(IDLE_CHECK) => {
-                let seq: redis::RedisResult<Option<u64>> =
-                    redis::cmd("HGET").arg(shared.keys.meta()).arg("seq").query_async(reads).await;
-                let Ok(seq) = seq else { return "reconnect" };
-                let behind = seq.unwrap_or(0).saturating_sub(shared.applied.load(Ordering::Acquire));
+                let Ok(seq) = read::last_seq(shared, reads).await else { return "reconnect" };
+                let behind = seq.saturating_sub(shared.applied.load(Ordering::Acquire));
                 metrics::gauge!("herald_redis_feed_lag_events").set(behind as f64);
                 metrics::gauge!("herald_redis_feed_lag_seconds").set(0.0);
                 // Two checks in a row: one may race a batch on its way.

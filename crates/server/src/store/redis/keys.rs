@@ -58,6 +58,20 @@ impl Keys {
         format!("{}:sweep", self.tag)
     }
 
+    /// The pattern of every key of this prefix.
+    pub(crate) fn all(&self) -> String {
+        format!("{}:*", self.tag)
+    }
+
+    /// Whether `key` belongs to a history other than `epoch`'s (streams,
+    /// indexes and idempotency keys carry their epoch after their kind).
+    pub(crate) fn is_of_past_history(&self, key: &str, epoch: Epoch) -> bool {
+        let Some(rest) = key.strip_prefix(&self.tag).and_then(|rest| rest.strip_prefix(':')) else { return false };
+        let Some((kind, rest)) = rest.split_once(':') else { return false };
+        let of_epoch = matches!(kind, "s" | "i" | "names" | "k");
+        of_epoch && rest.get(..8).is_some_and(|e| e != epoch.to_string())
+    }
+
     /// The channel every committed batch is published on.
     pub(crate) fn feed(&self) -> String {
         format!("{}:feed", self.tag)
@@ -71,4 +85,22 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
         let _ = write!(out, "{b:02x}");
         out
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_keys_of_other_histories_are_past() {
+        let keys = Keys::new("h");
+        let (now, old) = (Epoch(1), Epoch(2));
+        assert!(keys.is_of_past_history(&keys.stream(old, "a:b"), now));
+        assert!(keys.is_of_past_history(&keys.index(old), now));
+        assert!(keys.is_of_past_history(&keys.names(old), now));
+        assert!(!keys.is_of_past_history(&keys.stream(now, "a:b"), now));
+        for kept in [keys.meta(), keys.nodes(), keys.sweep_lock(), "{hh}:s:00000002:x".to_owned()] {
+            assert!(!keys.is_of_past_history(&kept, now), "{kept}");
+        }
+    }
 }

@@ -11,6 +11,7 @@
 //! Three connections per node: the writer's own ([`session`]), one for
 //! reads ([`reads`], made again after a failure) and the feed's.
 
+mod backoff;
 mod feed;
 mod keys;
 mod read;
@@ -162,13 +163,16 @@ impl RedisStore {
             down_since: Mutex::new(Some(Instant::now())),
             settings,
         });
-        let synced =
-            feed::Synced::connect(&shared, None).await.map_err(|e| unreachable(&shared.settings, &e.to_string()))?;
-        shared.set_epoch(synced.epoch);
-        shared.applied.store(synced.seq, Ordering::Release);
+        // Before the first handshake, which trusts a restarted Redis only
+        // if it keeps acknowledged writes.
         let durability = session::durability(&mut reads.clone()).await;
         *shared.durability.lock() = durability;
         metrics::gauge!("herald_redis_durability", "level" => durability.label()).set(1.0);
+        let synced = feed::Synced::connect(&shared, &mut reads.clone())
+            .await
+            .map_err(|e| unreachable(&shared.settings, &e.to_string()))?;
+        shared.set_epoch(synced.epoch);
+        shared.applied.store(synced.seq, Ordering::Release);
         Ok(Self {
             session: tokio::sync::Mutex::new(Session::new(Arc::clone(&shared))),
             shared,
@@ -227,15 +231,7 @@ impl EventStore for RedisStore {
     }
 
     async fn last_seq(&self) -> Result<u64, StoreError> {
-        let started = Instant::now();
-        let seq: Option<u64> = redis::cmd("HGET")
-            .arg(self.shared.keys.meta())
-            .arg("seq")
-            .query_async(&mut self.reads.clone())
-            .await
-            .map_err(read_error)?;
-        crate::metrics::redis_command("read").record(started.elapsed().as_secs_f64());
-        Ok(seq.unwrap_or(0))
+        read::last_seq(&self.shared, &mut self.reads.clone()).await.map_err(read_error)
     }
 
     async fn append(&self, requests: &[Publish]) -> Result<Vec<Appended>, StoreError> {
@@ -275,6 +271,24 @@ impl EventStore for RedisStore {
     fn available(&self) -> Option<bool> {
         Some(self.shared.feed_live.load(Ordering::Acquire) && self.shared.session_live.load(Ordering::Acquire))
     }
+}
+
+/// How every connection to Redis is made: connecting and each answer
+/// bounded by `--redis-timeout`.
+pub(crate) fn connection_config(settings: &RedisSettings) -> redis::AsyncConnectionConfig {
+    redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(settings.timeout))
+        .set_response_timeout(Some(settings.timeout))
+}
+
+/// `work`, failed with a timeout past `limit`.
+pub(crate) async fn within<T>(
+    limit: Duration,
+    work: impl Future<Output = redis::RedisResult<T>>,
+) -> redis::RedisResult<T> {
+    tokio::time::timeout(limit, work).await.unwrap_or_else(|_| {
+        Err(redis::RedisError::from(std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out")))
+    })
 }
 
 /// A failed read: the store is unavailable for now.

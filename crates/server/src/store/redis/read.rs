@@ -20,6 +20,33 @@ const SWEEP_BATCH: usize = 1000;
 /// How long a node's record of its last batch is kept.
 const NODE_RECORD_MS: u64 = 3600 * 1000;
 
+/// The newest sequence Redis assigned in its history (0 if none).
+pub(crate) async fn last_seq(shared: &Shared, connection: &mut Reads) -> redis::RedisResult<u64> {
+    let seq: Option<u64> = redis::cmd("HGET").arg(shared.keys.meta()).arg("seq").query_async(connection).await?;
+    Ok(seq.unwrap_or(0))
+}
+
+/// Up to `count` topic names of `epoch` after `cursor` (a `ZRANGEBYLEX`
+/// bound: `-` for the first), in name order.
+async fn names_after(
+    shared: &Shared,
+    connection: &mut Reads,
+    epoch: Epoch,
+    cursor: &str,
+    count: usize,
+) -> Result<Vec<String>, StoreError> {
+    redis::cmd("ZRANGEBYLEX")
+        .arg(shared.keys.names(epoch))
+        .arg(cursor)
+        .arg("+")
+        .arg("LIMIT")
+        .arg(0)
+        .arg(count)
+        .query_async(connection)
+        .await
+        .map_err(read_error)
+}
+
 /// One stream entry.
 struct Entry {
     seq: u64,
@@ -242,23 +269,12 @@ pub(crate) async fn topics(
     // the list ended.
     while out.len() < limit {
         let wanted = limit - out.len();
-        let names: Vec<String> = redis::cmd("ZRANGEBYLEX")
-            .arg(shared.keys.names(epoch))
-            .arg(&cursor)
-            .arg("+")
-            .arg("LIMIT")
-            .arg(0)
-            .arg(wanted)
-            .query_async(connection)
-            .await
-            .map_err(read_error)?;
+        let names = names_after(shared, connection, epoch, &cursor, wanted).await?;
         let Some(last) = names.last() else { break };
         cursor = format!("({last}");
         let exhausted = names.len() < wanted;
-        for name in names {
-            let Ok(name) = TopicName::new(&name) else { continue };
-            out.extend(stored_topic(shared, connection, epoch, &name).await?);
-        }
+        let names: Vec<TopicName> = names.iter().filter_map(|name| TopicName::new(name).ok()).collect();
+        out.extend(stored_topics(shared, connection, epoch, &names).await?.into_iter().flatten());
         if exhausted {
             break;
         }
@@ -271,31 +287,38 @@ pub(crate) async fn topic(
     connection: &mut Reads,
     name: &TopicName,
 ) -> Result<Option<StoredTopic>, StoreError> {
-    stored_topic(shared, connection, shared.epoch(), name).await
+    let mut stored = stored_topics(shared, connection, shared.epoch(), std::slice::from_ref(name)).await?;
+    Ok(stored.pop().flatten())
 }
 
-async fn stored_topic(
+/// What the streams of `names` hold (`None` for one that expired), in one
+/// round trip.
+async fn stored_topics(
     shared: &Shared,
     connection: &mut Reads,
     epoch: Epoch,
-    name: &TopicName,
-) -> Result<Option<StoredTopic>, StoreError> {
-    let key = shared.keys.stream(epoch, name.as_str());
-    let (events, newest): (u64, Value) = redis::pipe()
-        .cmd("XLEN")
-        .arg(&key)
-        .cmd("XREVRANGE")
-        .arg(&key)
-        .arg("+")
-        .arg("-")
-        .arg("COUNT")
-        .arg(1)
-        .query_async(connection)
-        .await
-        .map_err(read_error)?;
-    let Value::Array(mut newest) = newest else { return Ok(None) };
-    let Some(last) = newest.pop().and_then(entry) else { return Ok(None) };
-    Ok(Some(StoredTopic { name: name.clone(), events, last_id: EventId::new(epoch, last.seq), last_event_ms: last.ms }))
+    names: &[TopicName],
+) -> Result<Vec<Option<StoredTopic>>, StoreError> {
+    if names.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut pipe = redis::pipe();
+    for name in names {
+        let key = shared.keys.stream(epoch, name.as_str());
+        pipe.cmd("XLEN").arg(&key).cmd("XREVRANGE").arg(&key).arg("+").arg("-").arg("COUNT").arg(1);
+    }
+    let replies: Vec<Value> = pipe.query_async(connection).await.map_err(read_error)?;
+    let stored = names.iter().zip(replies.chunks(2)).map(|(name, reply)| {
+        let [Value::Int(events), Value::Array(newest)] = reply else { return None };
+        let last = newest.first().cloned().and_then(entry)?;
+        Some(StoredTopic {
+            name: name.clone(),
+            events: u64::try_from(*events).unwrap_or(0),
+            last_id: EventId::new(epoch, last.seq),
+            last_event_ms: last.ms,
+        })
+    });
+    Ok(stored.collect())
 }
 
 /// One node at a time: forgets topics whose stream expired (raising
@@ -317,23 +340,13 @@ pub(crate) async fn sweep(shared: &Shared, connection: &mut Reads, now_ms: u64) 
     }
     let epoch = shared.epoch();
     // Topics whose stream is gone, a batch at a time.
-    let forget = redis::Script::new(super::scripts::FORGET_SCRIPT);
     let mut cursor = "-".to_owned();
     let mut dropped = 0u64;
     loop {
-        let names: Vec<String> = redis::cmd("ZRANGEBYLEX")
-            .arg(keys.names(epoch))
-            .arg(&cursor)
-            .arg("+")
-            .arg("LIMIT")
-            .arg(0)
-            .arg(SWEEP_BATCH)
-            .query_async(connection)
-            .await
-            .map_err(read_error)?;
+        let names = names_after(shared, connection, epoch, &cursor, SWEEP_BATCH).await?;
         let Some(last) = names.last() else { break };
         cursor = format!("({last}");
-        let mut invocation = forget.prepare_invoke();
+        let mut invocation = super::scripts::FORGET.prepare_invoke();
         invocation.key(keys.meta()).key(keys.index(epoch)).key(keys.names(epoch));
         for name in &names {
             invocation.key(keys.stream(epoch, name)).arg(name);
@@ -361,37 +374,29 @@ pub(crate) async fn sweep(shared: &Shared, connection: &mut Reads, now_ms: u64) 
     Ok(0)
 }
 
-/// Deletes keys of other epochs than `epoch` (a bounded number per sweep).
+/// Deletes keys of other histories than `epoch`'s, at most [`SWEEP_BATCH`]
+/// per sweep, found in one pass over the prefix's keys.
 async fn delete_past_histories(shared: &Shared, connection: &mut Reads, epoch: Epoch) -> Result<(), StoreError> {
-    let current = format!(":{epoch}");
-    let tag = shared.keys.meta().trim_end_matches(":meta").to_owned();
     let mut cursor = 0u64;
     let mut deleted = 0;
-    for kind in ["s", "i", "names", "k"] {
-        loop {
-            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(format!("{tag}:{kind}:*"))
-                .arg("COUNT")
-                .arg(SWEEP_BATCH)
-                .query_async(connection)
-                .await
-                .map_err(read_error)?;
-            let old: Vec<&String> =
-                keys.iter().filter(|k| !k[tag.len() + kind.len() + 1..].starts_with(&current)).collect();
-            if !old.is_empty() {
-                let _: () = redis::cmd("UNLINK").arg(&old).query_async(connection).await.map_err(read_error)?;
-                deleted += old.len();
-            }
-            cursor = next;
-            if cursor == 0 || deleted >= SWEEP_BATCH {
-                break;
-            }
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(shared.keys.all())
+            .arg("COUNT")
+            .arg(SWEEP_BATCH)
+            .query_async(connection)
+            .await
+            .map_err(read_error)?;
+        let past: Vec<&String> = keys.iter().filter(|key| shared.keys.is_of_past_history(key, epoch)).collect();
+        if !past.is_empty() {
+            let _: () = redis::cmd("UNLINK").arg(&past).query_async(connection).await.map_err(read_error)?;
+            deleted += past.len();
         }
-        if deleted >= SWEEP_BATCH {
-            break;
+        cursor = next;
+        if cursor == 0 || deleted >= SWEEP_BATCH {
+            return Ok(());
         }
     }
-    Ok(())
 }

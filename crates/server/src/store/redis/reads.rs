@@ -32,9 +32,7 @@ impl std::fmt::Debug for Reads {
 impl Reads {
     /// Connects, within the timeout.
     pub(crate) async fn connect(client: redis::Client, settings: &RedisSettings) -> RedisResult<Self> {
-        let config = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(settings.timeout))
-            .set_response_timeout(Some(settings.timeout));
+        let config = super::connection_config(settings);
         let reads =
             Self { client, config, timeout: settings.timeout, current: Arc::new(parking_lot::Mutex::new(None)) };
         reads.connection().await?;
@@ -47,9 +45,7 @@ impl Reads {
             return Ok(connection);
         }
         let connecting = self.client.get_multiplexed_async_connection_with_config(&self.config);
-        let connection = tokio::time::timeout(self.timeout, connecting).await.map_err(|_| {
-            redis::RedisError::from(std::io::Error::new(std::io::ErrorKind::TimedOut, "connecting timed out"))
-        })??;
+        let connection = super::within(self.timeout, connecting).await?;
         *self.current.lock() = Some(connection.clone());
         Ok(connection)
     }

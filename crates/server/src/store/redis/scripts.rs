@@ -1,9 +1,15 @@
-//! The two Lua scripts that change a history: `PUBLISH_SCRIPT` (one per
-//! group commit) and `HELLO_SCRIPT` (every new connection's handshake).
+//! The Lua scripts that change a history: [`PUBLISH`] (one per group
+//! commit), [`HELLO`] (every new connection's handshake) and [`FORGET`] (the
+//! retention sweep). redis-rs sends each by its hash and loads it again
+//! where Redis lost it (a restart).
 //!
-//! Both start with a shebang: Redis then refuses them before they run when
+//! Each starts with a shebang: Redis then refuses them before they run when
 //! it is out of memory or cannot persist, instead of aborting half-way (a
 //! script has no rollback). All validation reads come before the first write.
+
+use std::sync::LazyLock;
+
+use redis::Script;
 
 /// Stores one group of publish requests. Atomic: it checks each request's
 /// idempotency key, gives the new events the next sequence numbers (dense:
@@ -21,7 +27,9 @@
 /// Returns `{'EPOCH', epoch}` without writing when the history is not the
 /// caller's, else `{'OK', epoch, outcomes}`: per request, space-separated,
 /// `N<first>` (new), `R<first>` (replayed) or `K` (key reused).
-pub(crate) const PUBLISH_SCRIPT: &str = r#"#!lua
+pub(crate) static PUBLISH: LazyLock<Script> = LazyLock::new(|| Script::new(PUBLISH_SCRIPT));
+
+const PUBLISH_SCRIPT: &str = r#"#!lua
 local meta, index, names, nodes = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local e = redis.call('HGET', meta, 'epoch')
 if e ~= ARGV[1] then return {'EPOCH', e or ''} end
@@ -94,7 +102,9 @@ return {'OK', e, table.concat(outcomes, ' ')}
 /// it saw of it, a candidate epoch, '1' if restarts keep acknowledged writes.
 /// Returns `{epoch, seq, why}`, `why` being `ok`, `data_lost`, `restart` or
 /// `rollback`.
-pub(crate) const HELLO_SCRIPT: &str = r#"#!lua
+pub(crate) static HELLO: LazyLock<Script> = LazyLock::new(|| Script::new(HELLO_SCRIPT));
+
+const HELLO_SCRIPT: &str = r#"#!lua
 local run = string.match(redis.call('INFO', 'server'), 'run_id:(%w+)')
 local meta = KEYS[1]
 local v = redis.call('HMGET', meta, 'epoch', 'seq', 'r')
@@ -122,7 +132,9 @@ return {e, s, 'ok'}
 ///
 /// KEYS: meta, index, names, then one stream per topic. ARGV: the topics,
 /// in the order of their streams. Returns how many topics it forgot.
-pub(crate) const FORGET_SCRIPT: &str = r#"#!lua
+pub(crate) static FORGET: LazyLock<Script> = LazyLock::new(|| Script::new(FORGET_SCRIPT));
+
+const FORGET_SCRIPT: &str = r#"#!lua
 local meta, index, names = KEYS[1], KEYS[2], KEYS[3]
 local forgotten, dropped = 0, 0
 for i = 4, #KEYS do

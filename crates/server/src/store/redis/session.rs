@@ -18,16 +18,13 @@ use std::{
 use herald_core::{Appended, Epoch, Event, EventId, Publish, StoreError, now_ms, sse};
 use redis::{Value, aio::MultiplexedConnection};
 
-use super::{Durability, Shared, keys::hex, scripts};
+use super::{Durability, Shared, backoff::Backoff, connection_config, keys::hex, scripts, within};
 
 /// Most events, and most frame bytes, in one script: a long script blocks
 /// every other client of Redis. A single request larger than that still
 /// goes whole (it is all or nothing).
 const MAX_SCRIPT_EVENTS: usize = 1000;
 const MAX_SCRIPT_BYTES: usize = 1 << 20;
-/// Waits between attempts to reconnect, doubling from the first to the last.
-const RETRY_FIRST: Duration = Duration::from_millis(100);
-const RETRY_LAST: Duration = Duration::from_secs(5);
 
 #[derive(Debug)]
 pub(crate) struct Session {
@@ -35,11 +32,9 @@ pub(crate) struct Session {
     connection: Option<MultiplexedConnection>,
     /// The history the connection's handshake found.
     epoch: Epoch,
-    publish: redis::Script,
-    hello: redis::Script,
     batch: u64,
     retry_at: Instant,
-    retry_wait: Duration,
+    backoff: Backoff,
 }
 
 /// How one script call went.
@@ -51,16 +46,7 @@ enum Outcome {
 
 impl Session {
     pub(crate) fn new(shared: Arc<Shared>) -> Self {
-        Self {
-            shared,
-            connection: None,
-            epoch: Epoch(0),
-            publish: redis::Script::new(scripts::PUBLISH_SCRIPT),
-            hello: redis::Script::new(scripts::HELLO_SCRIPT),
-            batch: 0,
-            retry_at: Instant::now(),
-            retry_wait: RETRY_FIRST,
-        }
+        Self { shared, connection: None, epoch: Epoch(0), batch: 0, retry_at: Instant::now(), backoff: Backoff::new() }
     }
 
     /// Stores `requests`, in parts of at most [`MAX_SCRIPT_EVENTS`] events.
@@ -113,15 +99,9 @@ impl Session {
         if !self.shared.session_live.load(Ordering::Acquire) && Instant::now() < self.retry_at {
             return Err(StoreError::unavailable("redis is unreachable; retrying shortly"));
         }
-        let started = Instant::now();
-        let timeout = self.shared.settings.timeout;
-        let handshake = tokio::time::timeout(timeout, self.handshake()).await.unwrap_or_else(|_| {
-            Err(redis::RedisError::from(std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out")))
-        });
-        match handshake {
+        match within(self.shared.settings.timeout, self.handshake()).await {
             Ok(()) => {
-                crate::metrics::redis_command("hello").record(started.elapsed().as_secs_f64());
-                self.retry_wait = RETRY_FIRST;
+                self.backoff.reset();
                 self.shared.set_live(&self.shared.session_live, true);
                 Ok(())
             }
@@ -133,13 +113,9 @@ impl Session {
     }
 
     async fn handshake(&mut self) -> redis::RedisResult<()> {
-        let settings = &self.shared.settings;
-        let config = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(settings.timeout))
-            .set_response_timeout(Some(settings.timeout));
+        let config = connection_config(&self.shared.settings);
         let mut connection = self.shared.client.get_multiplexed_async_connection_with_config(&config).await?;
-        let (epoch, _) = hello(&self.hello, &self.shared, &mut connection).await?;
-        self.publish.load_async(&mut connection).await?;
+        let (epoch, _) = hello(&self.shared, &mut connection).await?;
         self.epoch = epoch;
         self.connection = Some(connection);
         Ok(())
@@ -147,8 +123,7 @@ impl Session {
 
     fn down(&mut self) {
         self.connection = None;
-        self.retry_at = Instant::now() + jittered(self.retry_wait);
-        self.retry_wait = (self.retry_wait * 2).min(RETRY_LAST);
+        self.retry_at = Instant::now() + self.backoff.next();
         self.shared.set_live(&self.shared.session_live, false);
     }
 
@@ -172,7 +147,7 @@ impl Session {
         let epoch = self.epoch;
         let retention = &shared.settings.retention;
         let now = now_ms();
-        let mut invocation = self.publish.prepare_invoke();
+        let mut invocation = scripts::PUBLISH.prepare_invoke();
         invocation.key(keys.meta()).key(keys.index(epoch)).key(keys.names(epoch)).key(keys.nodes());
         // One stream key per topic, then one per idempotency key.
         let mut streams: Vec<&str> = Vec::new();
@@ -342,14 +317,14 @@ fn appended(request: &Publish, outcome: &str, epoch: Epoch, ms: u64) -> Appended
 /// Runs the handshake on `connection`: the history Redis holds now, and
 /// its newest sequence.
 pub(crate) async fn hello(
-    script: &redis::Script,
     shared: &Shared,
     connection: &mut impl redis::aio::ConnectionLike,
 ) -> redis::RedisResult<(Epoch, u64)> {
+    let started = Instant::now();
     let candidate = Epoch::random();
     let durable = shared.settings.durable_restarts || *shared.durability.lock() == Durability::Fsync;
     let known = shared.epoch();
-    let (epoch, seq, why): (String, u64, String) = script
+    let (epoch, seq, why): (String, u64, String) = scripts::HELLO
         .key(shared.keys.meta())
         .arg(if known.0 == 0 { String::new() } else { known.to_string() })
         .arg(shared.seen())
@@ -362,6 +337,7 @@ pub(crate) async fn hello(
         tracing::warn!(reason = %why, old = %known, new = %epoch, "redis history changed: a new epoch starts");
         metrics::counter!("herald_redis_epoch_changes_total", "reason" => why).increment(1);
     }
+    crate::metrics::redis_command("hello").record(started.elapsed().as_secs_f64());
     Ok((epoch, seq))
 }
 
@@ -401,9 +377,4 @@ fn parts(requests: &[Publish]) -> Vec<&[Publish]> {
 
 fn malformed(what: &str) -> redis::RedisError {
     redis::RedisError::from((redis::ErrorKind::UnexpectedReturnType, "malformed script reply", what.to_owned()))
-}
-
-/// `wait`, give or take a quarter, so nodes do not retry in step.
-fn jittered(wait: Duration) -> Duration {
-    wait.mul_f64(0.75 + rand::random::<f64>() / 2.0)
 }
