@@ -138,47 +138,42 @@ impl Registry {
     }
 
     /// Events up to `seq` are committed, but this registry was not given
-    /// those above the watermark (a feed lost them): empties every ring,
-    /// which the store then serves up to `seq`, has pattern subscribers
-    /// read the store up to it too, raises the watermark and wakes everyone.
+    /// those above the watermark (a feed lost them): the store serves them
+    /// ([`Registry::restart_at`]).
     pub(crate) fn skip_to(&self, seq: u64) {
         let _one_at_a_time = self.applying.lock();
-        if seq <= self.watermark() {
-            return;
+        if seq > self.watermark() {
+            self.restart_at(seq);
         }
-        self.restart_rings(seq);
-        let watchers = self.watchers.write();
-        for watcher in watchers.iter() {
-            watcher.bypassed_through.fetch_max(seq, Ordering::AcqRel);
-        }
-        self.watermark.fetch_max(seq, Ordering::AcqRel);
-        drop(watchers);
-        self.wake_watchers();
     }
 
     /// The store now serves another history (`epoch`), whose newest event is
-    /// `seq`: the rings are emptied, the watermark set to `seq`, and every
-    /// subscription finds the history changed at its next step.
+    /// `seq`: every subscription finds the history changed at its next step,
+    /// and reads the new one from the store up to `seq`.
     pub(crate) fn switch_history(&self, epoch: Epoch, seq: u64) {
         let _one_at_a_time = self.applying.lock();
-        let old = self.history();
-        let new = History { epoch, generation: old.generation.wrapping_add(1) };
-        self.history.store(new.pack(), Ordering::SeqCst);
+        let generation = self.history().generation.wrapping_add(1);
+        self.history.store(History { epoch, generation }.pack(), Ordering::SeqCst);
         self.skipped_through.store(0, Ordering::SeqCst);
-        self.restart_rings(seq);
+        self.restart_at(seq);
+    }
+
+    /// Under the `applying` lock: the store alone holds the events up to
+    /// `seq`. Every ring is emptied to start above it, pattern subscribers
+    /// read the store up to it (under the watchers' lock, as in
+    /// [`Registry::mark_bypassed`]), the watermark moves there, and everyone
+    /// is woken.
+    fn restart_at(&self, seq: u64) {
+        for topic in self.topics_where(|_| true) {
+            topic.restart(seq);
+        }
         let watchers = self.watchers.write();
         for watcher in watchers.iter() {
-            watcher.bypassed_through.store(0, Ordering::Release);
+            watcher.bypassed_through.store(seq, Ordering::Release);
         }
         self.watermark.store(seq, Ordering::SeqCst);
         drop(watchers);
         self.wake_watchers();
-    }
-
-    fn restart_rings(&self, floor: u64) {
-        for topic in self.topics_where(|_| true) {
-            topic.restart(floor);
-        }
     }
 
     fn wake_watchers(&self) {

@@ -92,9 +92,11 @@ impl RingBuffer {
         Since::Covered
     }
 
-    /// The bounds it was made with.
-    pub fn limits(&self) -> RingLimits {
-        self.limits
+    /// Drops every event: the ring holds only events after `floor` from now.
+    pub fn restart(&mut self, floor: u64) {
+        self.events.clear();
+        self.bytes = 0;
+        self.floor = floor;
     }
 
     /// Events held now.

@@ -201,7 +201,9 @@ impl Subscription {
         self.cursor = 0;
         self.catching_up = true;
         self.unknown_resume = false;
-        self.store_until = if self.selection.patterns.is_empty() { 0 } else { self.hub.registry.watermark() };
+        // The registry has pattern subscribers read the store as far as
+        // the new history went when it switched.
+        self.store_until = 0;
         // Armed with the old history's cursor, which new events may not pass.
         self.to_rearm = self.topics.keys().cloned().collect();
     }

@@ -84,7 +84,7 @@ impl Topic {
     pub(crate) fn restart(&self, floor: u64) {
         {
             let mut ring = self.ring.lock();
-            *ring = RingBuffer::new(ring.limits(), floor);
+            ring.restart(floor);
             self.latest_seq.store(floor, Ordering::Release);
         }
         let armed: Vec<Arc<Notify>> = self.armed.lock().values().map(|(signal, _)| Arc::clone(signal)).collect();
