@@ -11,11 +11,13 @@
 //! outcome is unknown.
 
 use std::{
+    collections::{HashMap, hash_map::Entry},
     sync::{Arc, atomic::Ordering},
     time::{Duration, Instant},
 };
 
-use herald_core::{Appended, Epoch, Event, EventId, Publish, StoreError, now_ms, sse};
+use bytes::Bytes;
+use herald_core::{Appended, Epoch, Event, EventDraft, EventId, Publish, StoreError, now_ms, sse};
 use redis::{Value, aio::MultiplexedConnection};
 
 use super::{Durability, Shared, backoff::Backoff, connection_config, keys::hex, scripts, within};
@@ -150,14 +152,13 @@ impl Session {
         let mut invocation = scripts::PUBLISH.prepare_invoke();
         invocation.key(keys.meta()).key(keys.index(epoch)).key(keys.names(epoch)).key(keys.nodes());
         // One stream key per topic, then one per idempotency key.
-        let mut streams: Vec<&str> = Vec::new();
+        let mut streams: HashMap<&str, usize> = HashMap::new();
         for draft in requests.iter().flat_map(|r| &r.drafts) {
-            if !streams.contains(&draft.topic.as_str()) {
-                streams.push(draft.topic.as_str());
+            let next = streams.len();
+            if let Entry::Vacant(entry) = streams.entry(draft.topic.as_str()) {
+                entry.insert(next);
+                invocation.key(keys.stream(epoch, draft.topic.as_str()));
             }
-        }
-        for topic in &streams {
-            invocation.key(keys.stream(epoch, topic));
         }
         let mut next_key = 5 + streams.len();
         let mut key_index = Vec::with_capacity(requests.len());
@@ -183,13 +184,13 @@ impl Session {
             .arg(requests.len())
             .arg(streams.len())
             .arg(keys.feed());
-        for (request, key) in requests.iter().zip(&key_index) {
+        // Encoded once: sent to Redis, and the frames of the answer.
+        let bodies: Vec<Vec<Bytes>> = requests.iter().map(bodies).collect();
+        for ((request, key), bodies) in requests.iter().zip(&key_index).zip(&bodies) {
             let fingerprint = request.key.as_ref().map_or_else(String::new, |k| hex(&k.fingerprint.0));
             invocation.arg(*key).arg(fingerprint).arg(request.drafts.len());
-            for draft in &request.drafts {
-                let stream = 5 + streams.iter().position(|t| *t == draft.topic.as_str()).unwrap_or(0);
-                let body =
-                    sse::event_frame(None, draft.event_type.as_ref().map(|t| t.as_str()), &draft.data, draft.retry_ms);
+            for (draft, body) in request.drafts.iter().zip(bodies) {
+                let stream = 5 + streams.get(draft.topic.as_str()).copied().unwrap_or(0);
                 invocation.arg(stream).arg(draft.topic.as_str()).arg(body.as_ref());
             }
         }
@@ -210,8 +211,9 @@ impl Session {
         if outcomes.len() != requests.len() {
             return Err(malformed("outcome count"));
         }
+        let answers = requests.iter().zip(&bodies).zip(&outcomes);
         Ok(Outcome::Done(
-            requests.iter().zip(&outcomes).map(|(request, outcome)| appended(request, outcome, epoch, now)).collect(),
+            answers.map(|((request, bodies), outcome)| appended(request, bodies, outcome, epoch, now)).collect(),
         ))
     }
 
@@ -230,12 +232,15 @@ impl Session {
                 let appended = requests
                     .iter()
                     .enumerate()
-                    .map(|(i, request)| match record.exceptions.iter().find(|(r, _)| *r == i + 1) {
-                        Some((_, outcome)) => appended(request, outcome, record.epoch, record.ms),
-                        None => {
-                            let outcome = format!("N{seq}");
-                            seq += request.drafts.len() as u64;
-                            appended(request, &outcome, record.epoch, record.ms)
+                    .map(|(i, request)| {
+                        let bodies = bodies(request);
+                        match record.exceptions.iter().find(|(r, _)| *r == i + 1) {
+                            Some((_, outcome)) => appended(request, &bodies, outcome, record.epoch, record.ms),
+                            None => {
+                                let outcome = format!("N{seq}");
+                                seq += request.drafts.len() as u64;
+                                appended(request, &bodies, &outcome, record.epoch, record.ms)
+                            }
                         }
                     })
                     .collect();
@@ -297,16 +302,24 @@ impl BatchRecord {
     }
 }
 
-/// What `outcome` (`N<first>`, `R<first>`, `K`) means for `request`.
-fn appended(request: &Publish, outcome: &str, epoch: Epoch, ms: u64) -> Appended {
+/// The frames of `request`'s events without their `id:` lines.
+fn bodies(request: &Publish) -> Vec<Bytes> {
+    let body = |d: &EventDraft| sse::event_frame(None, d.event_type.as_ref().map(|t| t.as_str()), &d.data, d.retry_ms);
+    request.drafts.iter().map(body).collect()
+}
+
+/// What `outcome` (`N<first>`, `R<first>`, `K`) means for `request`, whose
+/// frames' bodies are `bodies`.
+fn appended(request: &Publish, bodies: &[Bytes], outcome: &str, epoch: Epoch, ms: u64) -> Appended {
     let first = outcome.get(1..).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
     match outcome.as_bytes().first() {
         Some(b'N') => Appended::New(
             request
                 .drafts
                 .iter()
+                .zip(bodies)
                 .zip(first..)
-                .map(|(draft, seq)| Event::new(EventId::new(epoch, seq), draft, ms))
+                .map(|((draft, body), seq)| Event::from_body(EventId::new(epoch, seq), draft.topic.clone(), ms, body))
                 .collect(),
         ),
         Some(b'R') => Appended::Replayed { first: EventId::new(epoch, first) },
