@@ -21,7 +21,7 @@ use metrics::{Counter, Gauge, Unit, describe_counter, describe_gauge};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 pub(crate) use self::histogram::Histogram;
-use crate::{process_stats::ProcessStats, state::AppState, store::DATABASE_FILE};
+use crate::{config::StoreKind, process_stats::ProcessStats, state::AppState, store::DATABASE_FILE};
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -182,7 +182,7 @@ fn describe() {
     describe_gauge!(
         "herald_store_size_bytes",
         Unit::Bytes,
-        "Size on disk of the SQLite store (herald.db, -wal and -shm); absent with --memory."
+        "Size on disk of the SQLite store (herald.db, -wal and -shm); absent with another store."
     );
     describe_gauge!("herald_redis_up", "With --store redis://: 1 while the feed and the writer's session are live.");
     describe_gauge!(
@@ -213,7 +213,7 @@ fn describe() {
 /// The exposition, with the hub's, the store's and the process's figures
 /// read now.
 pub fn render(state: &AppState) -> String {
-    if !state.config.memory {
+    if state.config.store == StoreKind::Sqlite {
         metrics::gauge!("herald_store_size_bytes").set(store_size(&state.config.data_dir) as f64);
     }
     let hub = &state.hub;

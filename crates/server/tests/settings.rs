@@ -25,7 +25,7 @@ fn sample(flag: &str) -> Option<(String, String)> {
         "listen" => pair("127.0.0.1:9123", "listen: 127.0.0.1:9123,"),
         "internal-listen" => pair("127.0.0.1:9124", "127.0.0.1:9124,"),
         "data-dir" => pair("some/where/data", "data_dir: \"some/where/data\","),
-        "memory" => pair("true", "memory: true,"),
+        "memory" => pair("true", "store: Memory,"),
         "sqlite-synchronous" => pair("normal", "sqlite_synchronous: Normal,"),
         "store" => pair("sqlite:else/where", "data_dir: \"else/where\","),
         "redis-prefix" => pair("shared.a", "prefix: \"shared.a\","),

@@ -65,9 +65,7 @@ pub struct Config {
     pub internal_listen: Option<SocketAddr>,
     /// Data directory (database, generated key).
     pub data_dir: PathBuf,
-    /// Events in memory only.
-    pub memory: bool,
-    /// Where events are kept.
+    /// Where events are kept (`--store`, or `--memory`).
     pub store: StoreKind,
     /// How to use Redis, with `--store redis://`.
     pub redis: RedisOptions,

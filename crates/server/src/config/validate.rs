@@ -174,7 +174,7 @@ impl Config {
             idempotency_ttl: p.duration("idempotency_ttl", &s.idempotency_ttl),
         };
         let memory = p.parse("memory", &s.memory, parse_bool);
-        let (store, data_dir, memory) = store(&mut p, s, memory, token.data_dir.clone());
+        let (store, data_dir) = store(&mut p, s, memory, token.data_dir.clone());
         if matches!(store, StoreKind::Redis(_)) && matches!(token.jwt_key, JwtKey::Generated) {
             p.errors.push(
                 "--store redis:// needs --jwt-secret or --jwt-public-key: every node must verify the same tokens, \
@@ -199,7 +199,6 @@ impl Config {
             listen,
             internal_listen,
             data_dir,
-            memory,
             store,
             redis,
             sqlite_synchronous: p.parse("sqlite_synchronous", &s.sqlite_synchronous, str::parse),
@@ -238,18 +237,18 @@ impl Config {
     }
 }
 
-/// The store `--store` names, with the data dir and memory flag it implies;
+/// The store `--store` names (or `--memory`), with the data dir it implies;
 /// `--store` saying otherwise than `--memory` or `--data-dir` is refused
 /// (which one would win?).
-fn store(p: &mut Problems, s: &Settings, memory: bool, data_dir: PathBuf) -> (StoreKind, PathBuf, bool) {
+fn store(p: &mut Problems, s: &Settings, memory: bool, data_dir: PathBuf) -> (StoreKind, PathBuf) {
     let Some(text) = s.store.as_deref().map(str::trim) else {
-        return (if memory { StoreKind::Memory } else { StoreKind::Sqlite }, data_dir, memory);
+        return (if memory { StoreKind::Memory } else { StoreKind::Sqlite }, data_dir);
     };
     if memory && text != "memory" {
         p.errors.push(format!("--memory and --store {}: pick one", crate::store::redacted(text)));
     }
     if text == "memory" {
-        return (StoreKind::Memory, data_dir, true);
+        return (StoreKind::Memory, data_dir);
     }
     if let Some(dir) = text.strip_prefix("sqlite:") {
         if dir.is_empty() {
@@ -257,19 +256,19 @@ fn store(p: &mut Problems, s: &Settings, memory: bool, data_dir: PathBuf) -> (St
         } else if data_dir != std::path::Path::new(defaults::DATA_DIR) && data_dir != std::path::Path::new(dir) {
             p.errors.push(format!("--data-dir {} and --store sqlite:{dir}: pick one", data_dir.display()));
         }
-        return (StoreKind::Sqlite, PathBuf::from(dir), false);
+        return (StoreKind::Sqlite, PathBuf::from(dir));
     }
     if ["redis://", "rediss://", "redis+unix://", "unix://"].iter().any(|scheme| text.starts_with(scheme)) {
         if let Err(e) = redis::Client::open(text) {
             p.errors.push(format!("--store {}: {e}", crate::store::redacted(text)));
         }
-        return (StoreKind::Redis(RedisUrl(text.to_owned())), data_dir, false);
+        return (StoreKind::Redis(RedisUrl(text.to_owned())), data_dir);
     }
     p.errors.push(format!(
         "--store `{}`: expected sqlite:DIR, memory, or a redis://, rediss:// or redis+unix:// URL",
         crate::store::redacted(text)
     ));
-    (StoreKind::Sqlite, data_dir, false)
+    (StoreKind::Sqlite, data_dir)
 }
 
 #[cfg(test)]
@@ -329,7 +328,7 @@ mod tests {
         let config = Config::from_settings(&Settings::defaults()).unwrap();
         assert_eq!(config.listen, defaults::LISTEN.parse().unwrap());
         assert_eq!(config.data_dir, PathBuf::from(defaults::DATA_DIR));
-        assert!(!config.memory && !config.cors_credentials);
+        assert!(config.store == StoreKind::Sqlite && !config.cors_credentials);
         assert_eq!(config.sqlite_synchronous, crate::store::Synchronous::Full);
         assert!(matches!(config.jwt_key, JwtKey::Generated));
         assert_eq!(config.jwt_algorithm, Algorithm::HS256);
