@@ -241,6 +241,13 @@ pub trait EventStore: Send + Sync + std::fmt::Debug + 'static {
         false
     }
 
+    /// The history before this one, when the store started a new one
+    /// because it lost (or may have lost) the old: a resume from the old
+    /// one's ids is told so, rather than that the id is unknown.
+    fn previous_epoch(&self) -> Option<Epoch> {
+        None
+    }
+
     /// Whether the store can serve now, when it can tell without a commit
     /// (a connection to a server); `None` leaves it to the last commit.
     fn available(&self) -> Option<bool> {

@@ -127,6 +127,12 @@ impl Subscription {
         subscription.cursor = match resume {
             Resume::Live => watermark,
             Resume::After(id) if id.epoch == history.epoch && id.seq <= committed => id.seq,
+            // Gaps relative to the lost history's position would mean nothing.
+            Resume::After(id) if Some(id.epoch) == subscription.hub.store.previous_epoch() => {
+                subscription.unknown_resume = true;
+                subscription.notices.push(subscription.history_lost_notice(id));
+                0
+            }
             Resume::After(_) | Resume::Unknown => {
                 subscription.unknown_resume = true;
                 subscription.notices.push(subscription.unknown_resume_notice());
@@ -188,15 +194,8 @@ impl Subscription {
     /// The store lost history, or may have (a Redis that restarted empty):
     /// says so, then goes on from the start of the new history.
     fn restart_in(&mut self, history: History) {
-        let data = serde_json::json!({
-            "reason": "history_lost",
-            "topics": self.selection.describe(),
-            "epoch_before": self.history.epoch.to_string(),
-            "after": self.id_text(self.cursor),
-            "message": "the store lost history (it restarted without it, or rolled back); \
-                        every event of its new history follows",
-        });
-        self.notices.push(sse::event_frame(None, Some(GAP_EVENT), &data.to_string(), None));
+        let notice = self.history_lost_notice(self.cursor());
+        self.notices.push(notice);
         self.history = history;
         self.cursor = 0;
         self.catching_up = true;
@@ -327,6 +326,19 @@ impl Subscription {
             "after": self.id_text(after),
             "through": self.id_text(gap.through),
             "message": "events of this topic after `after` up to and including `through` are no longer retained",
+        });
+        sse::event_frame(None, Some(GAP_EVENT), &data.to_string(), None)
+    }
+
+    /// The store lost the history `after` belongs to.
+    fn history_lost_notice(&self, after: EventId) -> Bytes {
+        let data = serde_json::json!({
+            "reason": "history_lost",
+            "topics": self.selection.describe(),
+            "epoch_before": after.epoch.to_string(),
+            "after": after.to_string(),
+            "message": "the store lost history (it restarted without it, or rolled back); \
+                        every event of its new history follows",
         });
         sse::event_frame(None, Some(GAP_EVENT), &data.to_string(), None)
     }

@@ -92,6 +92,9 @@ pub(crate) struct Shared {
     /// The epoch subscribers are served (set by the feed, before the hub
     /// switches): reads go to its keys.
     epoch: AtomicU32,
+    /// The history Redis held before `epoch`, as the handshake last said
+    /// (0 if none).
+    pub(crate) previous: AtomicU32,
     /// The highest sequence the feed applied in `epoch`.
     pub(crate) applied: AtomicU64,
     /// The highest sequence this node's publishes were given in `epoch`.
@@ -155,6 +158,7 @@ impl RedisStore {
             keys: Keys::new(&settings.prefix),
             node_id,
             epoch: AtomicU32::new(0),
+            previous: AtomicU32::new(0),
             applied: AtomicU64::new(0),
             acked: AtomicU64::new(0),
             feed_live: AtomicBool::new(false),
@@ -266,6 +270,10 @@ impl EventStore for RedisStore {
 
     fn feeds_commits(&self) -> bool {
         true
+    }
+
+    fn previous_epoch(&self) -> Option<Epoch> {
+        Some(Epoch(self.shared.previous.load(Ordering::Acquire))).filter(|e| e.0 != 0)
     }
 
     fn available(&self) -> Option<bool> {

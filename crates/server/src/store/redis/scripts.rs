@@ -100,20 +100,22 @@ return {'OK', e, table.concat(outcomes, ' ')}
 ///
 /// KEYS: meta. ARGV: the caller's epoch ('' if none), the highest sequence
 /// it saw of it, a candidate epoch, '1' if restarts keep acknowledged writes.
-/// Returns `{epoch, seq, why}`, `why` being `ok`, `data_lost`, `restart` or
-/// `rollback`.
+/// Returns `{epoch, seq, why, previous epoch or ''}`, `why` being `ok`,
+/// `data_lost`, `restart` or `rollback`.
 pub(crate) static HELLO: LazyLock<Script> = LazyLock::new(|| Script::new(HELLO_SCRIPT));
 
 const HELLO_SCRIPT: &str = r#"#!lua
 local run = string.match(redis.call('INFO', 'server'), 'run_id:(%w+)')
 local meta = KEYS[1]
-local v = redis.call('HMGET', meta, 'epoch', 'seq', 'r')
+local v = redis.call('HMGET', meta, 'epoch', 'seq', 'r', 'prev')
 local e, s, r = v[1], v[2], v[3]
 local function rotate(why)
-  if e then redis.call('HSET', meta, 'prev', e, 'prev_end', s or '0') end
+  -- The history given up: Redis's, or, when Redis lost even that, the caller's.
+  local old, old_end = e or ARGV[1], s or ARGV[2]
+  if old ~= '' then redis.call('HSET', meta, 'prev', old, 'prev_end', old_end) end
   -- The new history forgot nothing: `forgotten` was the old one's.
   redis.call('HSET', meta, 'epoch', ARGV[3], 'seq', 0, 'r', run, 'forgotten', 0)
-  return {ARGV[3], '0', why}
+  return {ARGV[3], '0', why, old}
 end
 if not e then return rotate('data_lost') end
 if r ~= run then
@@ -121,7 +123,7 @@ if r ~= run then
   redis.call('HSET', meta, 'r', run)
 end
 if e == ARGV[1] and tonumber(s) < tonumber(ARGV[2]) then return rotate('rollback') end
-return {e, s, 'ok'}
+return {e, s, 'ok', v[4] or ''}
 "#;
 
 /// Forgets the topics (of one history) whose stream expired: drops them

@@ -337,7 +337,7 @@ pub(crate) async fn hello(
     let candidate = Epoch::random();
     let durable = shared.settings.durable_restarts || *shared.durability.lock() == Durability::Fsync;
     let known = shared.epoch();
-    let (epoch, seq, why): (String, u64, String) = scripts::HELLO
+    let (epoch, seq, why, previous): (String, u64, String, String) = scripts::HELLO
         .key(shared.keys.meta())
         .arg(if known.0 == 0 { String::new() } else { known.to_string() })
         .arg(shared.seen())
@@ -346,6 +346,9 @@ pub(crate) async fn hello(
         .invoke_async(connection)
         .await?;
     let epoch = Epoch(u32::from_str_radix(&epoch, 16).map_err(|_| malformed("epoch"))?);
+    if let Ok(previous) = u32::from_str_radix(&previous, 16) {
+        shared.previous.store(previous, Ordering::Release);
+    }
     if why != "ok" && known.0 != 0 {
         tracing::warn!(reason = %why, old = %known, new = %epoch, "redis history changed: a new epoch starts");
         metrics::counter!("herald_redis_epoch_changes_total", "reason" => why).increment(1);
