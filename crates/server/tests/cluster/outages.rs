@@ -30,6 +30,36 @@ async fn a_node_that_starts_after_a_durable_redis_restarted_keeps_its_history() 
     assert_eq!(epoch_of(&next_is_fresh(&mut stream, node, "news").await), epoch_of(&kept));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_redis_is_out_of_memory_refuses_publishes_and_is_not_ready_until_redis_has_room() {
+    let redis = ["--maxmemory", "3mb", "--maxmemory-policy", "noeviction"];
+    let cluster = Cluster::start_with(1, Persistence::None, &redis, &[]);
+    let node = &cluster.nodes[0];
+    let data = "x".repeat(60_000);
+    let mut refused = None;
+    for i in 0..200 {
+        let answer = try_publish(node, &format!("big{i}"), &data, None).await.expect("an answer");
+        if answer.status != StatusCode::CREATED {
+            refused = Some(answer);
+            break;
+        }
+    }
+    let refused = refused.expect("Redis ran out of memory within 12 MB of events");
+    assert_eq!((refused.status, refused.code()), (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"), "{refused:?}");
+    assert_eq!(get(node, "/readyz").await.0, StatusCode::SERVICE_UNAVAILABLE, "not ready while Redis refuses writes");
+    assert_eq!(get(node, "/healthz").await.0, StatusCode::OK);
+
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg("0")
+        .query(&mut cluster.redis.connection())
+        .expect("lift the memory limit");
+    let answer = try_publish(node, "big", &data, None).await.expect("an answer");
+    assert_eq!(answer.status, StatusCode::CREATED, "{answer:?}");
+    assert_eq!(get(node, "/readyz").await.0, StatusCode::OK, "ready once a write went through");
+}
+
 /// Whether `answer` is a 503 telling the client to retry: `store_unavailable`
 /// with `Retry-After`, or `store_in_doubt` (an attempt Redis did not answer).
 fn refused(answer: &Answer) -> bool {

@@ -81,6 +81,10 @@ impl Durability {
     }
 }
 
+/// How long a node is not ready after Redis refused a write (out of
+/// memory): without publishes, nothing else would tell it Redis recovered.
+const REFUSAL_HOLD: Duration = Duration::from_secs(5);
+
 /// What every part of the store shares.
 #[derive(Debug)]
 pub(crate) struct Shared {
@@ -104,6 +108,9 @@ pub(crate) struct Shared {
     pub(crate) durability: Mutex<Durability>,
     /// When the store last stopped serving (for `/readyz`).
     pub(crate) down_since: Mutex<Option<Instant>>,
+    /// Until when Redis is taken to refuse writes (out of memory, or unable
+    /// to persist), as its last refusal said.
+    refusing_until: Mutex<Option<Instant>>,
 }
 
 impl Shared {
@@ -118,6 +125,25 @@ impl Shared {
     /// The highest sequence of `epoch` this node knows was assigned.
     pub(crate) fn seen(&self) -> u64 {
         self.applied.load(Ordering::Acquire).max(self.acked.load(Ordering::Acquire))
+    }
+
+    /// Redis refused a write for want of memory or persistence: the node is
+    /// not ready for [`REFUSAL_HOLD`] (the next refusal extends it, the
+    /// next commit ends it).
+    pub(crate) fn refuse_writes(&self) {
+        *self.refusing_until.lock() = Some(Instant::now() + REFUSAL_HOLD);
+    }
+
+    /// A commit went through: Redis takes writes again.
+    pub(crate) fn took_writes(&self) {
+        *self.refusing_until.lock() = None;
+    }
+
+    /// Whether the feed and the writer's session are live and Redis takes writes.
+    fn serving(&self) -> bool {
+        self.feed_live.load(Ordering::Acquire)
+            && self.session_live.load(Ordering::Acquire)
+            && self.refusing_until.lock().is_none_or(|until| Instant::now() >= until)
     }
 
     pub(crate) fn set_live(&self, flag: &AtomicBool, live: bool) {
@@ -165,6 +191,7 @@ impl RedisStore {
             session_live: AtomicBool::new(true),
             durability: Mutex::new(Durability::Unknown),
             down_since: Mutex::new(Some(Instant::now())),
+            refusing_until: Mutex::new(None),
             settings,
         });
         // Before the first handshake, which trusts a restarted Redis only
@@ -277,7 +304,7 @@ impl EventStore for RedisStore {
     }
 
     fn available(&self) -> Option<bool> {
-        Some(self.shared.feed_live.load(Ordering::Acquire) && self.shared.session_live.load(Ordering::Acquire))
+        Some(self.shared.serving())
     }
 }
 

@@ -74,13 +74,19 @@ impl Session {
             crate::metrics::redis_command("publish").record(started.elapsed().as_secs_f64());
             match result {
                 Ok(Outcome::Done(appended)) => {
+                    self.shared.took_writes();
                     self.note_acked(&appended);
                     return Ok(appended);
                 }
                 // Another node (or Redis's restart) moved the history on.
                 Ok(Outcome::Epoch) => self.connection = None,
                 Err(error) if error.code().is_some() => {
-                    // Redis answered with an error: nothing was written.
+                    // Redis answered with an error: nothing was written. Out
+                    // of memory or unable to persist, it refuses every write
+                    // for now: the node is not ready meanwhile.
+                    if matches!(error.code(), Some("OOM" | "MISCONF")) {
+                        self.shared.refuse_writes();
+                    }
                     return Err(StoreError::unavailable(format!("redis refused the publish: {error}")));
                 }
                 Err(error) => {
