@@ -120,6 +120,8 @@ fn serve(args: ServeArgs, file_errors: Vec<String>) -> Result<(), Vec<String>> {
 
 async fn run(config: Config) -> anyhow::Result<()> {
     let shutdown = shutdown_signal()?;
+    // First: the store records figures (Redis's durability) as it opens.
+    herald_server::metrics::handle();
     raise_open_file_limit(config.max_connections);
     survive_file_size_limit();
     // Bound before anything is written: a start that cannot listen leaves no
@@ -191,6 +193,15 @@ async fn run(config: Config) -> anyhow::Result<()> {
 /// Says once, at start, when Redis may lose acknowledged events.
 fn report_durability(redis: &RedisStore) {
     let node = redis.node_id();
+    if let Some(policy) = redis.eviction() {
+        tracing::warn!(
+            node,
+            policy,
+            "redis may evict Herald's keys (maxmemory-policy {policy}): evicted history is reported as gaps, an \
+             evicted epoch as history_lost; set maxmemory-policy noeviction so that a full Redis refuses \
+             publishes (503) instead"
+        );
+    }
     match redis.durability() {
         Durability::Fsync => tracing::info!(node, "redis keeps acknowledged events on disk (appendfsync always)"),
         level => tracing::warn!(

@@ -60,6 +60,18 @@ async fn a_node_whose_redis_is_out_of_memory_refuses_publishes_and_is_not_ready_
     assert_eq!(get(node, "/readyz").await.0, StatusCode::OK, "ready once a write went through");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_warns_at_start_when_redis_may_lose_or_evict_what_it_acknowledged() {
+    let cluster = Cluster::start_with(1, Persistence::None, &["--maxmemory-policy", "allkeys-lru"], &[]);
+    let node = &cluster.nodes[0];
+    let log = node.output();
+    assert!(log.contains("maxmemory-policy allkeys-lru") && log.contains("noeviction"), "{log}");
+    assert!(log.contains("redis is not `appendonly yes` + `appendfsync always`"), "{log}");
+    let (status, ready) = get(node, "/readyz").await;
+    assert_eq!((status, ready["durability"].as_str()), (StatusCode::OK, Some("none")), "{ready}");
+    assert_eq!(metric(node, "herald_redis_durability{level=\"none\"}").await, 1.0);
+}
+
 /// Whether `answer` is a 503 telling the client to retry: `store_unavailable`
 /// with `Retry-After`, or `store_in_doubt` (an attempt Redis did not answer).
 fn refused(answer: &Answer) -> bool {

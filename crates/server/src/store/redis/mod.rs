@@ -105,7 +105,9 @@ pub(crate) struct Shared {
     pub(crate) acked: AtomicU64,
     pub(crate) feed_live: AtomicBool,
     pub(crate) session_live: AtomicBool,
-    pub(crate) durability: Mutex<Durability>,
+    pub(crate) durability: Durability,
+    /// Redis's `maxmemory-policy` when it may evict Herald's keys.
+    pub(crate) eviction: Option<String>,
     /// When the store last stopped serving (for `/readyz`).
     pub(crate) down_since: Mutex<Option<Instant>>,
     /// Until when Redis is taken to refuse writes (out of memory, or unable
@@ -178,27 +180,26 @@ impl RedisStore {
             .map_err(|e| StoreError::unavailable(format!("--store {}: {e}", redacted(&settings.url))))?;
         let reads =
             Reads::connect(client.clone(), &settings).await.map_err(|e| unreachable(&settings, &e.to_string()))?;
-        let node_id = format!("{:08x}", rand::random::<u32>());
+        // Before the first handshake, which trusts a restarted Redis only
+        // if it keeps acknowledged writes.
+        let (durability, eviction) = server_config(&mut reads.clone()).await;
+        metrics::gauge!("herald_redis_durability", "level" => durability.label()).set(1.0);
         let shared = Arc::new(Shared {
             client,
             keys: Keys::new(&settings.prefix),
-            node_id,
+            node_id: format!("{:08x}", rand::random::<u32>()),
             epoch: AtomicU32::new(0),
             previous: AtomicU32::new(0),
             applied: AtomicU64::new(0),
             acked: AtomicU64::new(0),
             feed_live: AtomicBool::new(false),
             session_live: AtomicBool::new(true),
-            durability: Mutex::new(Durability::Unknown),
+            durability,
+            eviction,
             down_since: Mutex::new(Some(Instant::now())),
             refusing_until: Mutex::new(None),
             settings,
         });
-        // Before the first handshake, which trusts a restarted Redis only
-        // if it keeps acknowledged writes.
-        let durability = session::durability(&mut reads.clone()).await;
-        *shared.durability.lock() = durability;
-        metrics::gauge!("herald_redis_durability", "level" => durability.label()).set(1.0);
         let synced = feed::Synced::connect(&shared, &mut reads.clone())
             .await
             .map_err(|e| unreachable(&shared.settings, &e.to_string()))?;
@@ -221,7 +222,13 @@ impl RedisStore {
 
     /// How Redis keeps acknowledged writes.
     pub fn durability(&self) -> Durability {
-        *self.shared.durability.lock()
+        self.shared.durability
+    }
+
+    /// Redis's `maxmemory-policy`, when it may evict Herald's keys (and so
+    /// lose history, or the history's very epoch).
+    pub fn eviction(&self) -> Option<&str> {
+        self.shared.eviction.as_deref()
     }
 
     /// This node's id.
@@ -233,6 +240,27 @@ impl RedisStore {
     pub fn down_since(&self) -> Option<Instant> {
         *self.shared.down_since.lock()
     }
+}
+
+/// How Redis keeps acknowledged writes, and its eviction policy when it
+/// may evict keys, from `CONFIG GET` (`Unknown` and `None` when refused).
+async fn server_config(connection: &mut Reads) -> (Durability, Option<String>) {
+    let config: redis::RedisResult<Vec<String>> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("appendonly")
+        .arg("appendfsync")
+        .arg("maxmemory-policy")
+        .query_async(connection)
+        .await;
+    let Ok(config) = config else { return (Durability::Unknown, None) };
+    let value = |name: &str| config.chunks(2).find(|kv| kv[0] == name).and_then(|kv| kv.get(1)).cloned();
+    let durability = match (value("appendonly").as_deref(), value("appendfsync").as_deref()) {
+        (Some("yes"), Some("always")) => Durability::Fsync,
+        (Some("yes"), _) => Durability::Everysec,
+        (Some(_), _) => Durability::None,
+        _ => Durability::Unknown,
+    };
+    (durability, value("maxmemory-policy").filter(|policy| policy != "noeviction"))
 }
 
 fn unreachable(settings: &RedisSettings, why: &str) -> StoreError {

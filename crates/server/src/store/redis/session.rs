@@ -341,7 +341,7 @@ pub(crate) async fn hello(
 ) -> redis::RedisResult<(Epoch, u64)> {
     let started = Instant::now();
     let candidate = Epoch::random();
-    let durable = shared.settings.durable_restarts || *shared.durability.lock() == Durability::Fsync;
+    let durable = shared.settings.durable_restarts || shared.durability == Durability::Fsync;
     let known = shared.epoch();
     let (epoch, seq, why, previous): (String, u64, String, String) = scripts::HELLO
         .key(shared.keys.meta())
@@ -361,20 +361,6 @@ pub(crate) async fn hello(
     }
     crate::metrics::redis_command("hello").record(started.elapsed().as_secs_f64());
     Ok((epoch, seq))
-}
-
-/// How Redis keeps writes, from `CONFIG GET` (`Unknown` when refused).
-pub(crate) async fn durability(connection: &mut impl redis::aio::ConnectionLike) -> Durability {
-    let config: redis::RedisResult<Vec<String>> =
-        redis::cmd("CONFIG").arg("GET").arg("append*").query_async(connection).await;
-    let Ok(config) = config else { return Durability::Unknown };
-    let value = |name: &str| config.chunks(2).find(|kv| kv[0] == name).and_then(|kv| kv.get(1)).cloned();
-    match (value("appendonly").as_deref(), value("appendfsync").as_deref()) {
-        (Some("yes"), Some("always")) => Durability::Fsync,
-        (Some("yes"), _) => Durability::Everysec,
-        (Some(_), _) => Durability::None,
-        _ => Durability::Unknown,
-    }
 }
 
 /// Requests in parts of at most [`MAX_SCRIPT_EVENTS`] events and
