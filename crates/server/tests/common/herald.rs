@@ -95,8 +95,9 @@ impl Herald {
         Self::launch(command)
     }
 
-    /// Spawns `command` and waits for the log line that says where it listens.
-    fn launch(mut command: Command) -> Self {
+    /// Spawns `command` (see [`Herald::command`]) and waits for the log line
+    /// that says where it listens.
+    pub fn launch(mut command: Command) -> Self {
         let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn herald");
         let (lines_tx, lines_rx) = mpsc::channel::<String>();
         let log = Arc::new(Mutex::new(Vec::new()));
