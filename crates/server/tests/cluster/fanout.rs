@@ -285,3 +285,17 @@ async fn nodes_share_topics_through_redis_over_tls() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("cannot reach Redis at rediss://127.0.0.1"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_share_topics_through_redis_on_a_unix_socket() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let socket = dir.path().join("redis.sock").display().to_string();
+    let _redis = RedisServer::start_with(dir.path(), Persistence::None, &["--unixsocket", &socket]);
+    let url = format!("redis+unix://{socket}");
+    let nodes: Vec<Herald> = (0..2).map(|_| node(dir.path(), &url, "unix", &[])).collect();
+    let mut stream = subscribe(&nodes[1], "/topics/news/events", None).await;
+    let (status, body) = publish(&nodes[0], "news", "over a socket", None).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let events = take(&mut stream, 1, WAIT).await;
+    assert_eq!(plain_ids(&events), [body["id"].as_str().unwrap_or_default()]);
+}
