@@ -272,7 +272,7 @@ async fn a_publish_cut_off_mid_request_is_never_refused_if_it_was_stored() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publish_whose_reply_is_lost_is_resolved_from_redis_as_published() {
     let mut cluster = Cluster::start(1, Persistence::Always, &[]);
-    let proxy = ReplyCut::start(format!("127.0.0.1:{}", cluster.redis.port).parse().expect("addr")).await;
+    let proxy = CutProxy::start(format!("127.0.0.1:{}", cluster.redis.port).parse().expect("addr")).await;
     cluster.add_node(&proxy.url(), &[]);
     let (b, a) = (&cluster.nodes[0], &cluster.nodes[1]);
     let mut on_b = subscribe(b, "/topics/pay/events", None).await;

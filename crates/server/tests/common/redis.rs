@@ -10,7 +10,7 @@ use std::{
     process::{Child, Command, Stdio},
     sync::{
         Arc,
-        atomic::{AtomicU8, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -137,25 +137,26 @@ pub fn free_port() -> u16 {
     StdListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
 }
 
-/// What the proxy does with connections.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum Cut {
-    /// Forwards both ways.
-    Pass = 0,
-    /// Forwards nothing and answers nothing: the node times out.
-    Blackhole = 1,
-}
-
-/// A TCP proxy between a node and Redis, to cut the node off (a partition)
-/// and heal it, without root or `tc`.
+/// A TCP proxy between a node and Redis, to cut the node off and heal it,
+/// without root or `tc`. Connections are numbered as they open; a cut
+/// applies to those open at its time, and `blackhole` to new ones as well
+/// until `pass`.
 pub struct CutProxy {
     /// Where nodes connect.
     pub addr: SocketAddr,
-    mode: Arc<AtomicU8>,
-    /// Bumped by each cut: connections of an older generation stop.
-    generation: Arc<std::sync::atomic::AtomicU64>,
+    state: Arc<CutState>,
     task: JoinHandle<()>,
+}
+
+#[derive(Default)]
+struct CutState {
+    opened: AtomicUsize,
+    /// Connections numbered below this forward nothing either way.
+    silent_below: AtomicUsize,
+    /// Connections numbered below this forward requests, but not replies.
+    deaf_below: AtomicUsize,
+    /// New connections are held open and silent.
+    holding: AtomicBool,
 }
 
 impl CutProxy {
@@ -163,16 +164,15 @@ impl CutProxy {
     pub async fn start(target: SocketAddr) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let addr = listener.local_addr().expect("proxy address");
-        let mode = Arc::new(AtomicU8::new(Cut::Pass as u8));
-        let generation = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let (m, g) = (Arc::clone(&mode), Arc::clone(&generation));
+        let state = Arc::new(CutState::default());
+        let shared = Arc::clone(&state);
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
-                let (mode, generation) = (Arc::clone(&m), Arc::clone(&g));
-                tokio::spawn(relay(client, target, mode, generation));
+                let number = shared.opened.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(relay(client, target, number, Arc::clone(&shared)));
             }
         });
-        Self { addr, mode, generation, task }
+        Self { addr, state, task }
     }
 
     /// `redis://` through the proxy.
@@ -180,17 +180,24 @@ impl CutProxy {
         format!("redis://{}", self.addr)
     }
 
-    /// Blackholes every connection, open and new: bytes stop flowing, and
-    /// nothing is closed (a partition, not a refusal).
+    /// A partition: bytes stop flowing on every connection, open and new,
+    /// and nothing is closed (the node times out, as after a real one).
     pub fn blackhole(&self) {
-        self.mode.store(Cut::Blackhole as u8, Ordering::SeqCst);
-        self.generation.fetch_add(1, Ordering::SeqCst);
+        self.state.holding.store(true, Ordering::SeqCst);
+        self.state.silent_below.store(self.state.opened.load(Ordering::SeqCst), Ordering::SeqCst);
     }
 
-    /// Forwards again (new connections; those cut stay dead, as after a
-    /// real partition their peers gave up on them).
+    /// Heals a partition for new connections (those cut stay dead, as their
+    /// peers gave up on them).
     pub fn pass(&self) {
-        self.mode.store(Cut::Pass as u8, Ordering::SeqCst);
+        self.state.holding.store(false, Ordering::SeqCst);
+    }
+
+    /// Connections open now still forward what the node sends, but not
+    /// Redis's replies: Redis runs a command whose answer never comes back
+    /// (in doubt). New connections work.
+    pub fn lose_replies(&self) {
+        self.state.deaf_below.store(self.state.opened.load(Ordering::SeqCst), Ordering::SeqCst);
     }
 }
 
@@ -200,16 +207,12 @@ impl Drop for CutProxy {
     }
 }
 
-async fn relay(
-    mut client: TcpStream,
-    target: SocketAddr,
-    mode: Arc<AtomicU8>,
-    generation: Arc<std::sync::atomic::AtomicU64>,
-) {
-    let born = generation.load(Ordering::SeqCst);
-    let cut = || mode.load(Ordering::SeqCst) == Cut::Blackhole as u8 || generation.load(Ordering::SeqCst) != born;
-    if cut() {
-        // Hold it open and silent until the test ends.
+/// Forwards connection `number` while its cuts allow; past a cut, reads and
+/// drops, closing nothing.
+async fn relay(mut client: TcpStream, target: SocketAddr, number: usize, state: Arc<CutState>) {
+    use tokio::io::AsyncReadExt as _;
+    if state.holding.load(Ordering::SeqCst) {
+        // Held open and silent until the test ends.
         let _hold = client;
         std::future::pending::<()>().await;
         return;
@@ -218,32 +221,26 @@ async fn relay(
         let _ = client.shutdown().await;
         return;
     };
+    let silent = || number < state.silent_below.load(Ordering::SeqCst);
+    let deaf = || silent() || number < state.deaf_below.load(Ordering::SeqCst);
     let (mut client_read, mut client_write) = client.split();
     let (mut server_read, mut server_write) = server.split();
-    let mut up = [0u8; 16 * 1024];
-    let mut down = [0u8; 16 * 1024];
-    use tokio::io::AsyncReadExt as _;
+    let (mut up, mut down) = ([0u8; 16 * 1024], [0u8; 16 * 1024]);
     loop {
         tokio::select! {
             read = client_read.read(&mut up) => match read {
-                Ok(0) | Err(_) => return,
-                Ok(n) if !cut() => { if server_write.write_all(&up[..n]).await.is_err() { return } }
-                Ok(_) => break,
+                Ok(0) | Err(_) => break,
+                Ok(n) => if !silent() && server_write.write_all(&up[..n]).await.is_err() { break },
             },
             read = server_read.read(&mut down) => match read {
-                Ok(0) | Err(_) => return,
-                Ok(n) if !cut() => { if client_write.write_all(&down[..n]).await.is_err() { return } }
-                Ok(_) => break,
+                Ok(0) | Err(_) => break,
+                Ok(n) => if !deaf() && client_write.write_all(&down[..n]).await.is_err() { break },
             },
-            () = tokio::time::sleep(Duration::from_millis(50)) => if cut() { break },
         }
     }
-    // Cut: swallow everything, answer nothing, close nothing.
-    loop {
-        tokio::select! {
-            read = client_read.read(&mut up) => if matches!(read, Ok(0) | Err(_)) { break },
-            read = server_read.read(&mut down) => if matches!(read, Ok(0) | Err(_)) { break },
-        }
+    // A peer closed: a cut connection stays open and silent, as a partition
+    // closes nothing.
+    if silent() || deaf() {
+        std::future::pending::<()>().await;
     }
-    std::future::pending::<()>().await;
 }
