@@ -70,6 +70,38 @@ async fn a_node_warns_at_start_when_redis_may_lose_or_evict_what_it_acknowledged
     let (status, ready) = get(node, "/readyz").await;
     assert_eq!((status, ready["durability"].as_str()), (StatusCode::OK, Some("none")), "{ready}");
     assert_eq!(metric(node, "herald_redis_durability{level=\"none\"}").await, 1.0);
+    // The dashboard says which node this is and warns of the durability.
+    let (status, page) = get(node, "/admin").await;
+    let page = page.as_str().unwrap_or_default().to_owned();
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let id = ready["node"].as_str().expect("a node id");
+    assert!(page.contains(&format!("node {id}")) && page.contains("redis durability: none"), "{page}");
+    assert!(page.contains(&cluster.redis.url()), "the store it uses: {page}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_redis_goes_back_in_its_history_streams_are_told_history_was_lost() {
+    let cluster = Cluster::start(1, Persistence::Always, &[]);
+    let node = &cluster.nodes[0];
+    let mut stream = subscribe(node, "/topics/news/events", None).await;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        ids.push(try_publish(node, "news", &format!("event {i}"), None).await.expect("publish").id());
+    }
+    assert_eq!(plain_ids(&take(&mut stream, 3, WAIT).await), ids);
+
+    // Redis forgets the last two events it acknowledged (as a replica
+    // promoted before they reached it would), and the node reconnects.
+    let mut redis = cluster.redis.connection();
+    let meta = format!("{{{}}}:meta", cluster.prefix);
+    let _: () = redis::cmd("HSET").arg(&meta).arg("seq").arg(1).query(&mut redis).expect("roll back");
+    let _: () = redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("pubsub").query(&mut redis).expect("kill the feed");
+    let notice = gap(&take(&mut stream, 1, WAIT).await[0]);
+    assert_eq!(notice["reason"], "history_lost", "{notice}");
+    assert_eq!(notice["after"], ids[2].as_str(), "{notice}");
+    let fresh = next_is_fresh(&mut stream, node, "news").await;
+    assert_ne!(epoch_of(&fresh), epoch_of(&ids[0]), "a new history: {fresh}");
+    assert_eq!(metric(node, "herald_redis_epoch_changes_total{reason=\"rollback\"}").await, 1.0);
 }
 
 /// Whether `answer` is a 503 telling the client to retry: `store_unavailable`
