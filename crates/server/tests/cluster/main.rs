@@ -76,6 +76,15 @@ impl Cluster {
         Self { redis, nodes, prefix, dir }
     }
 
+    /// Two nodes on a durable Redis: node 0 reaches it directly, node 1
+    /// through a proxy that can cut it off.
+    async fn with_node_behind_a_proxy() -> (Self, CutProxy) {
+        let mut cluster = Self::start(1, Persistence::Always, &[]);
+        let proxy = CutProxy::start(format!("127.0.0.1:{}", cluster.redis.port).parse().expect("addr")).await;
+        cluster.add_node(&proxy.url(), &[]);
+        (cluster, proxy)
+    }
+
     /// One more node on `redis_url` (a proxy to this cluster's Redis, say),
     /// sharing the cluster's topics.
     fn add_node(&mut self, redis_url: &str, extra: &[&str]) -> &Herald {

@@ -190,9 +190,7 @@ async fn when_redis_comes_back_empty_streams_are_told_history_was_lost_and_go_on
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_cut_off_from_redis_refuses_publishes_and_its_streams_get_everything_once_healed() {
-    let mut cluster = Cluster::start(1, Persistence::Always, &[]);
-    let proxy = CutProxy::start(format!("127.0.0.1:{}", cluster.redis.port).parse().expect("addr")).await;
-    cluster.add_node(&proxy.url(), &[]);
+    let (cluster, proxy) = Cluster::with_node_behind_a_proxy().await;
     let (b, a) = (&cluster.nodes[0], &cluster.nodes[1]);
     let mut on_a = subscribe(a, "/events?topic=news&topic=sport", None).await;
     let before = try_publish(b, "news", "before", None).await.expect("publish").id();
@@ -258,9 +256,7 @@ async fn a_node_that_stalls_past_redis_output_buffer_limit_catches_up_from_the_s
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publish_cut_off_mid_request_is_never_refused_if_it_was_stored() {
-    let mut cluster = Cluster::start(1, Persistence::Always, &[]);
-    let proxy = CutProxy::start(format!("127.0.0.1:{}", cluster.redis.port).parse().expect("addr")).await;
-    cluster.add_node(&proxy.url(), &[]);
+    let (cluster, proxy) = Cluster::with_node_behind_a_proxy().await;
     let (b, a) = (&cluster.nodes[0], &cluster.nodes[1]);
     let mut on_b = subscribe(b, "/topics/pay/events", None).await;
     let warm = try_publish(a, "pay", "warm", None).await.expect("publish").id();
@@ -303,9 +299,7 @@ async fn a_publish_cut_off_mid_request_is_never_refused_if_it_was_stored() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publish_whose_reply_is_lost_is_resolved_from_redis_as_published() {
-    let mut cluster = Cluster::start(1, Persistence::Always, &[]);
-    let proxy = CutProxy::start(format!("127.0.0.1:{}", cluster.redis.port).parse().expect("addr")).await;
-    cluster.add_node(&proxy.url(), &[]);
+    let (cluster, proxy) = Cluster::with_node_behind_a_proxy().await;
     let (b, a) = (&cluster.nodes[0], &cluster.nodes[1]);
     let mut on_b = subscribe(b, "/topics/pay/events", None).await;
     let warm = try_publish(a, "pay", "warm", None).await.expect("publish").id();
