@@ -12,9 +12,11 @@
 //!   empty, after `idle_topic_ttl` otherwise (the store keeps their history).
 //! - A pattern subscription is a watcher: topics created later attach it.
 //! - The history (epoch and generation) changes only under the `applying`
-//!   lock, before the rings are emptied and the watermark is set: a reader
-//!   that read the old history and then saw anything of the new one finds
-//!   the history changed when it checks again ([`Registry::history`]).
+//!   lock, after the rings are emptied and the watermark is set: a reader
+//!   that sees the new history sees its rings and watermark, and one that
+//!   read the old history and then took anything of the new one finds the
+//!   history changed when it checks again, after its step
+//!   ([`Registry::history`]).
 
 use std::{
     sync::{
@@ -143,7 +145,7 @@ impl Registry {
     pub(crate) fn skip_to(&self, seq: u64) {
         let _one_at_a_time = self.applying.lock();
         if seq > self.watermark() {
-            self.restart_at(seq);
+            self.restart_at(seq, None);
         }
     }
 
@@ -153,26 +155,29 @@ impl Registry {
     pub(crate) fn switch_history(&self, epoch: Epoch, seq: u64) {
         let _one_at_a_time = self.applying.lock();
         let generation = self.history().generation.wrapping_add(1);
-        self.history.store(History { epoch, generation }.pack(), Ordering::SeqCst);
         self.skipped_through.store(0, Ordering::SeqCst);
-        self.restart_at(seq);
+        self.restart_at(seq, Some(History { epoch, generation }));
     }
 
     /// Under the `applying` lock: the store alone holds the events up to
-    /// `seq`. Every ring is emptied to start above it, pattern subscribers
-    /// read the store up to it (under the watchers' lock, as in
-    /// [`Registry::mark_bypassed`]), the watermark moves there, and everyone
-    /// is woken.
-    fn restart_at(&self, seq: u64) {
-        for topic in self.topics_where(|_| true) {
-            topic.restart(seq);
-        }
+    /// `seq` (of a new `history`, if given). Every ring is emptied to start
+    /// above it, pattern subscribers read the store up to it (under the
+    /// watchers' lock, as in [`Registry::mark_bypassed`]), the watermark
+    /// moves there, then the history changes, and then everyone is woken:
+    /// a reader that sees the new history sees its rings and watermark.
+    fn restart_at(&self, seq: u64, history: Option<History>) {
+        let topics = self.topics_where(|_| true);
+        topics.iter().for_each(|topic| topic.restart(seq));
         let watchers = self.watchers.write();
         for watcher in watchers.iter() {
             watcher.bypassed_through.store(seq, Ordering::Release);
         }
         self.watermark.store(seq, Ordering::SeqCst);
+        if let Some(history) = history {
+            self.history.store(history.pack(), Ordering::SeqCst);
+        }
         drop(watchers);
+        topics.iter().for_each(|topic| topic.wake_all());
         self.wake_watchers();
     }
 

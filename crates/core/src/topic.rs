@@ -78,15 +78,17 @@ impl Topic {
     }
 
     /// Empties the ring, which from now on holds only events after `floor`
-    /// (those up to it are in the store), and wakes every armed reader, who
-    /// stays armed: the history moved under it ([`crate::Hub::skip_to`], a
-    /// new epoch).
+    /// (those up to it are in the store): the history moved under it
+    /// ([`crate::Hub::skip_to`], a new epoch). Its readers are woken by
+    /// [`Topic::wake_all`] once the move is complete.
     pub(crate) fn restart(&self, floor: u64) {
-        {
-            let mut ring = self.ring.lock();
-            ring.restart(floor);
-            self.latest_seq.store(floor, Ordering::Release);
-        }
+        let mut ring = self.ring.lock();
+        ring.restart(floor);
+        self.latest_seq.store(floor, Ordering::Release);
+    }
+
+    /// Wakes every armed reader, who stays armed.
+    pub(crate) fn wake_all(&self) {
         let armed: Vec<Arc<Notify>> = self.armed.lock().values().map(|(signal, _)| Arc::clone(signal)).collect();
         armed.iter().for_each(|signal| signal.notify_one());
     }
