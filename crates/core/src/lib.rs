@@ -31,6 +31,7 @@ mod stats;
 mod store;
 mod subscription;
 mod topic;
+mod topic_selector;
 mod writer;
 
 pub use event::{Event, EventDraft, EventType, EventTypeError, MAX_EVENT_TYPE_LEN, RESERVED_PREFIX, now_ms};
@@ -48,4 +49,5 @@ pub use stats::{ConnectionSnapshot, HubStats, TopicStats};
 pub use store::{Appended, EventStore, Gap, ReadLimit, Selection, StoreError, StoreRead, StoredTopic};
 pub use subscription::{Delivery, GAP_EVENT, Subscription};
 pub use topic::Topic;
+pub use topic_selector::{MAX_TEMPLATE_BYTES, TopicSelector};
 pub use writer::{CommitObserver, PublishError, Published};
