@@ -5,7 +5,7 @@ use std::{fmt, str::FromStr, sync::Arc};
 
 use bytes::Bytes;
 
-use crate::{EventId, TopicName, sse};
+use crate::{EventId, MercureMeta, TopicName, sse};
 
 /// The longest event type, in bytes.
 pub const MAX_EVENT_TYPE_LEN: usize = 128;
@@ -88,12 +88,14 @@ pub struct EventDraft {
     pub data: String,
     /// An optional `retry:` hint for clients, in milliseconds.
     pub retry_ms: Option<u64>,
+    /// What a Mercure update carries beside its frame (the door's events only).
+    pub mercure: Option<Arc<MercureMeta>>,
 }
 
 impl EventDraft {
     /// A plain `message` event with `data` for `topic`.
     pub fn new(topic: TopicName, data: impl Into<String>) -> Self {
-        Self { topic, event_type: None, data: data.into(), retry_ms: None }
+        Self { topic, event_type: None, data: data.into(), retry_ms: None, mercure: None }
     }
 }
 
@@ -107,14 +109,18 @@ pub struct Event {
     pub topic: TopicName,
     /// When it was published, in milliseconds since the Unix epoch.
     pub time_ms: u64,
-    /// The complete SSE frame, ending in a blank line.
+    /// The complete SSE frame, ending in a blank line. Its `id:` line is
+    /// the Mercure update's id for the door's events.
     pub frame: Bytes,
+    /// What a Mercure update carries beside its frame (the door's events only).
+    pub mercure: Option<Arc<MercureMeta>>,
 }
 
 impl Event {
     /// Encodes `draft` under `id`.
     pub fn new(id: EventId, draft: &EventDraft, time_ms: u64) -> Self {
-        Self::from_parts(id, draft.topic.clone(), draft.event_type.as_ref(), &draft.data, draft.retry_ms, time_ms)
+        let (topic, event_type, mercure) = (draft.topic.clone(), draft.event_type.as_ref(), draft.mercure.clone());
+        Self::from_parts(id, topic, event_type, &draft.data, draft.retry_ms, time_ms, mercure)
     }
 
     /// Encodes an event from its stored fields (used when reading a store).
@@ -125,11 +131,17 @@ impl Event {
         data: &str,
         retry_ms: Option<u64>,
         time_ms: u64,
+        mercure: Option<Arc<MercureMeta>>,
     ) -> Self {
-        let id_text = id.encode();
-        let frame =
-            sse::event_frame(std::str::from_utf8(&id_text).ok(), event_type.map(EventType::as_str), data, retry_ms);
-        Self { id, topic, time_ms, frame }
+        let frame = match &mercure {
+            Some(meta) => sse::event_frame(Some(&meta.wire_id(id)), event_type.map(EventType::as_str), data, retry_ms),
+            None => {
+                let id_text = id.encode();
+                let id_text = std::str::from_utf8(&id_text).ok();
+                sse::event_frame(id_text, event_type.map(EventType::as_str), data, retry_ms)
+            }
+        };
+        Self { id, topic, time_ms, frame, mercure }
     }
 
     /// The frame without its `id:` line: what a shared store keeps and
@@ -141,14 +153,22 @@ impl Event {
 
     /// An event from the `body` of its frame ([`Event::body`]): one
     /// allocation, the `id:` line and the body.
-    pub fn from_body(id: EventId, topic: TopicName, time_ms: u64, body: &[u8]) -> Self {
-        let id_text = id.encode();
+    pub fn from_body(
+        id: EventId,
+        topic: TopicName,
+        time_ms: u64,
+        body: &[u8],
+        mercure: Option<Arc<MercureMeta>>,
+    ) -> Self {
+        let native = id.encode();
+        let wire = mercure.as_ref().map(|meta| meta.wire_id(id));
+        let id_text = wire.as_ref().map_or(&native[..], String::as_bytes);
         let mut frame = bytes::BytesMut::with_capacity(id_text.len() + 5 + body.len());
         frame.extend_from_slice(b"id: ");
-        frame.extend_from_slice(&id_text);
+        frame.extend_from_slice(id_text);
         frame.extend_from_slice(b"\n");
         frame.extend_from_slice(body);
-        Self { id, topic, time_ms, frame: frame.freeze() }
+        Self { id, topic, time_ms, frame: frame.freeze(), mercure }
     }
 
     /// The frame's length in bytes (what the ring budget counts).
@@ -191,7 +211,13 @@ mod tests {
         let id = EventId::new(crate::Epoch(7), 42);
         let event = Event::new(id, &draft, 5);
         assert_eq!(event.body(), b"event: k\ndata: a\ndata: b\n\n");
-        assert_eq!(Event::from_body(id, topic, 5, event.body()), event);
+        assert_eq!(Event::from_body(id, topic.clone(), 5, event.body(), None), event);
+
+        let meta = MercureMeta { topics: vec!["/a".into()], private: false, id: Some("c".into()) };
+        draft.mercure = Some(Arc::new(meta));
+        let update = Event::new(id, &draft, 5);
+        assert!(update.frame.starts_with(b"id: c\nevent: k\n"), "{update:?}");
+        assert_eq!(Event::from_body(id, topic, 5, update.body(), draft.mercure.clone()), update);
     }
 
     #[test]

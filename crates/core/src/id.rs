@@ -100,6 +100,9 @@ pub enum Resume {
     Live,
     /// Resume after this id.
     After(EventId),
+    /// Every retained event, without a notice for what is no longer retained
+    /// (Mercure's `earliest`).
+    Earliest,
     /// An id was given but it is not one of ours (malformed, or too long to
     /// echo back). Treated as unknown: the stream says so with `herald.gap`.
     Unknown,

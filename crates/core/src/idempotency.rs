@@ -24,8 +24,8 @@ pub struct IdempotencyKey {
     pub fingerprint: Fingerprint,
 }
 
-/// A SHA-256 digest of a request's events: topic, type, data and retry of
-/// each, in order, each field length-prefixed so no two requests share one.
+/// A SHA-256 digest of a request's events: topic, type, data, retry and
+/// Mercure metadata of each, in order, each field length-prefixed so no two requests share one.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Fingerprint(pub [u8; 32]);
 
@@ -53,6 +53,7 @@ impl Fingerprint {
                 out[1..].copy_from_slice(&ms.to_le_bytes());
                 out
             }));
+            field(draft.mercure.as_ref().map_or(String::new(), |meta| meta.to_json()).as_bytes());
         }
         Self(hash.finalize().into())
     }

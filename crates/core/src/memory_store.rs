@@ -206,6 +206,15 @@ impl EventStore for MemoryStore {
         Ok(self.state.lock().logs.get(name).and_then(|log| log.stored(name)))
     }
 
+    async fn find_mercure_id(&self, topic: &TopicName, id: &str) -> Result<Option<EventId>, StoreError> {
+        // A scan of one topic's retained events: this store is for tests and
+        // small deployments, and the scan needs no index to keep bounded.
+        let state = self.state.lock();
+        let Some(log) = state.logs.get(topic) else { return Ok(None) };
+        let custom = |e: &&Event| e.mercure.as_ref().is_some_and(|meta| meta.id.as_deref() == Some(id));
+        Ok(log.events.iter().rev().find(custom).map(|e| e.id))
+    }
+
     async fn enforce_retention(&self, now: u64) -> Result<u64, StoreError> {
         let mut state = self.state.lock();
         let state = &mut *state;

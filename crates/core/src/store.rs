@@ -225,6 +225,10 @@ pub trait EventStore: Send + Sync + std::fmt::Debug + 'static {
     /// What the store holds of `topic`; `None` when it holds no event of it.
     async fn topic(&self, topic: &TopicName) -> Result<Option<StoredTopic>, StoreError>;
 
+    /// The newest retained event of `topic` whose Mercure update carries
+    /// the publisher's id `id` (ids may be reused); `None` when there is none.
+    async fn find_mercure_id(&self, topic: &TopicName, id: &str) -> Result<Option<EventId>, StoreError>;
+
     /// Applies the retention policy (and expires idempotency keys).
     /// Returns how many events it removed.
     async fn enforce_retention(&self, now_ms: u64) -> Result<u64, StoreError>;

@@ -71,9 +71,9 @@ pub struct Subscription {
     /// A pattern subscription that resumed must read the store until its
     /// cursor reaches this point: topics it matched may have left the registry.
     store_until: u64,
-    /// The resume id was not one of ours: a notice says so, and per-topic
-    /// gaps relative to it would mean nothing, so the first store read's are
-    /// left out.
+    /// The start is no position the subscriber saw (an id not of ours,
+    /// which a notice reports, or `earliest`): per-topic gaps relative to it
+    /// would mean nothing, so the first store read's are left out.
     unknown_resume: bool,
     /// The next step is a resume's catch-up (counted as ring or store replay).
     catching_up: bool,
@@ -126,6 +126,11 @@ impl Subscription {
         let committed = watermark.max(subscription.hub.committed.load(Ordering::Acquire));
         subscription.cursor = match resume {
             Resume::Live => watermark,
+            Resume::Earliest => {
+                // History trimmed before the start is no news to it.
+                subscription.unknown_resume = true;
+                0
+            }
             Resume::After(id) if id.epoch == history.epoch && id.seq <= committed => id.seq,
             // Gaps relative to the lost history's position would mean nothing.
             Resume::After(id) if Some(id.epoch) == subscription.hub.store.previous_epoch() => {

@@ -491,6 +491,9 @@ impl EventStore for CountingStore {
     async fn topic(&self, topic: &TopicName) -> Result<Option<StoredTopic>, StoreError> {
         self.inner.topic(topic).await
     }
+    async fn find_mercure_id(&self, topic: &TopicName, id: &str) -> Result<Option<EventId>, StoreError> {
+        self.inner.find_mercure_id(topic, id).await
+    }
     async fn enforce_retention(&self, now_ms: u64) -> Result<u64, StoreError> {
         self.inner.enforce_retention(now_ms).await
     }

@@ -284,7 +284,7 @@ fn draft(
             })
         })
         .transpose()?;
-    Ok(EventDraft { topic, event_type, data, retry_ms: retry })
+    Ok(EventDraft { topic, event_type, data, retry_ms: retry, mercure: None })
 }
 
 fn check_size(state: &AppState, draft: &EventDraft, at: At) -> Result<(), ApiError> {

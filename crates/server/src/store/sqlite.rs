@@ -24,8 +24,8 @@ use std::{
 
 use async_trait::async_trait;
 use herald_core::{
-    Appended, Epoch, Event, EventDraft, EventId, EventStore, EventType, Fingerprint, Gap, IdempotencyKey, Publish,
-    ReadLimit, Retention, Selection, StoreError, StoreRead, StoredTopic, TopicName, TopicPattern, now_ms,
+    Appended, Epoch, Event, EventDraft, EventId, EventStore, EventType, Fingerprint, Gap, IdempotencyKey, MercureMeta,
+    Publish, ReadLimit, Retention, Selection, StoreError, StoreRead, StoredTopic, TopicName, TopicPattern, now_ms,
 };
 use sqlx::{
     AssertSqlSafe, Row as _, SqlitePool,
@@ -306,7 +306,13 @@ impl SqliteStore {
         let data: String = row.try_get(3)?;
         let retry_ms: Option<i64> = row.try_get(4)?;
         let time_ms: i64 = row.try_get(5)?;
+        let mercure: Option<String> = row.try_get(6)?;
         let decode = |e: String| sqlx::Error::Decode(e.into());
+        let mercure = mercure
+            .map(|json| {
+                MercureMeta::from_json(&json).ok_or_else(|| decode(format!("event {seq}: bad Mercure metadata")))
+            })
+            .transpose()?;
         let topic = TopicName::from_str(&topic).map_err(|e| decode(e.to_string()))?;
         let event_type = event_type.map(|t| EventType::new(&t).map_err(|e| decode(e.to_string()))).transpose()?;
         Ok(Event::from_parts(
@@ -316,6 +322,7 @@ impl SqliteStore {
             &data,
             retry_ms.map(|r| r as u64),
             time_ms as u64,
+            mercure,
         ))
     }
 
@@ -360,8 +367,10 @@ impl SqliteStore {
         let mut per_topic: HashMap<&str, i64> = HashMap::new();
         {
             let mut insert_event = tx.prepare_cached(
-                "INSERT INTO events (seq, topic, event_type, data, retry_ms, time_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO events (seq, topic, event_type, data, retry_ms, time_ms, mercure) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?;
+            let mut insert_mercure_id =
+                tx.prepare_cached("INSERT OR REPLACE INTO mercure_ids (topic, id, seq) VALUES (?1, ?2, ?3)")?;
             for request in requests {
                 if let Some(key) = &request.key {
                     if let Some(earlier) = self.earlier_use(&tx, key, request, now, &new_keys)? {
@@ -394,7 +403,11 @@ impl SqliteStore {
                         draft.data,
                         draft.retry_ms.map(|r| r as i64),
                         now as i64,
+                        draft.mercure.as_ref().map(|meta| meta.to_json()),
                     ])?;
+                    if let Some(id) = draft.mercure.as_ref().and_then(|meta| meta.id.as_ref()) {
+                        insert_mercure_id.execute(rusqlite::params![draft.topic.as_str(), id, seq as i64])?;
+                    }
                     *per_topic.entry(draft.topic.as_str()).or_default() += 1;
                     events.push(Event::new(EventId::new(self.epoch, seq), draft, now));
                 }
@@ -463,7 +476,8 @@ impl SqliteStore {
 
     /// The draft that event `seq` was stored from, if it is still stored.
     fn stored_draft(&self, tx: &rusqlite::Transaction<'_>, seq: i64) -> rusqlite::Result<Option<EventDraft>> {
-        let mut find = tx.prepare_cached("SELECT topic, event_type, data, retry_ms FROM events WHERE seq = ?1")?;
+        let mut find =
+            tx.prepare_cached("SELECT topic, event_type, data, retry_ms, mercure FROM events WHERE seq = ?1")?;
         let mut rows = find.query([seq])?;
         let Some(row) = rows.next()? else { return Ok(None) };
         let invalid = |column, e: String| {
@@ -472,11 +486,16 @@ impl SqliteStore {
         let topic: String = row.get(0)?;
         let event_type: Option<String> = row.get(1)?;
         let retry_ms: Option<i64> = row.get(3)?;
+        let mercure: Option<String> = row.get(4)?;
+        let mercure = mercure
+            .map(|json| MercureMeta::from_json(&json).ok_or_else(|| invalid(4, "bad Mercure metadata".into())))
+            .transpose()?;
         Ok(Some(EventDraft {
             topic: TopicName::from_str(&topic).map_err(|e| invalid(0, e.to_string()))?,
             event_type: event_type.map(|t| EventType::new(&t).map_err(|e| invalid(1, e.to_string()))).transpose()?,
             data: row.get(2)?,
             retry_ms: retry_ms.map(|r| r as u64),
+            mercure,
         }))
     }
 
@@ -526,7 +545,7 @@ impl SqliteStore {
         };
         let (filter, binds) = Self::topic_filter(selection, column);
         let sql = format!(
-            "SELECT seq, topic, event_type, data, retry_ms, time_ms FROM events WHERE seq > ? AND seq <= ? AND {filter} ORDER BY seq LIMIT ?"
+            "SELECT seq, topic, event_type, data, retry_ms, time_ms, mercure FROM events WHERE seq > ? AND seq <= ? AND {filter} ORDER BY seq LIMIT ?"
         );
         // Sequence numbers are stored as SQLite's signed 64-bit integers.
         let (after, upto) = (after.min(i64::MAX as u64) as i64, upto.min(i64::MAX as u64) as i64);
@@ -619,6 +638,11 @@ impl SqliteStore {
             .execute(&mut *tx)
             .await?
             .rows_affected();
+            sqlx::query("DELETE FROM mercure_ids WHERE topic = ? AND seq <= ?")
+                .bind(topic.to_owned())
+                .bind(through)
+                .execute(&mut *tx)
+                .await?;
             sqlx::query(
                 "UPDATE topics SET events = max(events - ?, 0), trimmed_through = max(trimmed_through, ?) WHERE name = ?",
             )
@@ -707,6 +731,16 @@ impl EventStore for SqliteStore {
     async fn topic(&self, topic: &TopicName) -> Result<Option<StoredTopic>, StoreError> {
         let mut found = self.stored_topics(None, Some(topic.as_str()), 1).await.map_err(StoreError::unavailable)?;
         Ok(found.pop())
+    }
+
+    async fn find_mercure_id(&self, topic: &TopicName, id: &str) -> Result<Option<EventId>, StoreError> {
+        let seq: Option<i64> = sqlx::query_scalar("SELECT seq FROM mercure_ids WHERE topic = ? AND id = ?")
+            .bind(topic.as_str())
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::unavailable)?;
+        Ok(seq.map(|seq| EventId::new(self.epoch, seq as u64)))
     }
 
     async fn enforce_retention(&self, now_ms: u64) -> Result<u64, StoreError> {

@@ -156,7 +156,7 @@ fn apply(shared: &Shared, hub: &Hub, payload: &[u8]) -> Result<Duration, &'stati
     let mut events = Vec::with_capacity(batch.records.len());
     for (seq, topic, body) in &batch.records {
         let topic = TopicName::new(topic).map_err(|_| "a topic name is invalid")?;
-        events.push(Event::from_body(EventId::new(batch.epoch, *seq), topic, batch.ms, body));
+        events.push(Event::from_body(EventId::new(batch.epoch, *seq), topic, batch.ms, body, None));
     }
     hub.apply(&events);
     shared.applied.store(last, Ordering::Release);

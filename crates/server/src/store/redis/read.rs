@@ -197,7 +197,13 @@ async fn read_topic(
             }
             bytes += size;
             from = entry.seq.saturating_add(1);
-            read.events.push(Event::from_body(EventId::new(epoch, entry.seq), topic.clone(), entry.ms, &entry.body));
+            read.events.push(Event::from_body(
+                EventId::new(epoch, entry.seq),
+                topic.clone(),
+                entry.ms,
+                &entry.body,
+                None,
+            ));
         }
         if !full {
             return Ok(read);

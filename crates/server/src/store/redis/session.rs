@@ -325,7 +325,9 @@ fn appended(request: &Publish, bodies: &[Bytes], outcome: &str, epoch: Epoch, ms
                 .iter()
                 .zip(bodies)
                 .zip(first..)
-                .map(|((draft, body), seq)| Event::from_body(EventId::new(epoch, seq), draft.topic.clone(), ms, body))
+                .map(|((draft, body), seq)| {
+                    Event::from_body(EventId::new(epoch, seq), draft.topic.clone(), ms, body, draft.mercure.clone())
+                })
                 .collect(),
         ),
         Some(b'R') => Appended::Replayed { first: EventId::new(epoch, first) },
