@@ -514,6 +514,11 @@ MCowBQYDK2VwAyEAHRUMtanCwobuFe//FuytFNBDva9Ibzmp83OPVU0hCQ8=
         assert_eq!((verified.dialect, verified.expires_at), (Dialect::Draft08, Some(exp)));
         assert!(verified.grants.may_receive_private(["https://hub.example.com/books/1"].into_iter()));
 
+        let long_typ = Header { typ: Some("application/AT+JWT".into()), ..Header::new(Algorithm::HS256) };
+        let claims = json!({"exp": exp, "mercure": {"subscribe": ["*"]}});
+        let long = jsonwebtoken::encode(&long_typ, &claims, &EncodingKey::from_secret(SUBSCRIBER_SECRET.as_bytes()));
+        assert_eq!(verifier.verify(&long.unwrap(), Role::Subscriber).unwrap().dialect, Dialect::Draft08);
+
         let no_exp = at_jwt(&json!({"authorization_details": details}), SUBSCRIBER_SECRET);
         assert_eq!(code(verifier.verify(&no_exp, Role::Subscriber)), "missing_claim");
         let untyped_no_exp = hs256(&json!({"authorization_details": details}), SUBSCRIBER_SECRET);
