@@ -15,6 +15,7 @@ pub mod config;
 pub mod error;
 pub mod event_stream;
 pub mod extract;
+pub mod mercure;
 pub mod metrics;
 mod ops;
 mod process_stats;
