@@ -65,6 +65,11 @@ fn api(state: AppState) -> Router {
         Some(layer) => router.layer(layer),
         None => router,
     };
+    // Merged after the API's CORS layer: the door has its own.
+    let router = match mercure::router(&state) {
+        Some(door) => router.merge(door),
+        None => router,
+    };
     router.with_state(state)
 }
 
