@@ -5,6 +5,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod presence;
 mod protocol;
 
 use std::time::Duration;
@@ -92,4 +93,13 @@ pub async fn subscribe(server: &TestServer, query: &str, token: Option<&str>) ->
 /// `text` as a query parameter value.
 pub fn q(text: &str) -> String {
     form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}
+
+/// A 1.0 token (`typ: at+jwt`) granting `details` as its
+/// `authorization_details`, valid for an hour.
+pub fn at_jwt(details: Value) -> String {
+    let mut head = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    head.typ = Some("at+jwt".into());
+    let claims = json!({ "authorization_details": details, "exp": now() + 3600, "sub": "someone" });
+    jsonwebtoken::encode(&head, &claims, &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes())).expect("sign")
 }
