@@ -10,7 +10,8 @@
 //! CORS, errors) and its response is written by hand. Anything else, and
 //! anything this reader does not fully understand, goes to hyper unchanged
 //! with the bytes already read, so hyper stays the one full HTTP server.
-//! Which routes stream is the router's one list (`routes::events::STREAM_PATHS`).
+//! Which routes stream is the router's one list (`routes::events::STREAM_PATHS`),
+//! and the Mercure door's (`mercure::PATH`).
 
 use std::{
     io::{self, IoSlice, Write as _},
@@ -127,11 +128,12 @@ fn parse(bytes: &[u8]) -> Parsed {
     request.body(Body::empty()).map_or(Parsed::Other, |request| Parsed::Stream(Box::new(request)))
 }
 
-/// Whether `target` is one of the router's stream routes: a `{…}` segment
+/// Whether `target` is one of the router's stream routes (the Mercure door's
+/// included: the router answers 404 when it is off): a `{…}` segment
 /// of a route matches any one segment.
 fn is_stream_route(target: &str) -> bool {
     let path = target.split_once('?').map_or(target, |(path, _)| path);
-    STREAM_PATHS.iter().any(|route| {
+    STREAM_PATHS.iter().chain([&crate::mercure::PATH]).any(|route| {
         let (mut route, mut path) = (route.split('/'), path.split('/'));
         loop {
             match (route.next(), path.next()) {
@@ -310,6 +312,8 @@ mod tests {
         assert!(!is_stream_route("/eventsx"));
         assert!(!is_stream_route("/admin/live"));
         assert!(!is_stream_route("/topics/a/b/events"));
+        assert!(is_stream_route("/.well-known/mercure?topic=%2Fa"));
+        assert!(!is_stream_route("/.well-known/mercure/subscriptions"));
     }
 
     #[test]
