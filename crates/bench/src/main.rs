@@ -95,7 +95,7 @@ pub struct RunArgs {
     /// Bearer token for both sides (same as -H 'Authorization: Bearer TOKEN').
     #[arg(long, env = "HERALD_BENCH_TOKEN", hide_env_values = true)]
     token: Option<String>,
-    /// Single-event body: `json` ({"data": …}) or `text` (raw text/plain).
+    /// Single-event body: `json` ({"data": …}), `text` (raw text/plain) or `form` (Mercure's topic=…&data=…).
     #[arg(long, value_enum, default_value_t = BodyFormat::Json)]
     body: BodyFormat,
     /// Payload size in bytes (the send time and sequence number are padded to it).
@@ -104,7 +104,7 @@ pub struct RunArgs {
     /// Publish JSON arrays of B events (`[{"topic", "data"}, …]`) to the publish URL.
     #[arg(long, default_value_t = 0, value_name = "B")]
     batch: usize,
-    /// Topic of batch items; `{i}` becomes the topic index.
+    /// Topic of batch items and of `--body form` publishes; `{i}` becomes the topic index.
     #[arg(long, default_value = "bench")]
     batch_topic: String,
     /// Subscribers per local source address (127.0.0.1, .2, …) [default: half the ephemeral port range].

@@ -168,6 +168,19 @@ fn build(
                 payload::encode(body, payload(first), plan.payload_size);
                 (target, "text/plain")
             }
+            BodyFormat::Form => {
+                let topic = plan.batch_topic.replace(crate::url::PLACEHOLDER, &(first % topics).to_string());
+                body.push_str("topic=");
+                body.extend(form_urlencoded::byte_serialize(topic.as_bytes()));
+                body.push_str("&data=");
+                // The payload is letters, digits and spaces: a space is `+` in a form.
+                let start = body.len();
+                payload::encode(body, payload(first), plan.payload_size);
+                let encoded = body[start..].replace(' ', "+");
+                body.truncate(start);
+                body.push_str(&encoded);
+                (target, "application/x-www-form-urlencoded")
+            }
         }
     };
     request.clear();

@@ -35,6 +35,8 @@ pub enum BodyFormat {
     Json,
     /// The payload itself as text/plain (Herald; Nchan's raw body).
     Text,
+    /// Mercure's form, `topic=…&data=…`, its topic `--batch-topic`.
+    Form,
 }
 
 /// Everything a run needs.
