@@ -1,13 +1,19 @@
 //! Topic names and the patterns that select them.
 //!
 //! Invariants: a [`TopicName`] is 1–200 bytes of `A–Z a–z 0–9 . _ - : ~ @`, so
-//! it is safe in a URL path segment, a log line and an SQL parameter alike. A
-//! [`TopicPattern`] is an exact name or a prefix followed by one trailing `*`.
+//! it is safe in a URL path segment, a log line and an SQL parameter alike,
+//! possibly after a leading `$` that marks a topic the hub itself owns (the
+//! Mercure door's `$mercure`). A [`TopicPattern`] is an exact name or a
+//! prefix followed by one trailing `*`; no prefix selects a hub-owned topic,
+//! so `*` never reaches what the hub keeps apart.
 
 use std::{borrow::Borrow, fmt, str::FromStr, sync::Arc};
 
 /// The longest topic name, in bytes.
 pub const MAX_TOPIC_NAME_LEN: usize = 200;
+
+/// What a hub-owned topic's name starts with.
+pub const HUB_TOPIC_MARK: char = '$';
 
 /// Why a string is not a topic name or pattern.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -39,7 +45,11 @@ fn validate(s: &str, allow_empty: bool) -> Result<(), TopicError> {
     if s.len() > MAX_TOPIC_NAME_LEN {
         return Err(TopicError::TooLong(s.len()));
     }
-    if let Some(c) = s.chars().find(|c| !c.is_ascii() || !is_topic_byte(*c as u8)) {
+    let unmarked = if allow_empty { s } else { s.strip_prefix(HUB_TOPIC_MARK).unwrap_or(s) };
+    if unmarked.is_empty() && !allow_empty {
+        return Err(TopicError::Empty);
+    }
+    if let Some(c) = unmarked.chars().find(|c| !c.is_ascii() || !is_topic_byte(*c as u8)) {
         return Err(if c == '*' { TopicError::MisplacedWildcard } else { TopicError::BadChar(c) });
     }
     Ok(())
@@ -60,6 +70,16 @@ impl TopicName {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// Whether the hub owns it (`$…`): publishers cannot write to it, and
+    /// no pattern selects it.
+    pub fn is_hub_owned(&self) -> bool {
+        is_hub_owned(&self.0)
+    }
+}
+
+fn is_hub_owned(name: &str) -> bool {
+    name.starts_with(HUB_TOPIC_MARK)
 }
 
 impl FromStr for TopicName {
@@ -114,7 +134,7 @@ impl TopicPattern {
     pub fn matches(&self, topic: &str) -> bool {
         match self {
             Self::Exact(name) => name.as_str() == topic,
-            Self::Prefix(prefix) => topic.starts_with(&**prefix),
+            Self::Prefix(prefix) => topic.starts_with(&**prefix) && !is_hub_owned(topic),
         }
     }
 
@@ -124,7 +144,7 @@ impl TopicPattern {
         match (self, other) {
             (Self::Exact(a), Self::Exact(b)) => a == b,
             (Self::Exact(_), Self::Prefix(_)) => false,
-            (Self::Prefix(p), Self::Exact(name)) => name.as_str().starts_with(&**p),
+            (Self::Prefix(p), Self::Exact(name)) => Self::Prefix(Arc::clone(p)).matches(name.as_str()),
             (Self::Prefix(p), Self::Prefix(q)) => q.starts_with(&**p),
         }
     }
@@ -192,6 +212,19 @@ mod tests {
         assert_eq!(TopicName::new("a b"), Err(TopicError::BadChar(' ')));
         assert_eq!(TopicName::new("é"), Err(TopicError::BadChar('é')));
         assert_eq!(TopicName::new("a*"), Err(TopicError::MisplacedWildcard));
+    }
+
+    #[test]
+    fn hub_owned_topics_are_marked_and_no_pattern_selects_them() {
+        let door = TopicName::new("$mercure").unwrap();
+        assert!(door.is_hub_owned() && !TopicName::new("mercure").unwrap().is_hub_owned());
+        assert_eq!(TopicName::new("$"), Err(TopicError::Empty));
+        assert_eq!(TopicName::new("a$"), Err(TopicError::BadChar('$')));
+        assert_eq!(TopicName::new("$$a"), Err(TopicError::BadChar('$')));
+        assert_eq!("$mer*".parse::<TopicPattern>(), Err(TopicError::BadChar('$')));
+        let all: TopicPattern = "*".parse().unwrap();
+        assert!(!all.matches("$mercure") && !all.covers(&TopicPattern::Exact(door.clone())));
+        assert!(TopicPattern::Exact(door).matches("$mercure"));
     }
 
     #[test]

@@ -17,16 +17,44 @@
 //!
 //! A selector that does not parse as a template, or is longer than
 //! [`MAX_TEMPLATE_BYTES`], is an exact string.
+//!
+//! Mercure 1.0 names each matcher's kind instead of guessing it from the
+//! text: [`TopicSelector::exact`] (an exact string even if it is `*` or
+//! holds `{`), and [`TopicSelector::url_pattern`], a WHATWG URL Pattern.
+//! A URL pattern and the topics it is matched against are both resolved
+//! against one base URL (the hub's), so `/books/:id` selects the hub's
+//! `/books/1`; a topic that does not resolve to a URL matches no pattern.
 
-use std::fmt;
+use std::{fmt, sync::Arc};
 
 use regex::{Regex, RegexBuilder};
+use url::Url;
+use urlpattern::{UrlPatternInit, UrlPatternMatchInput, UrlPatternOptions, regexp::RegExp};
 
 /// Most bytes of a template compiled; a longer selector is an exact string.
 /// Selectors are clients' input: compiling one must stay cheap.
 pub const MAX_TEMPLATE_BYTES: usize = 4096;
 /// Most bytes of a compiled template's program.
 const MAX_PROGRAM_BYTES: usize = 1 << 20;
+
+/// Why a URL pattern is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SelectorError {
+    /// Longer than [`MAX_TEMPLATE_BYTES`].
+    #[error("a URL pattern is {len} bytes long, over the {MAX_TEMPLATE_BYTES} allowed; shorten it")]
+    TooLong {
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// Not a URL pattern (or one whose regexes are too big to compile).
+    #[error("`{pattern}` is not a valid URL pattern: {reason}")]
+    Invalid {
+        /// The pattern as given.
+        pattern: String,
+        /// What the parser found wrong.
+        reason: String,
+    },
+}
 
 /// A parsed topic selector.
 #[derive(Clone)]
@@ -42,6 +70,25 @@ pub enum TopicSelector {
         /// Matches exactly the expansions.
         regex: Regex,
     },
+    /// A WHATWG URL Pattern (Mercure 1.0's `urlpattern` match type).
+    UrlPattern {
+        /// The pattern as given.
+        source: String,
+        /// The compiled pattern, resolved against `base`.
+        pattern: CompiledUrlPattern,
+        /// What relative patterns and topics are resolved against.
+        base: Url,
+    },
+}
+
+/// A compiled URL pattern, shared by the selector's clones.
+#[derive(Clone)]
+pub struct CompiledUrlPattern(Arc<urlpattern::UrlPattern<BoundedRegex>>);
+
+impl fmt::Debug for CompiledUrlPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("CompiledUrlPattern")
+    }
 }
 
 impl TopicSelector {
@@ -59,12 +106,52 @@ impl TopicSelector {
         }
     }
 
+    /// The selector that matches `text` and nothing else, even when it is
+    /// `*` or holds `{` (Mercure 1.0's `exact` match type).
+    pub fn exact(text: &str) -> Self {
+        Self::Exact(text.to_owned())
+    }
+
+    /// The URL pattern `text`, relative patterns resolved against `base`
+    /// (Mercure 1.0's `urlpattern` match type).
+    pub fn url_pattern(text: &str, base: &Url) -> Result<Self, SelectorError> {
+        if text.len() > MAX_TEMPLATE_BYTES {
+            return Err(SelectorError::TooLong { len: text.len() });
+        }
+        let invalid = |error: urlpattern::Error| SelectorError::Invalid {
+            pattern: text.to_owned(),
+            reason: match error {
+                urlpattern::Error::RegExp(()) => "a part of it does not compile (or is too big)".to_owned(),
+                error => error.to_string(),
+            },
+        };
+        // An absolute pattern stands alone: given the base, it would inherit
+        // the base's path (`urn:*` would become `urn:/.well-known/*`).
+        let init = match UrlPatternInit::parse_constructor_string::<BoundedRegex>(text, None) {
+            Err(urlpattern::Error::BaseUrlRequired) => {
+                UrlPatternInit::parse_constructor_string::<BoundedRegex>(text, Some(base.clone()))
+            }
+            parsed => parsed,
+        }
+        .map_err(invalid)?;
+        let pattern = urlpattern::UrlPattern::parse(init, UrlPatternOptions::default()).map_err(invalid)?;
+        Ok(Self::UrlPattern {
+            source: text.to_owned(),
+            pattern: CompiledUrlPattern(Arc::new(pattern)),
+            base: base.clone(),
+        })
+    }
+
     /// Whether `topic` is selected.
     pub fn matches(&self, topic: &str) -> bool {
         match self {
             Self::Any => true,
             Self::Exact(exact) => exact == topic,
             Self::Template { regex, .. } => regex.is_match(topic),
+            Self::UrlPattern { pattern, base, .. } => match base.join(topic) {
+                Ok(url) => pattern.0.test(UrlPatternMatchInput::Url(url)).unwrap_or(false),
+                Err(_) => false,
+            },
         }
     }
 
@@ -72,8 +159,42 @@ impl TopicSelector {
     pub fn as_str(&self) -> &str {
         match self {
             Self::Any => "*",
-            Self::Exact(text) | Self::Template { source: text, .. } => text,
+            Self::Exact(text) | Self::Template { source: text, .. } | Self::UrlPattern { source: text, .. } => text,
         }
+    }
+
+    /// Whether it is a URL pattern (Mercure 1.0's `urlpattern` match
+    /// type) rather than a string, `*` or a URI template.
+    pub fn is_url_pattern(&self) -> bool {
+        matches!(self, Self::UrlPattern { .. })
+    }
+}
+
+/// The regexes of a URL pattern's parts, bounded like templates': a
+/// pattern is a client's input.
+struct BoundedRegex(Regex);
+
+impl RegExp for BoundedRegex {
+    fn syntax() -> urlpattern::RegexSyntax {
+        urlpattern::RegexSyntax::Rust
+    }
+
+    fn parse(pattern: &str, flags: &str, _force_eval: bool) -> Result<Self, ()> {
+        let regex = RegexBuilder::new(pattern)
+            .case_insensitive(flags.contains('i'))
+            .size_limit(MAX_PROGRAM_BYTES)
+            .build()
+            .map_err(|_| ())?;
+        Ok(Self(regex))
+    }
+
+    fn matches<'a>(&self, text: &'a str) -> Option<Vec<Option<&'a str>>> {
+        let captures = self.0.captures(text)?;
+        Some(captures.iter().skip(1).map(|group| group.map(|m| m.as_str())).collect())
+    }
+
+    fn pattern_string(&self) -> &str {
+        self.0.as_str()
     }
 }
 
@@ -83,9 +204,17 @@ impl fmt::Debug for TopicSelector {
     }
 }
 
+/// Two selectors are equal when they select alike: the same kind, the
+/// same text and, for URL patterns, the same base.
 impl PartialEq for TopicSelector {
     fn eq(&self, other: &Self) -> bool {
-        self.as_str() == other.as_str()
+        match (self, other) {
+            (
+                Self::UrlPattern { source, base, .. },
+                Self::UrlPattern { source: other_source, base: other_base, .. },
+            ) => source == other_source && base == other_base,
+            _ => std::mem::discriminant(self) == std::mem::discriminant(other) && self.as_str() == other.as_str(),
+        }
     }
 }
 
@@ -292,5 +421,90 @@ mod tests {
         // The longest compiled still fits the program bound.
         let longest = "{+a,b,c,d,e,f,g,h}".repeat(MAX_TEMPLATE_BYTES / 18);
         assert!(matches!(TopicSelector::parse(&longest), TopicSelector::Template { .. }));
+    }
+
+    fn hub() -> Url {
+        Url::parse("https://hub.example.com/.well-known/mercure").unwrap()
+    }
+
+    fn url_matches(pattern: &str, topic: &str) -> bool {
+        TopicSelector::url_pattern(pattern, &hub()).unwrap().matches(topic)
+    }
+
+    #[test]
+    fn exact_selectors_take_stars_and_braces_literally() {
+        let star = TopicSelector::exact("*");
+        assert!(star.matches("*") && !star.matches("https://example.com/a"));
+        let braces = TopicSelector::exact("/books/{id}");
+        assert!(braces.matches("/books/{id}") && !braces.matches("/books/1"));
+        assert_ne!(star, TopicSelector::Any, "an exact `*` is not the wildcard");
+        assert_ne!(braces, TopicSelector::parse("/books/{id}"));
+        assert_eq!(TopicSelector::exact("/a"), TopicSelector::parse("/a"));
+    }
+
+    #[test]
+    fn absolute_url_patterns_match_urls_with_wildcards_and_named_groups() {
+        let books = "https://example.com/books/:id";
+        assert!(url_matches(books, "https://example.com/books/1"));
+        assert!(url_matches(books, "https://example.com/books/abc-def"));
+        assert!(!url_matches(books, "https://example.com/books/1/2"), "a named group is one segment");
+        assert!(!url_matches(books, "https://example.com/books/"));
+        assert!(!url_matches(books, "https://example.org/books/1"), "another host");
+        assert!(!url_matches(books, "http://example.com/books/1"), "another scheme");
+        let numeric = "https://example.com/books/:id(\\d+)";
+        assert!(url_matches(numeric, "https://example.com/books/42"));
+        assert!(!url_matches(numeric, "https://example.com/books/x"));
+        let anything = "https://example.com/books/*";
+        assert!(url_matches(anything, "https://example.com/books/1/chapters/2"));
+        assert!(url_matches(anything, "https://example.com/books/1?draft#top"), "search and hash are open");
+        assert!(!url_matches(anything, "https://example.com/authors/1"));
+        assert!(url_matches("https://*.example.com/*", "https://eu.example.com/x"));
+        assert!(!url_matches("https://*.example.com/*", "https://example.org/x"));
+    }
+
+    #[test]
+    fn relative_url_patterns_and_topics_resolve_against_the_base() {
+        let relative = "/books/:id";
+        assert!(url_matches(relative, "https://hub.example.com/books/1"));
+        assert!(url_matches(relative, "/books/1"), "a relative topic resolves against the same base");
+        assert!(!url_matches(relative, "https://example.com/books/1"), "another host than the base's");
+        assert!(url_matches("/chat/*", "/chat/rooms/1"));
+        let selector = TopicSelector::url_pattern(relative, &hub()).unwrap();
+        assert!(selector.is_url_pattern() && selector.as_str() == relative);
+        let elsewhere = Url::parse("https://other.example.com/").unwrap();
+        assert_ne!(selector, TopicSelector::url_pattern(relative, &elsewhere).unwrap(), "the base is part of it");
+        assert_eq!(selector, TopicSelector::url_pattern(relative, &hub()).unwrap());
+    }
+
+    #[test]
+    fn a_topic_that_is_not_a_url_matches_no_url_pattern() {
+        assert!(!url_matches("*", "http://[::1"), "does not resolve");
+        assert!(!url_matches("https://*", "https://exa mple.com/"));
+        assert!(!url_matches("/books/:id", "urn:isbn:0451450523"), "another scheme");
+        assert!(url_matches("urn:*", "urn:isbn:0451450523"), "unless the pattern says so");
+        assert!(!url_matches("urn:*", "/books/1"));
+    }
+
+    #[test]
+    fn bad_and_over_long_url_patterns_are_refused() {
+        let long = format!("/{}", "a".repeat(MAX_TEMPLATE_BYTES));
+        assert_eq!(TopicSelector::url_pattern(&long, &hub()).unwrap_err(), SelectorError::TooLong { len: long.len() });
+        assert!(TopicSelector::url_pattern(&long[..MAX_TEMPLATE_BYTES], &hub()).is_ok(), "the bound itself is fine");
+        for bad in ["/books/:id(", "/books/(\\d+", "/books/:", "https://exa mple.com/*"] {
+            let error = TopicSelector::url_pattern(bad, &hub()).unwrap_err();
+            assert!(matches!(&error, SelectorError::Invalid { pattern, .. } if pattern == bad), "{bad}: {error}");
+        }
+        let huge = "/x/".to_owned() + &"(\\w{1000})".repeat(50);
+        assert!(huge.len() <= MAX_TEMPLATE_BYTES);
+        assert!(matches!(TopicSelector::url_pattern(&huge, &hub()), Err(SelectorError::Invalid { .. })), "too big");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn url_patterns_never_panic(pattern in "[a-z:/*(){}?#+.@\\[\\]%\\\\-]{0,40}", topic in "[a-z:/?#.%-]{0,20}") {
+            if let Ok(selector) = TopicSelector::url_pattern(&pattern, &hub()) {
+                selector.matches(&topic);
+            }
+        }
     }
 }

@@ -16,7 +16,10 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, erro
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Config, JwtKey, Secret};
+use crate::{
+    config::{Config, JwtKey, Secret},
+    mercure::token::KeyMaterial,
+};
 
 /// The claims Herald reads.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -124,6 +127,8 @@ const VERIFIED_LIMIT: usize = 10_000;
 /// Checks tokens against the configured key and algorithm.
 pub struct Verifier {
     key: DecodingKey,
+    /// The key as configured, for the Mercure door to verify with too.
+    material: KeyMaterial,
     validation: Validation,
     /// Tokens verified lately, by their full text. A client sends the same
     /// token with every request, and checking its signature and parsing its
@@ -144,6 +149,13 @@ impl Verifier {
     /// says [`JwtKey::Generated`] (loaded from the data dir by the caller).
     pub fn new(config: &Config, generated: Option<&Secret>) -> Result<Self, KeyError> {
         let alg = config.jwt_algorithm;
+        let material = match (&config.jwt_key, generated) {
+            (JwtKey::Secret(secret), _) | (JwtKey::Generated, Some(secret)) => {
+                KeyMaterial::Secret(secret.0.as_bytes().to_vec())
+            }
+            (JwtKey::PublicKey { pem, .. }, _) => KeyMaterial::PublicKeyPem(String::from_utf8_lossy(pem).into_owned()),
+            (JwtKey::Generated, None) => return Err(KeyError::Missing),
+        };
         let key = match (&config.jwt_key, generated) {
             (JwtKey::Secret(secret), _) | (JwtKey::Generated, Some(secret)) => {
                 DecodingKey::from_secret(secret.0.as_bytes())
@@ -176,7 +188,12 @@ impl Verifier {
             }
             None => validation.validate_aud = false,
         }
-        Ok(Self { key, validation, verified: Mutex::default() })
+        Ok(Self { key, material, validation, verified: Mutex::default() })
+    }
+
+    /// The key and algorithm it verifies with (the Mercure door's default).
+    pub(crate) fn material(&self) -> (&KeyMaterial, Algorithm) {
+        (&self.material, self.validation.algorithms.first().copied().unwrap_or(Algorithm::HS256))
     }
 
     /// Verifies `token` and returns what it allows.

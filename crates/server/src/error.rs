@@ -72,6 +72,12 @@ error_codes! {
     ReservedEventType => BAD_REQUEST, "reserved_event_type";
     /// An `Idempotency-Key` that is not one.
     InvalidIdempotencyKey => BAD_REQUEST, "invalid_idempotency_key";
+    /// A Mercure update's `id` cannot be used.
+    InvalidId => BAD_REQUEST, "invalid_id";
+    /// A Mercure update's `retry` is not a number of milliseconds.
+    InvalidRetry => BAD_REQUEST, "invalid_retry";
+    /// A Mercure subscriber's parameter is unknown or malformed.
+    InvalidRequest => BAD_REQUEST, "invalid_request";
     /// A body that failed while being read.
     UnreadableBody => BAD_REQUEST, "unreadable_body";
     /// A text body that is not UTF-8.

@@ -19,7 +19,7 @@ use axum::{
     response::{IntoResponse as _, Response},
 };
 use bytes::{Bytes, BytesMut};
-use herald_core::{Delivery, StoreError, Subscription, now_ms, sse};
+use herald_core::{Delivery, Event, StoreError, Subscription, now_ms, sse};
 use tokio::time::{Instant, Sleep, sleep_until};
 use tokio_util::sync::CancellationToken;
 
@@ -78,6 +78,16 @@ pub struct StreamOptions {
     pub max_duration: Option<Duration>,
 }
 
+/// Which of a subscription's events a stream sends, for a door whose
+/// subscribers select finer than topics (the Mercure door: one topic, each
+/// event routed by its own metadata).
+pub trait EventFilter: Send + Sync + 'static {
+    /// Whether the subscriber receives `event`.
+    fn admits(&self, event: &Event) -> bool;
+    /// Whether the subscriber receives the hub's notices (`herald.gap`).
+    fn notices(&self) -> bool;
+}
+
 /// What a stream holds on to while it is open, and drops when it ends.
 #[derive(Debug)]
 pub struct StreamTies {
@@ -85,6 +95,9 @@ pub struct StreamTies {
     pub permit: StreamPermit,
     /// Lists it on the dashboard; its token ends it on an operator's disconnect.
     pub registration: Registration,
+    /// Whatever else lives as long as the stream (a door's presence, which
+    /// says the subscriber left when dropped).
+    pub held: Option<Box<dyn std::any::Any + Send>>,
 }
 
 /// The `text/event-stream` response streaming `subscription`. It ends when
@@ -96,8 +109,20 @@ pub fn response(
     shutdown: CancellationToken,
     ties: StreamTies,
 ) -> Response {
+    filtered_response(subscription, None, options, shutdown, ties)
+}
+
+/// As [`response`], sending only the events `filter` admits.
+pub fn filtered_response(
+    subscription: Subscription,
+    filter: Option<Box<dyn EventFilter>>,
+    options: StreamOptions,
+    shutdown: CancellationToken,
+    ties: StreamTies,
+) -> Response {
     let stall = StallReport::default();
-    let mut response = (StatusCode::OK, body(subscription, options, shutdown, ties, stall.clone())).into_response();
+    let body = body(subscription, filter, options, shutdown, ties, stall.clone());
+    let mut response = (StatusCode::OK, body).into_response();
     response.extensions_mut().insert(stall);
     let h = response.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
@@ -108,6 +133,7 @@ pub fn response(
 
 fn body(
     subscription: Subscription,
+    filter: Option<Box<dyn EventFilter>>,
     options: StreamOptions,
     shutdown: CancellationToken,
     ties: StreamTies,
@@ -125,6 +151,7 @@ fn body(
     opening.extend_from_slice(b": herald stream open\n\n");
     let mut stream = EventStream {
         subscription,
+        filter,
         heartbeat: options.heartbeat,
         expires_at,
         ends_at: options.max_duration.map(|d| deadline::after(now, d)),
@@ -146,6 +173,7 @@ fn body(
 
 struct EventStream {
     subscription: Subscription,
+    filter: Option<Box<dyn EventFilter>>,
     heartbeat: Duration,
     expires_at: Option<Instant>,
     ends_at: Option<Instant>,
@@ -194,7 +222,11 @@ impl EventStream {
                         return chunk;
                     }
                 }
-                delivery = self.subscription.next() => return self.encode(delivery),
+                delivery = self.subscription.next() => {
+                    if let Some(chunk) = self.encode(delivery) {
+                        return chunk;
+                    }
+                }
             }
         }
     }
@@ -226,15 +258,26 @@ impl EventStream {
         deadline::after(self.last_write, self.heartbeat)
     }
 
-    /// A delivery's frames as one chunk, counted.
-    fn encode(&mut self, delivery: Result<Delivery, StoreError>) -> Bytes {
-        let delivery = match delivery {
+    /// A delivery's frames as one chunk, counted; `None` when the filter
+    /// left nothing of it.
+    fn encode(&mut self, delivery: Result<Delivery, StoreError>) -> Option<Bytes> {
+        let mut delivery = match delivery {
             Ok(delivery) => delivery,
             Err(error) => {
                 tracing::warn!(%error, "stream ended: the store failed while catching up");
-                return self.close(CloseReason::StoreError, sse::comment("store unavailable; reconnect to resume"));
+                let last_words = sse::comment("store unavailable; reconnect to resume");
+                return Some(self.close(CloseReason::StoreError, last_words));
             }
         };
+        if let Some(filter) = &self.filter {
+            delivery.events.retain(|event| filter.admits(event));
+            if !filter.notices() {
+                delivery.notices.clear();
+            }
+            if delivery.is_empty() {
+                return None;
+            }
+        }
         let size = delivery.frames().map(Bytes::len).sum();
         let mut out = BytesMut::with_capacity(size);
         delivery.frames().for_each(|frame| out.extend_from_slice(frame));
@@ -254,7 +297,7 @@ impl EventStream {
             let age = now_ms().saturating_sub(first_live.time_ms);
             self.metrics.delivery_latency.record(age as f64 / 1000.0);
         }
-        out.freeze()
+        Some(out.freeze())
     }
 
     fn close(&mut self, reason: CloseReason, last_words: Bytes) -> Bytes {
@@ -292,7 +335,8 @@ mod tests {
         let permit = Arc::new(StreamLimits::new(1)).acquire(ip).unwrap();
         let shutdown = CancellationToken::new();
         let registration = Arc::new(StreamRegistry::default()).register(&shutdown, ip, String::new(), None, Vec::new());
-        let body = body(subscription, options, shutdown, StreamTies { permit, registration }, StallReport::default());
+        let ties = StreamTies { permit, registration, held: None };
+        let body = body(subscription, None, options, shutdown, ties, StallReport::default());
         (body, hub)
     }
 

@@ -15,6 +15,7 @@ pub mod config;
 pub mod error;
 pub mod event_stream;
 pub mod extract;
+pub mod mercure;
 pub mod metrics;
 mod ops;
 mod process_stats;
@@ -62,6 +63,11 @@ fn api(state: AppState) -> Router {
         .method_not_allowed_fallback(routes::method_not_allowed);
     let router = match cors(&state.config.cors_origins, state.config.cors_credentials) {
         Some(layer) => router.layer(layer),
+        None => router,
+    };
+    // Merged after the API's CORS layer: the door has its own.
+    let router = match mercure::router(&state) {
+        Some(door) => router.merge(door),
         None => router,
     };
     router.with_state(state)

@@ -167,6 +167,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
     }
     let address = listener.local_addr()?;
     tracing::info!("Herald listening on http://{address}");
+    if config.mercure.is_some() {
+        tracing::info!("Mercure door on http://{address}{}", herald_server::mercure::PATH);
+    }
     match &internal {
         Some(internal) => {
             tracing::info!("metrics and dashboard on http://{}/metrics and /admin", internal.local_addr()?);
@@ -177,7 +180,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     if let Some((_, origin)) = secret {
         log_signing_key(&config, origin);
     }
-    let mut state = AppState::new(hub, config, verifier);
+    let mut state = AppState::new(hub, config, verifier).with_mercure().map_err(anyhow::Error::msg)?;
     if let Some(redis) = redis {
         state = state.with_redis(redis);
     }

@@ -42,6 +42,8 @@ pub struct AppState {
     /// The Redis store, when nodes share one (its health and durability
     /// for `/readyz` and the dashboard).
     pub redis: Option<Arc<RedisStore>>,
+    /// The Mercure door, when `--mercure` turns it on.
+    pub mercure: Option<Arc<crate::mercure::Door>>,
 }
 
 impl AppState {
@@ -61,7 +63,17 @@ impl AppState {
             metrics,
             started_ms: herald_core::now_ms(),
             redis: None,
+            mercure: None,
         }
+    }
+
+    /// Opens the Mercure door, when the configuration turns it on.
+    pub fn with_mercure(mut self) -> Result<Self, crate::mercure::token::MercureKeyError> {
+        if let Some(config) = &self.config.mercure {
+            let door = crate::mercure::Door::new(config.clone(), &self.verifier, self.config.jwt_leeway)?;
+            self.mercure = Some(Arc::new(door));
+        }
+        Ok(self)
     }
 
     /// The same, on the Redis store `redis`.

@@ -22,11 +22,13 @@ use jsonwebtoken::Algorithm;
 
 pub mod defaults;
 pub mod file;
+pub mod mercure;
 pub mod settings;
 mod validate;
 pub mod values;
 
 pub use file::{parse_args, parse_args_from};
+pub use mercure::{MercureConfig, MercureKey};
 pub use settings::{Settings, TokenSettings};
 pub use values::{parse_algorithm, parse_duration, parse_listen};
 
@@ -125,6 +127,8 @@ pub struct Config {
     pub dashboard_rows: usize,
     /// Log filter.
     pub log: String,
+    /// The Mercure door, when `--mercure` turns it on.
+    pub mercure: Option<MercureConfig>,
 }
 
 /// Where events are kept (`--store`).

@@ -48,6 +48,9 @@ pub struct Settings {
     /// The settings `herald token` reads too.
     #[command(flatten)]
     pub token: TokenSettings,
+    /// The Mercure door's.
+    #[command(flatten)]
+    pub mercure: super::mercure::MercureSettings,
     /// Address to listen on, IP:PORT or HOST:PORT.
     #[arg(long, env = "HERALD_LISTEN", value_name = "ADDR", default_value = defaults::LISTEN)]
     pub listen: String,

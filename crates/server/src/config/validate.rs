@@ -229,6 +229,7 @@ impl Config {
             retention,
             dashboard_rows: p.count("dashboard_rows", &s.dashboard_rows),
             log: s.log.clone(),
+            mercure: s.mercure.validate(&mut p.errors),
         };
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&s.log) {
             p.errors.push(format!("--log: {e}"));

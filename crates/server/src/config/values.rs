@@ -65,7 +65,7 @@ pub(super) fn parse_count(text: &str) -> Result<usize, String> {
 }
 
 /// RS256 for RSA keys, ES256 for EC keys, EdDSA for Ed25519 keys.
-pub(super) fn guess_public_key_algorithm(pem: &[u8]) -> Algorithm {
+pub(crate) fn guess_public_key_algorithm(pem: &[u8]) -> Algorithm {
     use jsonwebtoken::DecodingKey;
     if DecodingKey::from_rsa_pem(pem).is_ok() {
         Algorithm::RS256

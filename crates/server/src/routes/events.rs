@@ -126,7 +126,7 @@ async fn open(
     let subject = caller.0.as_ref().and_then(|g| g.subject.clone());
     let registration =
         state.registry.register(&state.shutdown, ip, user_agent.chars().take(200).collect(), subject, topics);
-    let ties = StreamTies { permit, registration };
+    let ties = StreamTies { permit, registration, held: None };
     Ok(event_stream::response(subscription, options, state.shutdown.clone(), ties))
 }
 

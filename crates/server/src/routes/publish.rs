@@ -216,7 +216,7 @@ async fn publish_batch(
 
 /// The topic to publish to: one exact name. Only subscriptions take patterns.
 fn exact_topic(text: &str, at: At) -> Result<TopicName, ApiError> {
-    text.parse().map_err(|e| {
+    let topic: TopicName = text.parse().map_err(|e| {
         let shown = shorten(text);
         let message = if text.contains('*') {
             format!(
@@ -227,7 +227,14 @@ fn exact_topic(text: &str, at: At) -> Result<TopicName, ApiError> {
             format!("{at}`{shown}`: {e}")
         };
         ApiError::new(ErrorCode::InvalidTopic, message)
-    })
+    })?;
+    if topic.is_hub_owned() {
+        return Err(ApiError::new(
+            ErrorCode::InvalidTopic,
+            format!("{at}`{topic}` belongs to the hub; Mercure updates are published on /.well-known/mercure"),
+        ));
+    }
+    Ok(topic)
 }
 
 /// The JSON body of the single-event route: an object. An array is a batch,
@@ -324,6 +331,28 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     Ok(Some(text.to_owned()))
 }
 
+/// The request body, within `--max-body-bytes` (413 past it).
+pub(crate) async fn read_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<bytes::Bytes, ApiError> {
+    let limit = state.config.max_body_bytes;
+    let too_large = || {
+        metrics::counter!("herald_rejected_total", "limit" => "body_size").increment(1);
+        ApiError::new(
+            ErrorCode::BodyTooLarge,
+            format!("the request body is over the {limit}-byte limit (--max-body-bytes)"),
+        )
+    };
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(too_large());
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
+        Err(e) => Err(ApiError::new(ErrorCode::UnreadableBody, format!("the request body could not be read: {e}"))),
+    }
+}
+
 /// Reads the body within `--max-body-bytes` and sorts it by content type.
 async fn read_payload(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Payload, ApiError> {
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
@@ -341,26 +370,7 @@ async fn read_payload(state: &AppState, headers: &HeaderMap, body: Body) -> Resu
             format!("got {got}; send application/json ({{\"data\": ...}}) or text/plain (the body is the data)"),
         ));
     }
-    let limit = state.config.max_body_bytes;
-    let too_large = || {
-        metrics::counter!("herald_rejected_total", "limit" => "body_size").increment(1);
-        ApiError::new(
-            ErrorCode::BodyTooLarge,
-            format!("the request body is over the {limit}-byte limit (--max-body-bytes)"),
-        )
-    };
-    let declared =
-        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > limit as u64) {
-        return Err(too_large());
-    }
-    let bytes = match Limited::new(body, limit).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => return Err(too_large()),
-        Err(e) => {
-            return Err(ApiError::new(ErrorCode::UnreadableBody, format!("the request body could not be read: {e}")));
-        }
-    };
+    let bytes = read_body(state, headers, body).await?;
     if is_json {
         return Ok(Payload::Json(bytes));
     }
@@ -371,7 +381,7 @@ async fn read_payload(state: &AppState, headers: &HeaderMap, body: Body) -> Resu
 
 /// The answer to a publish the hub could not take. Not logged here: the hub
 /// reports store failures once for all the requests they refuse.
-fn publish_error(error: PublishError) -> ApiError {
+pub(crate) fn publish_error(error: PublishError) -> ApiError {
     match error {
         PublishError::Store(StoreError::InDoubt(_)) => ApiError::new(
             ErrorCode::StoreInDoubt,

@@ -510,7 +510,8 @@ impl SqliteStore {
         for pattern in &selection.patterns {
             if let TopicPattern::Prefix(prefix) = pattern {
                 if prefix.is_empty() {
-                    terms.push("1".into());
+                    // Every topic but the hub's own (`$…`), which no pattern selects.
+                    terms.push(format!("substr({column}, 1, 1) <> '$'"));
                 } else {
                     // Topic names are ASCII below 0x7f, so this range is the prefix.
                     terms.push(format!("({column} >= ? AND {column} < ?)"));

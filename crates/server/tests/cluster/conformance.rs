@@ -9,11 +9,11 @@
 //! runs, and expires a topic's whole stream (its TTL, renewed by each
 //! append) instead of single old events.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use herald_core::{
-    Appended, Event, EventDraft, EventStore, Fingerprint, Gap, IdempotencyKey, MemoryStore, Publish, ReadLimit,
-    Retention, Selection, StoreRead, TopicName, TopicPattern, now_ms,
+    Appended, Event, EventDraft, EventStore, Fingerprint, Gap, IdempotencyKey, MemoryStore, MercureMeta, Publish,
+    ReadLimit, Retention, Selection, StoreRead, TopicName, TopicPattern, now_ms,
 };
 use herald_server::store::{RedisSettings, RedisStore, SqliteStore, Synchronous};
 
@@ -487,6 +487,105 @@ async fn keys_expire_after_their_ttl(store: &dyn EventStore) {
     assert_eq!(store.append(&[request()]).await.unwrap(), [Appended::Replayed { first: again[0].id }]);
 }
 
+// ---- Mercure updates ---------------------------------------------------
+
+/// A draft of a Mercure update on `topic_name`, with the publisher's `id` if any.
+fn update(topic_name: &str, data: &str, id: Option<&str>) -> EventDraft {
+    let meta =
+        MercureMeta { topics: vec![format!("https://example.com/{data}"), "/alt".into()], private: true, id: None };
+    let meta = MercureMeta { id: id.map(str::to_owned), private: id.is_none(), ..meta };
+    EventDraft { mercure: Some(Arc::new(meta)), ..draft(topic_name, data) }
+}
+
+async fn find(store: &dyn EventStore, topic_name: &str, id: &str) -> Option<herald_core::EventId> {
+    store.find_mercure_id(&topic(topic_name), id).await.expect("find a Mercure id")
+}
+
+async fn updates_read_back_with_their_metadata_and_frames(store: &dyn EventStore) {
+    let mut typed = update("door", "typed", Some("urn:uuid:1"));
+    typed.event_type = Some("kind".parse().unwrap());
+    typed.retry_ms = Some(5);
+    let appended = append(
+        store,
+        vec![
+            vec![update("door", "custom", Some("my-id")), draft("door", "plain"), update("door", "hubs", None)],
+            vec![typed, update("other", "multi\nline", Some("x"))],
+        ],
+    )
+    .await;
+    let frames: Vec<String> = appended.iter().map(|e| String::from_utf8_lossy(&e.frame).into_owned()).collect();
+    assert_eq!(frames[0], "id: my-id\ndata: custom\n\n");
+    assert_eq!(frames[1], format!("id: {}\ndata: plain\n\n", appended[1].id));
+    assert_eq!(frames[2], format!("id: urn:herald:{}\ndata: hubs\n\n", appended[2].id));
+    assert_eq!(frames[3], "id: urn:uuid:1\nevent: kind\nretry: 5\ndata: typed\n\n");
+    assert_eq!(frames[4], "id: x\ndata: multi\ndata: line\n\n");
+    assert_eq!(appended[1].mercure, None);
+    assert_eq!(appended[2].mercure.as_ref().map(|m| (m.private, m.topics.len())), Some((true, 2)));
+    // Reads give the same events, metadata and frames, by name and by pattern.
+    assert_eq!(read_all(store, &select(&["door", "other"]), 0, 5).await, appended);
+    assert_eq!(read_all(store, &select(&["*"]), 1, 5).await, appended[1..]);
+    // Byte limits count the frames' real id lines.
+    let two = ReadLimit { events: 100, bytes: appended[0].size() + appended[1].size() };
+    let read = read(store, &select(&["door"]), 0, 5, two).await;
+    assert_eq!((&read.events[..], read.truncated), (&appended[..2], true));
+}
+
+async fn a_reused_mercure_id_finds_its_newest_event(store: &dyn EventStore) {
+    assert_eq!(find(store, "door", "a").await, None, "nothing published yet");
+    let first = append(store, vec![vec![update("door", "1", Some("a")), update("door", "2", Some("b"))]]).await;
+    assert_eq!(find(store, "door", "a").await, Some(first[0].id));
+    assert_eq!(find(store, "door", "b").await, Some(first[1].id));
+    // Reused, in later appends and within one: the latest wins.
+    let second = append(
+        store,
+        vec![
+            vec![draft("door", "plain"), update("door", "3", Some("a"))],
+            vec![update("door", "4", Some("b")), update("door", "5", Some("b"))],
+        ],
+    )
+    .await;
+    assert_eq!(find(store, "door", "a").await, Some(second[1].id));
+    assert_eq!(find(store, "door", "b").await, Some(second[3].id));
+    // Ids are per topic; unknown ids, hub ids and other topics find nothing.
+    let elsewhere = append(store, vec![vec![update("other", "6", Some("a"))]]).await;
+    assert_eq!(find(store, "other", "a").await, Some(elsewhere[0].id));
+    assert_eq!(find(store, "door", "a").await, Some(second[1].id));
+    assert_eq!(find(store, "door", "unknown").await, None);
+    assert_eq!(find(store, "door", "").await, None);
+    assert_eq!(find(store, "door", &format!("urn:herald:{}", first[0].id)).await, None);
+    assert_eq!(find(store, "nowhere", "a").await, None);
+}
+
+async fn a_mercure_id_whose_event_was_trimmed_is_not_found(store: &dyn EventStore) {
+    let old = append(store, vec![vec![update("door", "old", Some("old")), update("door", "kept", Some("kept"))]]).await;
+    assert_eq!(find(store, "door", "old").await, Some(old[0].id));
+    // Far past the cap, by events without ids (so nothing else names the topic's ids).
+    for round in 0..4 {
+        append(store, vec![(0..100).map(|i| draft("door", &format!("{round}.{i}"))).collect()]).await;
+    }
+    store.enforce_retention(now_ms()).await.unwrap();
+    let last = store.last_seq().await.unwrap();
+    let first_kept = read(store, &select(&["door"]), 0, last, ALL).await.events[0].id.seq;
+    assert!(first_kept > old[1].id.seq, "the updates were trimmed (kept from {first_kept})");
+    assert_eq!(find(store, "door", "old").await, None, "a trimmed event's id is not found");
+    assert_eq!(find(store, "door", "kept").await, None);
+    // The id published again is found again.
+    let again = append(store, vec![vec![update("door", "new", Some("old"))]]).await;
+    assert_eq!(find(store, "door", "old").await, Some(again[0].id));
+    assert_eq!(find(store, "door", "kept").await, None);
+}
+
+async fn a_mercure_id_whose_topic_expired_is_not_found(store: &dyn EventStore) {
+    let old = append(store, vec![vec![update("door", "old", Some("a"))]]).await;
+    assert_eq!(find(store, "door", "a").await, Some(old[0].id));
+    tokio::time::sleep(MAX_AGE + Duration::from_millis(200)).await;
+    let fresh = append(store, vec![vec![update("fresh", "new", Some("a"))]]).await;
+    // Before retention runs, Redis's stream already expired; after it, none has the event.
+    retain_fresh(store, fresh[0].time_ms).await;
+    assert_eq!(find(store, "door", "a").await, None);
+    assert_eq!(find(store, "fresh", "a").await, Some(fresh[0].id));
+}
+
 // ---- topic lists -------------------------------------------------------
 
 async fn topics_are_listed_in_name_order_page_by_page(store: &dyn EventStore) {
@@ -582,6 +681,10 @@ conformance! {
     keys_expire_after_their_ttl => short_keys(),
     topics_are_listed_in_name_order_page_by_page => Retention::default(),
     topic_pages_are_full_until_the_last_despite_expired_topics => aging(),
+    updates_read_back_with_their_metadata_and_frames => Retention::default(),
+    a_reused_mercure_id_finds_its_newest_event => Retention::default(),
+    a_mercure_id_whose_event_was_trimmed_is_not_found => capped(),
+    a_mercure_id_whose_topic_expired_is_not_found => aging(),
 }
 
 /// Redis only (the one store whose history can change under it): a new
@@ -589,8 +692,6 @@ conformance! {
 /// gap on the new one's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_a_new_history_starts_with_nothing_forgotten() {
-    use std::sync::Arc;
-
     use super::common::{WAIT, within};
     let dir = tempfile::tempdir().expect("temp dir");
     // Kept across a restart, which (not trusted to keep acknowledged
@@ -646,4 +747,89 @@ async fn redis_a_new_history_starts_with_nothing_forgotten() {
         .await;
         assert!(read.gaps.is_empty(), "{selection:?}: nothing of the new history is lost: {read:?}");
     }
+}
+
+/// Redis only (the one store with an index to keep bounded by hand): a
+/// topic's Mercure ids hold exactly its retained updates' ids, lose those of
+/// updates trimmed by later events once the sweep runs, and go with the
+/// topic when it expires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_mercure_ids_hold_only_retained_updates_and_go_with_their_topic() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let redis = RedisServer::start(dir.path(), Persistence::None);
+    let prefix = format!("c{:08x}", rand_u32());
+    let settings = RedisSettings {
+        url: redis.url(),
+        prefix: prefix.clone(),
+        timeout: Duration::from_secs(5),
+        feed_max_lag: Duration::from_secs(5),
+        durable_restarts: false,
+        retention: Retention { max_events_per_topic: 50, max_age: Some(MAX_AGE), ..Retention::default() },
+    };
+    let store = RedisStore::connect(settings).await.expect("connect to redis");
+    let mut redis_connection = redis.connection();
+    let (ids, stream) =
+        (format!("{{{prefix}}}:mi:{}:door", store.epoch()), format!("{{{prefix}}}:s:{}:door", store.epoch()));
+    let mut count = |command: &str, key: &str| -> usize {
+        ::redis::cmd(command).arg(key).query(&mut redis_connection).expect("count")
+    };
+    // Updates with ids of their own, far past the cap: as the stream is
+    // trimmed, so are its ids.
+    for round in 0..3 {
+        let drafts = (0..100).map(|i| update("door", &format!("{round}.{i}"), Some(&format!("id-{round}-{i}"))));
+        append(&store, vec![drafts.collect()]).await;
+    }
+    let kept = count("XLEN", &stream);
+    assert!((50..300).contains(&kept), "{kept}");
+    assert_eq!(count("ZCARD", &ids), kept, "one id per retained update");
+    // Events without ids trim the rest; the sweep drops their ids.
+    append(&store, vec![(0..300).map(|i| draft("door", &format!("plain {i}"))).collect()]).await;
+    store.enforce_retention(now_ms()).await.unwrap();
+    assert_eq!(count("ZCARD", &ids), 0, "no id of a trimmed update is kept");
+    assert_eq!(find(&store, "door", "id-2-99").await, None);
+    // Expired: the sweep leaves nothing of the topic.
+    append(&store, vec![vec![update("door", "last", Some("id-last"))]]).await;
+    assert_eq!(count("ZCARD", &ids), 1);
+    tokio::time::sleep(MAX_AGE + Duration::from_millis(200)).await;
+    // A sweep runs at most once a minute (its lock): released to sweep again.
+    count("DEL", &format!("{{{prefix}}}:sweep"));
+    store.enforce_retention(now_ms()).await.unwrap();
+    let left: Vec<String> =
+        ::redis::cmd("KEYS").arg(format!("{{{prefix}}}:*door*")).query(&mut redis.connection()).expect("keys");
+    assert!(left.is_empty(), "{left:?}");
+}
+
+/// Redis only: the least-privilege user of the README's "A Redis user for
+/// Herald" may do all a store does, Mercure updates and their ids included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_the_readmes_user_may_do_all_a_store_does() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).expect("README");
+    let acl = readme.lines().find(|line| line.starts_with("ACL SETUSER herald ")).expect("the README's ACL");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let redis = RedisServer::start(dir.path(), Persistence::None);
+    let prefix = format!("c{:08x}", rand_u32());
+    let acl = acl.replace("LONG-PASSWORD", "secret").replace("{herald}", &format!("{{{prefix}}}"));
+    let mut command = ::redis::cmd("ACL");
+    for word in acl.split_whitespace().skip(1) {
+        command.arg(word);
+    }
+    let () = command.query(&mut redis.connection()).expect("the README's ACL applies");
+    let settings = RedisSettings {
+        url: redis.url().replace("redis://", "redis://herald:secret@"),
+        prefix,
+        timeout: Duration::from_secs(5),
+        feed_max_lag: Duration::from_secs(5),
+        durable_restarts: false,
+        retention: Retention { max_events_per_topic: 50, ..Retention::default() },
+    };
+    let store = RedisStore::connect(settings).await.expect("connect as the README's user");
+    let keyed_update = keyed("sub:a", "k", vec![update("door", "0", Some("first"))]);
+    store.append(&[keyed_update]).await.expect("append");
+    let events = append(&store, vec![(0..200).map(|i| update("door", &i.to_string(), Some("id"))).collect()]).await;
+    assert_eq!(find(&store, "door", "id").await, events.last().map(|e| e.id));
+    assert_eq!(find(&store, "door", "first").await, None, "trimmed");
+    let last = store.last_seq().await.unwrap();
+    assert!(read(&store, &select(&["door", "d*"]), 0, last, ALL).await.events.ends_with(&events[150..]));
+    assert_eq!(store.topics(None, 10).await.unwrap().len(), 1);
+    store.enforce_retention(now_ms()).await.expect("the sweep");
 }

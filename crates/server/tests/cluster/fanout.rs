@@ -299,3 +299,88 @@ async fn nodes_share_topics_through_redis_on_a_unix_socket() {
     let events = take(&mut stream, 1, WAIT).await;
     assert_eq!(plain_ids(&events), [body["id"].as_str().unwrap_or_default()]);
 }
+
+/// Mercure updates cross nodes with their metadata: the node that did not
+/// publish one builds, from the feed and from Redis's streams, the very
+/// frame (with the update's id line) that the publishing node built.
+/// (Store level: the HTTP door for Mercure updates is not there yet.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mercure_update_reaches_another_node_with_the_same_frame_and_metadata() {
+    use herald_core::{
+        EventDraft, EventStore, Hub, HubConfig, MercureMeta, Resume, Retention, Selection, Subscription, TopicPattern,
+    };
+    use herald_server::store::{RedisSettings, RedisStore};
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let redis = RedisServer::start(dir.path(), Persistence::None);
+    let prefix = format!("f{:08x}", rand_u32());
+    let mut nodes = Vec::new();
+    for _ in 0..2 {
+        let settings = RedisSettings {
+            url: redis.url(),
+            prefix: prefix.clone(),
+            timeout: Duration::from_secs(5),
+            feed_max_lag: Duration::from_secs(5),
+            durable_restarts: false,
+            retention: Retention::default(),
+        };
+        let store = Arc::new(RedisStore::connect(settings).await.expect("connect to redis"));
+        let hub = Hub::start(Arc::clone(&store) as Arc<dyn EventStore>, HubConfig::default()).await.expect("hub");
+        store.start_feed(hub.clone()).expect("feed");
+        nodes.push((store, hub));
+    }
+    let ((store_a, hub_a), (store_b, hub_b)) = (&nodes[0], &nodes[1]);
+    let selection = || Selection::new(["door".parse::<TopicPattern>().expect("a topic")]);
+    let mut on_b = Subscription::open(hub_b, selection(), Resume::Live).expect("subscribe on B");
+    let update = |data: &str, id: Option<&str>| {
+        let meta =
+            MercureMeta { topics: vec![format!("https://example.com/{data}")], private: true, id: id.map(Into::into) };
+        EventDraft { mercure: Some(Arc::new(meta)), ..EventDraft::new("door".parse().expect("a topic"), data) }
+    };
+    let published = hub_a
+        .publish_batch(vec![
+            update("custom", Some("urn:uuid:7")),
+            EventDraft::new("door".parse().expect("a topic"), "plain"),
+            update("hub's", None),
+        ])
+        .await
+        .expect("publish on A");
+    let mut delivered = Vec::new();
+    within(WAIT, "B to deliver the updates", async {
+        while delivered.len() < 3 {
+            delivered.extend(on_b.next().await.expect("deliver").events);
+        }
+    })
+    .await;
+    let ids: Vec<_> = published.iter().map(|p| p.id).collect();
+    assert_eq!(delivered.iter().map(|e| e.id).collect::<Vec<_>>(), ids);
+    let frames: Vec<String> = delivered.iter().map(|e| String::from_utf8_lossy(&e.frame).into_owned()).collect();
+    assert_eq!(
+        frames,
+        [
+            "id: urn:uuid:7\ndata: custom\n\n".to_owned(),
+            format!("id: {}\ndata: plain\n\n", ids[1]),
+            format!("id: urn:herald:{}\ndata: hub's\n\n", ids[2]),
+        ]
+    );
+    assert_eq!(delivered[0].mercure, update("custom", Some("urn:uuid:7")).mercure);
+    assert_eq!(delivered[2].mercure, update("hub's", None).mercure);
+    // What both nodes read back from Redis is what B's feed built.
+    let last = ids[2].seq;
+    let limit = herald_core::ReadLimit { events: 100, bytes: usize::MAX };
+    for store in [store_a, store_b] {
+        let read = store.read(&selection(), 0, last, limit).await.expect("read");
+        assert_eq!(read.events, delivered);
+    }
+    assert_eq!(store_b.find_mercure_id(&"door".parse().expect("a topic"), "urn:uuid:7").await.unwrap(), Some(ids[0]));
+    // And a subscriber that resumes on B from before them replays them alike.
+    let mut replay = Subscription::open(hub_b, selection(), Resume::Earliest).expect("subscribe on B");
+    let mut replayed = Vec::new();
+    within(WAIT, "B to replay the updates", async {
+        while replayed.len() < 3 {
+            replayed.extend(replay.next().await.expect("deliver").events);
+        }
+    })
+    .await;
+    assert_eq!(replayed, delivered);
+}

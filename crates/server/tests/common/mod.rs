@@ -90,7 +90,7 @@ impl TestServer {
     pub async fn start_config(config: Config, verifier: Verifier) -> Self {
         let store = Arc::new(MemoryStore::new(config.retention));
         let hub = Hub::start(store, config.hub.clone()).await.expect("hub starts");
-        let state = AppState::new(hub, config, verifier);
+        let state = AppState::new(hub, config, verifier).with_mercure().expect("the Mercure door's keys");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local addr");
         let (shutdown, signal) = oneshot::channel::<()>();

@@ -20,7 +20,7 @@ async fn chromium_eventsource_receives_a_form_update_exactly_and_a_private_one_o
         test_file("browser/node_modules/playwright-core").exists(),
         "npm packages of tests/browser are missing: run scripts/install-test-deps"
     );
-    let server = door_server(|m| m.mercure_anonymous = "true".into()).await;
+    let server = door_server(|s| s.mercure.mercure_anonymous = "true".into()).await;
     let cookie_token = mercure_token(json!({ "subscribe": [TOPIC] }));
     let mut node = command("node")
         .arg(test_file("browser/mercure.mjs"))
@@ -56,11 +56,10 @@ async fn chromium_eventsource_receives_a_form_update_exactly_and_a_private_one_o
     }
     // The private update first: were it delivered where it must not be, it
     // would come before the public one.
-    let publisher = mercure_token(json!({ "publish": ["*"] }));
     let private = [("topic", TOPIC), ("data", "only with a token"), ("private", "on"), ("id", PRIVATE_ID)];
-    assert_eq!(publish_form(&server, &publisher, &private).await, PRIVATE_ID);
+    assert_eq!(publish(&server, &private).await, PRIVATE_ID);
     let public = [("topic", TOPIC), ("data", "a\nb\nc"), ("id", PUBLIC_ID)];
-    assert_eq!(publish_form(&server, &publisher, &public).await, PUBLIC_ID);
+    assert_eq!(publish(&server, &public).await, PUBLIC_ID);
 
     let result = next_line().await;
     let status = within(PROGRAM_LIMIT, "node to exit", node.wait()).await.expect("wait for node");

@@ -22,7 +22,7 @@ async fn publish_with_php(server: &TestServer) -> (String, String) {
     let selectors = json!(["https://example.com/books/{id}", BOOK_ALTERNATE, INBOX]).to_string();
     let run = command("php")
         .arg(test_file("mercure/publish.php"))
-        .env("HUB_URL", server.url(DOOR))
+        .env("HUB_URL", door_url(server, ""))
         .env("PUBLISHER_SECRET", PUBLISHER_SECRET)
         .env("PUBLISH_SELECTORS", selectors)
         .env("PUBLIC_TOPIC", BOOK)
@@ -45,18 +45,15 @@ async fn publish_with_php(server: &TestServer) -> (String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn symfony_mercure_component_publishes_to_the_door_and_private_updates_reach_only_entitled_subscribers() {
-    let server = door_server(|m| m.mercure_publisher_jwt_key = Some(PUBLISHER_SECRET.into())).await;
+    let server = door_server(|s| s.mercure.mercure_publisher_jwt_key = Some(PUBLISHER_SECRET.into())).await;
     // Both route the two updates here (one by the alternate topic); only the
     // first may receive the private one.
     let entitled_token = mercure_token(json!({ "subscribe": ["https://example.com/users/{user}/inbox"] }));
-    let mut entitled =
-        Sse::open(server.client.get(subscribe_url(&server, &["/api/books/{id}", INBOX])).bearer_auth(entitled_token))
-            .await;
+    let query = format!("?topic={}&topic={}", q("/api/books/{id}"), q(INBOX));
+    let mut entitled = subscribe(&server, &query, Some(&entitled_token)).await;
     let other_token = mercure_token(json!({ "subscribe": ["https://example.com/books/{id}"] }));
-    let mut other = Sse::open(
-        server.client.get(subscribe_url(&server, &["https://example.com/books/{id}", INBOX])).bearer_auth(other_token),
-    )
-    .await;
+    let query = format!("?topic={}&topic={}", q("https://example.com/books/{id}"), q(INBOX));
+    let mut other = subscribe(&server, &query, Some(&other_token)).await;
 
     // The component publishes the private update first, then the public one.
     let (private_id, public_id) = publish_with_php(&server).await;
@@ -82,7 +79,9 @@ async fn symfony_mercure_component_publishes_to_the_door_and_private_updates_rea
 
     // Nothing else came: the next update either receives is a later one.
     let publisher = sign_hs256(&json!({ "mercure": { "publish": [BOOK] } }), PUBLISHER_SECRET);
-    let last = publish_form(&server, &publisher, &[("topic", BOOK), ("data", "the end")]).await;
+    let response = post_form(&server, &publisher, &[("topic", BOOK), ("data", "the end")]).await;
+    assert_eq!(response.status(), StatusCode::OK, "a publish signed with the publisher key");
+    let last = response.text().await.expect("the update's id");
     for (who, stream) in [("entitled", &mut entitled), ("unentitled", &mut other)] {
         let next = stream.next().await;
         assert_eq!((next.id.as_str(), next.data.as_str()), (last.as_str(), "the end"), "the {who} subscriber's next");

@@ -16,7 +16,9 @@ use std::{
 };
 
 use futures_util::StreamExt as _;
-use herald_core::{Epoch, Event, EventId, Hub, LOG_REPEAT_INTERVAL, LogThrottle, StoreError, TopicName, now_ms};
+use herald_core::{
+    Epoch, Event, EventId, Hub, LOG_REPEAT_INTERVAL, LogThrottle, MercureMeta, StoreError, TopicName, now_ms,
+};
 use redis::aio::PubSubStream;
 
 use super::{Shared, backoff::Backoff, read, reads::Reads, session, within};
@@ -154,9 +156,15 @@ fn apply(shared: &Shared, hub: &Hub, payload: &[u8]) -> Result<Duration, &'stati
         adopt(shared, hub, batch.epoch, batch.first - 1);
     }
     let mut events = Vec::with_capacity(batch.records.len());
-    for (seq, topic, body) in &batch.records {
-        let topic = TopicName::new(topic).map_err(|_| "a topic name is invalid")?;
-        events.push(Event::from_body(EventId::new(batch.epoch, *seq), topic, batch.ms, body, None));
+    for record in &batch.records {
+        let topic = TopicName::new(record.topic).map_err(|_| "a topic name is invalid")?;
+        let mercure = match record.mercure {
+            Some(json) => {
+                Some(std::str::from_utf8(json).ok().and_then(MercureMeta::from_json).ok_or("bad Mercure metadata")?)
+            }
+            None => None,
+        };
+        events.push(Event::from_body(EventId::new(batch.epoch, record.seq), topic, batch.ms, record.body, mercure));
     }
     hub.apply(&events);
     shared.applied.store(last, Ordering::Release);
@@ -167,13 +175,25 @@ fn apply(shared: &Shared, hub: &Hub, payload: &[u8]) -> Result<Duration, &'stati
 }
 
 /// A feed message: `"<epoch> <first> <count> <ms>\n"`, then per event
-/// `"<seq> <topic length> <body length>\n<topic><body>"`.
+/// `"<seq> <topic length> <body length>\n<topic><body>"`; a Mercure
+/// update's has its metadata's length last in the header, and its metadata
+/// (JSON) after its body: `"<seq> <tl> <bl> <ml>\n<topic><body><meta>"`.
 struct Batch<'a> {
     epoch: Epoch,
     first: u64,
     count: u64,
     ms: u64,
-    records: Vec<(u64, &'a str, &'a [u8])>,
+    records: Vec<Record<'a>>,
+}
+
+/// One event of a feed message.
+#[derive(Debug, PartialEq, Eq)]
+struct Record<'a> {
+    seq: u64,
+    topic: &'a str,
+    body: &'a [u8],
+    /// A Mercure update's metadata, as JSON.
+    mercure: Option<&'a [u8]>,
 }
 
 impl<'a> Batch<'a> {
@@ -187,20 +207,35 @@ impl<'a> Batch<'a> {
         let ms: u64 = next()?.parse().map_err(|_| "bad time")?;
         let mut records = Vec::with_capacity(usize::try_from(count).unwrap_or(0).min(4096));
         for expected in first..first.saturating_add(count) {
-            let (head, body) = line(rest).ok_or("no record header")?;
-            let mut fields = head.split(' ');
-            let mut next = || fields.next().and_then(|f| f.parse::<usize>().ok()).ok_or("bad record header");
-            let (seq, topic_len, body_len) = (next()? as u64, next()?, next()?);
+            let (head, data) = line(rest).ok_or("no record header")?;
+            let (seq, topic_len, body_len, meta_len) = record_header(head).ok_or("bad record header")?;
             if seq != expected {
                 return Err("records out of order");
             }
-            let end = topic_len.checked_add(body_len).filter(|end| *end <= body.len()).ok_or("short record")?;
-            let topic = std::str::from_utf8(&body[..topic_len]).map_err(|_| "topic not UTF-8")?;
-            records.push((seq, topic, &body[topic_len..end]));
-            rest = &body[end..];
+            let body_end = topic_len.checked_add(body_len).ok_or("short record")?;
+            let end =
+                body_end.checked_add(meta_len.unwrap_or(0)).filter(|end| *end <= data.len()).ok_or("short record")?;
+            let topic = std::str::from_utf8(&data[..topic_len]).map_err(|_| "topic not UTF-8")?;
+            let mercure = meta_len.map(|_| &data[body_end..end]);
+            records.push(Record { seq, topic, body: &data[topic_len..body_end], mercure });
+            rest = &data[end..];
         }
         Ok(Self { epoch, first, count, ms, records })
     }
+}
+
+/// A record's header: its sequence, the lengths of its topic and body, and
+/// of its metadata if it has any.
+fn record_header(head: &str) -> Option<(u64, usize, usize, Option<usize>)> {
+    let mut fields = head.split(' ');
+    let seq = fields.next()?.parse().ok()?;
+    let topic_len = fields.next()?.parse().ok()?;
+    let body_len = fields.next()?.parse().ok()?;
+    let meta_len = match fields.next() {
+        Some(field) => Some(field.parse().ok()?),
+        None => None,
+    };
+    fields.next().is_none().then_some((seq, topic_len, body_len, meta_len))
 }
 
 /// The first line of `bytes` (as text) and what follows it.
@@ -218,10 +253,31 @@ mod tests {
         let payload = b"0000002a 7 2 99\n7 1 9\nadata: x\n\n8 2 3\nbbxyz";
         let batch = Batch::parse(payload).unwrap();
         assert_eq!((batch.epoch, batch.first, batch.count, batch.ms), (Epoch(42), 7, 2, 99));
-        assert_eq!(batch.records, vec![(7, "a", &b"data: x\n\n"[..]), (8, "bb", &b"xyz"[..])]);
+        let record = |seq, topic, body, mercure| Record { seq, topic, body, mercure };
+        assert_eq!(batch.records, vec![record(7, "a", &b"data: x\n\n"[..], None), record(8, "bb", b"xyz", None)]);
         assert!(Batch::parse(b"0000002a 7 2 99\n7 1 9\nadata: x\n\n").is_err(), "a record missing");
         assert!(Batch::parse(b"0000002a 7 1 99\n7 1 80\nadata").is_err(), "lengths past the end");
         assert!(Batch::parse(b"0000002a 7 1 99\n9 1 1\nab").is_err(), "out of order");
         assert!(Batch::parse(b"zz 7 1 99\n").is_err());
+    }
+
+    #[test]
+    fn updates_carry_their_metadata_after_their_body() {
+        let payload = b"0000002a 7 3 99\n7 1 3 2\naxyz{}8 1 1\nbc9 1 2 3\ncde[1]";
+        let batch = Batch::parse(payload).unwrap();
+        let record = |seq, topic, body, mercure| Record { seq, topic, body, mercure };
+        assert_eq!(
+            batch.records,
+            vec![
+                record(7, "a", &b"xyz"[..], Some(&b"{}"[..])),
+                record(8, "b", b"c", None),
+                record(9, "c", b"de", Some(b"[1]")),
+            ]
+        );
+        assert!(Batch::parse(b"0000002a 7 1 99\n7 1 1 9\nab{}").is_err(), "metadata past the end");
+        assert!(Batch::parse(b"0000002a 7 1 99\n7 1 1 2 2\nab{}{}").is_err(), "a field too many");
+        assert!(Batch::parse(b"0000002a 7 1 99\n7 1 1 x\nab{}").is_err(), "a bad length");
+        let huge = format!("0000002a 7 1 99\n7 1 1 {}\nab{{}}", u64::MAX);
+        assert!(Batch::parse(huge.as_bytes()).is_err(), "lengths that overflow");
     }
 }

@@ -39,6 +39,13 @@ impl Keys {
         format!("{}:s:{epoch}:{topic}", self.tag)
     }
 
+    /// Publisher's id → the sequence of the newest event of `topic` that
+    /// carries it (a sorted set, scored by sequence: the entries of events
+    /// no longer retained are the lowest, and go in one range removal).
+    pub(crate) fn mercure_ids(&self, epoch: Epoch, topic: &str) -> String {
+        format!("{}:mi:{epoch}:{topic}", self.tag)
+    }
+
     /// An idempotency key, hashed: callers choose scopes and keys freely.
     pub(crate) fn idempotency(&self, epoch: Epoch, key: &IdempotencyKey) -> String {
         let mut hash = Sha256::new();
@@ -64,11 +71,12 @@ impl Keys {
     }
 
     /// Whether `key` belongs to a history other than `epoch`'s (streams,
-    /// indexes and idempotency keys carry their epoch after their kind).
+    /// indexes, Mercure ids and idempotency keys carry their epoch after
+    /// their kind).
     pub(crate) fn is_of_past_history(&self, key: &str, epoch: Epoch) -> bool {
         let Some(rest) = key.strip_prefix(&self.tag).and_then(|rest| rest.strip_prefix(':')) else { return false };
         let Some((kind, rest)) = rest.split_once(':') else { return false };
-        let of_epoch = matches!(kind, "s" | "i" | "names" | "k");
+        let of_epoch = matches!(kind, "s" | "i" | "names" | "k" | "mi");
         of_epoch && rest.get(..8).is_some_and(|e| e != epoch.to_string())
     }
 
@@ -98,7 +106,9 @@ mod tests {
         assert!(keys.is_of_past_history(&keys.stream(old, "a:b"), now));
         assert!(keys.is_of_past_history(&keys.index(old), now));
         assert!(keys.is_of_past_history(&keys.names(old), now));
+        assert!(keys.is_of_past_history(&keys.mercure_ids(old, "a:b"), now));
         assert!(!keys.is_of_past_history(&keys.stream(now, "a:b"), now));
+        assert!(!keys.is_of_past_history(&keys.mercure_ids(now, "a:b"), now));
         for kept in [keys.meta(), keys.nodes(), keys.sweep_lock(), "{hh}:s:00000002:x".to_owned()] {
             assert!(!keys.is_of_past_history(&kept, now), "{kept}");
         }

@@ -315,8 +315,8 @@ impl EventStore for RedisStore {
         read::topic(&self.shared, &mut self.reads.clone(), topic).await
     }
 
-    async fn find_mercure_id(&self, _topic: &TopicName, _id: &str) -> Result<Option<herald_core::EventId>, StoreError> {
-        Err(StoreError::unavailable("this Herald does not keep Mercure ids in Redis yet"))
+    async fn find_mercure_id(&self, topic: &TopicName, id: &str) -> Result<Option<herald_core::EventId>, StoreError> {
+        read::find_mercure_id(&self.shared, &mut self.reads.clone(), topic, id).await
     }
 
     async fn enforce_retention(&self, now_ms: u64) -> Result<u64, StoreError> {

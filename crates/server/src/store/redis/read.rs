@@ -5,7 +5,11 @@
 //! topic: the first entry a read finds after its position tells exactly what
 //! was trimmed or expired before it, however roughly `MAXLEN ~` trimmed.
 
-use herald_core::{Epoch, Event, EventId, Gap, ReadLimit, Selection, StoreError, StoreRead, StoredTopic, TopicName};
+use std::sync::Arc;
+
+use herald_core::{
+    Epoch, Event, EventId, Gap, MercureMeta, ReadLimit, Selection, StoreError, StoreRead, StoredTopic, TopicName,
+};
 use redis::Value;
 
 use super::{Shared, read_error, reads::Reads};
@@ -13,8 +17,6 @@ use super::{Shared, read_error, reads::Reads};
 /// Entries asked for by a stream's first read: later ones are sized by the
 /// bytes of those seen, so a read never holds much more than its limit.
 const FIRST_COUNT: usize = 16;
-/// The `id: …\n` line each frame gets back.
-const ID_LINE: usize = 30;
 /// Most topics a sweep looks at, and most keys of old histories it deletes.
 const SWEEP_BATCH: usize = 1000;
 /// How long a node's record of its last batch is kept.
@@ -53,6 +55,8 @@ struct Entry {
     prev: u64,
     ms: u64,
     body: Vec<u8>,
+    /// A Mercure update's metadata (field `m`).
+    mercure: Option<Arc<MercureMeta>>,
 }
 
 /// What a read of one topic found.
@@ -190,20 +194,16 @@ async fn read_topic(
             if entry.seq > upto {
                 return Ok(read);
             }
-            let size = ID_LINE + entry.body.len();
+            let event =
+                Event::from_body(EventId::new(epoch, entry.seq), topic.clone(), entry.ms, &entry.body, entry.mercure);
+            let size = event.size();
             if !limit.admits(read.events.len(), bytes, size) {
                 read.truncated = true;
                 return Ok(read);
             }
             bytes += size;
             from = entry.seq.saturating_add(1);
-            read.events.push(Event::from_body(
-                EventId::new(epoch, entry.seq),
-                topic.clone(),
-                entry.ms,
-                &entry.body,
-                None,
-            ));
+            read.events.push(event);
         }
         if !full {
             return Ok(read);
@@ -239,13 +239,15 @@ fn entry(item: Value) -> Option<Entry> {
     let Value::Array(fields) = parts.pop()? else { return None };
     let id = text(parts.pop()?)?;
     let seq = id.strip_suffix("-0")?.parse().ok()?;
-    let mut entry = Entry { seq, prev: 0, ms: 0, body: Vec::new() };
+    let mut entry = Entry { seq, prev: 0, ms: 0, body: Vec::new(), mercure: None };
     let mut fields = fields.into_iter();
     while let (Some(name), Some(value)) = (fields.next(), fields.next()) {
         match (text(name)?.as_str(), value) {
             ("p", value) => entry.prev = text(value)?.parse().ok()?,
             ("t", value) => entry.ms = text(value)?.parse().ok()?,
             ("f", Value::BulkString(body)) => entry.body = body,
+            // Metadata that is not an update's makes the entry malformed.
+            ("m", value) => entry.mercure = Some(MercureMeta::from_json(&text(value)?)?),
             _ => {}
         }
     }
@@ -259,6 +261,27 @@ fn text(value: Value) -> Option<String> {
         Value::Int(n) => Some(n.to_string()),
         _ => None,
     }
+}
+
+/// The newest retained event of `topic` whose Mercure update carries the
+/// publisher's id `id`: the topic's Mercure ids say which, its stream
+/// whether it is still retained (ids of trimmed or expired events linger
+/// until the next update of the topic, or the sweep, drops them).
+pub(crate) async fn find_mercure_id(
+    shared: &Shared,
+    connection: &mut Reads,
+    topic: &TopicName,
+    id: &str,
+) -> Result<Option<EventId>, StoreError> {
+    let epoch = shared.epoch();
+    let seq: Option<u64> = super::scripts::FIND_MERCURE_ID
+        .key(shared.keys.mercure_ids(epoch, topic.as_str()))
+        .key(shared.keys.stream(epoch, topic.as_str()))
+        .arg(id)
+        .invoke_async(connection)
+        .await
+        .map_err(read_error)?;
+    Ok(seq.map(|seq| EventId::new(epoch, seq)))
 }
 
 pub(crate) async fn topics(
@@ -355,7 +378,7 @@ pub(crate) async fn sweep(shared: &Shared, connection: &mut Reads, now_ms: u64) 
         let mut invocation = super::scripts::FORGET.prepare_invoke();
         invocation.key(keys.meta()).key(keys.index(epoch)).key(keys.names(epoch));
         for name in &names {
-            invocation.key(keys.stream(epoch, name)).arg(name);
+            invocation.key(keys.stream(epoch, name)).key(keys.mercure_ids(epoch, name)).arg(name);
         }
         let forgot: u64 = invocation.invoke_async(connection).await.map_err(read_error)?;
         dropped += forgot;

@@ -178,6 +178,17 @@ impl Session {
                 None => key_index.push(0),
             }
         }
+        // Then the Mercure ids of each topic with an update that has a publisher's id.
+        let mut mercure_ids: HashMap<&str, usize> = HashMap::new();
+        for draft in requests.iter().flat_map(|r| &r.drafts) {
+            if draft.mercure.as_ref().is_some_and(|meta| meta.id.is_some())
+                && let Entry::Vacant(entry) = mercure_ids.entry(draft.topic.as_str())
+            {
+                entry.insert(next_key);
+                invocation.key(keys.mercure_ids(epoch, draft.topic.as_str()));
+                next_key += 1;
+            }
+        }
         let ttl_ms = |d: Option<Duration>| d.map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         invocation
             .arg(epoch.to_string())
@@ -189,7 +200,8 @@ impl Session {
             .arg(ttl_ms(Some(retention.idempotency_ttl)).max(1))
             .arg(requests.len())
             .arg(streams.len())
-            .arg(keys.feed());
+            .arg(keys.feed())
+            .arg(mercure_ids.len());
         // Encoded once: sent to Redis, and the frames of the answer.
         let bodies: Vec<Vec<Bytes>> = requests.iter().map(bodies).collect();
         for ((request, key), bodies) in requests.iter().zip(&key_index).zip(&bodies) {
@@ -197,7 +209,15 @@ impl Session {
             invocation.arg(*key).arg(fingerprint).arg(request.drafts.len());
             for (draft, body) in request.drafts.iter().zip(bodies) {
                 let stream = 5 + streams.get(draft.topic.as_str()).copied().unwrap_or(0);
-                invocation.arg(stream).arg(draft.topic.as_str()).arg(body.as_ref());
+                let Some(meta) = &draft.mercure else {
+                    invocation.arg(stream).arg(draft.topic.as_str()).arg(body.as_ref());
+                    continue;
+                };
+                // A Mercure update: its index negated, its metadata and publisher's id.
+                let ids =
+                    if meta.id.is_some() { mercure_ids.get(draft.topic.as_str()).copied().unwrap_or(0) } else { 0 };
+                invocation.arg(-(stream as i64)).arg(draft.topic.as_str()).arg(body.as_ref());
+                invocation.arg(meta.to_json()).arg(ids).arg(meta.id.as_deref().unwrap_or(""));
             }
         }
         let connection = self.connection.as_mut().ok_or_else(|| {
@@ -371,7 +391,7 @@ fn parts(requests: &[Publish]) -> Vec<&[Publish]> {
     let mut parts = Vec::new();
     let (mut start, mut events, mut bytes) = (0, 0, 0);
     for (i, request) in requests.iter().enumerate() {
-        let size: usize = request.drafts.iter().map(|d| d.data.len() + d.topic.as_str().len()).sum();
+        let size: usize = request.drafts.iter().map(draft_size).sum();
         if i > start && (events + request.drafts.len() > MAX_SCRIPT_EVENTS || bytes + size > MAX_SCRIPT_BYTES) {
             parts.push(&requests[start..i]);
             (start, events, bytes) = (i, 0, 0);
@@ -383,6 +403,15 @@ fn parts(requests: &[Publish]) -> Vec<&[Publish]> {
         parts.push(&requests[start..]);
     }
     parts
+}
+
+/// About what `draft` weighs in a script call.
+fn draft_size(draft: &EventDraft) -> usize {
+    let meta = draft
+        .mercure
+        .as_ref()
+        .map_or(0, |meta| meta.topics.iter().map(String::len).sum::<usize>() + meta.id.as_ref().map_or(0, String::len));
+    draft.data.len() + draft.topic.as_str().len() + meta
 }
 
 fn malformed(what: &str) -> redis::RedisError {

@@ -1,0 +1,145 @@
+//! The Mercure door's settings (`--mercure*`): what Mercure's own hub calls
+//! `anonymous`, `publish_origins`, `cookie_name`, the publisher's and the
+//! subscriber's JWT keys.
+
+use clap::Args;
+use jsonwebtoken::Algorithm;
+
+use super::{
+    Secret,
+    values::{parse_algorithm, parse_bool},
+};
+
+/// The cookie Mercure's clients carry their token in (0.x).
+pub const DEFAULT_COOKIE: &str = "mercureAuthorization";
+
+/// The `--mercure*` flags, as text.
+#[derive(Debug, Clone, Args)]
+pub struct MercureSettings {
+    /// Serve the Mercure protocol on /.well-known/mercure, for applications
+    /// written for a Mercure hub.
+    #[arg(long, env = "HERALD_MERCURE", num_args = 0..=1, default_missing_value = "true",
+          value_name = "BOOL", default_value = "false")]
+    pub mercure: String,
+    /// Let Mercure subscribers without a token receive public updates.
+    #[arg(long, env = "HERALD_MERCURE_ANONYMOUS", num_args = 0..=1, default_missing_value = "true",
+          value_name = "BOOL", default_value = "false")]
+    pub mercure_anonymous: String,
+    /// Origins allowed to publish with the cookie's token (comma-separated; `*` for any).
+    #[arg(long, env = "HERALD_MERCURE_PUBLISH_ORIGINS", value_name = "ORIGIN", value_delimiter = ',', num_args = 1..)]
+    pub mercure_publish_origins: Vec<String>,
+    /// The key that verifies publishers' tokens, as Mercure's
+    /// MERCURE_PUBLISHER_JWT_KEY: the HMAC secret, or a PEM public key's text
+    /// [default: Herald's own key].
+    #[arg(long, env = "HERALD_MERCURE_PUBLISHER_JWT_KEY", value_name = "KEY", hide_env_values = true)]
+    pub mercure_publisher_jwt_key: Option<String>,
+    /// The algorithm of publishers' tokens [default: HS256, or Herald's with its key].
+    #[arg(long, env = "HERALD_MERCURE_PUBLISHER_JWT_ALG", value_name = "ALG")]
+    pub mercure_publisher_jwt_alg: Option<String>,
+    /// The key that verifies subscribers' tokens (as --mercure-publisher-jwt-key).
+    #[arg(long, env = "HERALD_MERCURE_SUBSCRIBER_JWT_KEY", value_name = "KEY", hide_env_values = true)]
+    pub mercure_subscriber_jwt_key: Option<String>,
+    /// The algorithm of subscribers' tokens [default: HS256, or Herald's with its key].
+    #[arg(long, env = "HERALD_MERCURE_SUBSCRIBER_JWT_ALG", value_name = "ALG")]
+    pub mercure_subscriber_jwt_alg: Option<String>,
+    /// The cookie that may carry a Mercure token (0.x).
+    #[arg(long, env = "HERALD_MERCURE_COOKIE_NAME", value_name = "NAME", default_value = DEFAULT_COOKIE)]
+    pub mercure_cookie_name: String,
+    /// Accept a token in the `authorization` query parameter (0.x clients
+    /// that cannot set headers); it may end up in proxies' logs.
+    #[arg(long, env = "HERALD_MERCURE_QUERY_TOKEN", num_args = 0..=1, default_missing_value = "true",
+          value_name = "BOOL", default_value = "true")]
+    pub mercure_query_token: String,
+    /// Tell subscribers that history was lost with a `herald.gap` event (no
+    /// `id:`, ignored by `onmessage`).
+    #[arg(long, env = "HERALD_MERCURE_GAP_EVENT", num_args = 0..=1, default_missing_value = "true",
+          value_name = "BOOL", default_value = "true")]
+    pub mercure_gap_event: String,
+    /// Publish subscription events and serve the subscriptions API (presence).
+    #[arg(long, env = "HERALD_MERCURE_SUBSCRIPTIONS", num_args = 0..=1, default_missing_value = "true",
+          value_name = "BOOL", default_value = "false")]
+    pub mercure_subscriptions: String,
+}
+
+/// A key of the door's own, or Herald's.
+#[derive(Debug, Clone)]
+pub struct MercureKey {
+    /// The key's text (an HMAC secret or a PEM public key); `None` is Herald's.
+    pub text: Option<Secret>,
+    /// The algorithm its tokens are signed with; `None` is Herald's.
+    pub alg: Option<Algorithm>,
+}
+
+/// The validated settings of the Mercure door (when it is on).
+#[derive(Debug, Clone)]
+pub struct MercureConfig {
+    /// Public updates for subscribers without a token.
+    pub anonymous: bool,
+    /// Origins that may publish with the cookie's token.
+    pub publish_origins: Vec<String>,
+    /// Verifies publishers' tokens.
+    pub publisher_key: MercureKey,
+    /// Verifies subscribers' tokens.
+    pub subscriber_key: MercureKey,
+    /// The 0.x cookie's name.
+    pub cookie_name: String,
+    /// Tokens in the `authorization` query parameter.
+    pub query_token: bool,
+    /// `herald.gap` events for lost history.
+    pub gap_event: bool,
+    /// Subscription events and the subscriptions API.
+    pub subscriptions: bool,
+}
+
+impl MercureSettings {
+    /// The door's configuration, `None` when it is off; problems go to `errors`.
+    pub(super) fn validate(&self, errors: &mut Vec<String>) -> Option<MercureConfig> {
+        let mut problem = |flag: &str, why: String| errors.push(format!("--{flag}: {why}"));
+        let flag = |flag: &str, text: &str, problem: &mut dyn FnMut(&str, String)| {
+            parse_bool(text.trim()).map_err(|why| problem(flag, why)).unwrap_or_default()
+        };
+        let enabled = flag("mercure", &self.mercure, &mut problem);
+        let anonymous = flag("mercure-anonymous", &self.mercure_anonymous, &mut problem);
+        let query_token = flag("mercure-query-token", &self.mercure_query_token, &mut problem);
+        let gap_event = flag("mercure-gap-event", &self.mercure_gap_event, &mut problem);
+        let subscriptions = flag("mercure-subscriptions", &self.mercure_subscriptions, &mut problem);
+        let mut key = |flag: &str, text: &Option<String>, alg_flag: &str, alg: &Option<String>| {
+            let text = text.as_deref().map(str::trim).filter(|t| !t.is_empty());
+            let alg = alg.as_deref().and_then(|a| parse_algorithm(a.trim()).map_err(|why| problem(alg_flag, why)).ok());
+            // The key's kind and its algorithm are checked when the door opens.
+            if text.is_some_and(|t| !t.starts_with("-----BEGIN") && t.len() < 32) {
+                problem(flag, "an HMAC secret must be at least 32 bytes long".into());
+            }
+            MercureKey { text: text.map(|t| Secret(t.to_owned())), alg }
+        };
+        let publisher_key = key(
+            "mercure-publisher-jwt-key",
+            &self.mercure_publisher_jwt_key,
+            "mercure-publisher-jwt-alg",
+            &self.mercure_publisher_jwt_alg,
+        );
+        let subscriber_key = key(
+            "mercure-subscriber-jwt-key",
+            &self.mercure_subscriber_jwt_key,
+            "mercure-subscriber-jwt-alg",
+            &self.mercure_subscriber_jwt_alg,
+        );
+        let cookie_name = self.mercure_cookie_name.trim().to_owned();
+        let token_char = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+        if cookie_name.is_empty() || !cookie_name.chars().all(token_char) {
+            errors.push(format!("--mercure-cookie-name `{cookie_name}`: not a cookie name (letters, digits, -, _, .)"));
+        }
+        let publish_origins: Vec<String> =
+            self.mercure_publish_origins.iter().map(|o| o.trim().trim_end_matches('/').to_owned()).collect();
+        enabled.then_some(MercureConfig {
+            anonymous,
+            publish_origins,
+            publisher_key,
+            subscriber_key,
+            cookie_name,
+            query_token,
+            gap_event,
+            subscriptions,
+        })
+    }
+}
