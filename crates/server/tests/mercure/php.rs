@@ -78,8 +78,9 @@ async fn symfony_mercure_component_publishes_to_the_door_and_private_updates_rea
     }
 
     // Nothing else came: the next update either receives is a later one.
-    let publisher = sign_hs256(&json!({ "mercure": { "publish": [BOOK] } }), PUBLISHER_SECRET);
-    let response = post_form(&server, &publisher, &[("topic", BOOK), ("data", "the end")]).await;
+    let publisher = sign_hs256(&json!({ "mercure": { "publish": [BOOK, BOOK_ALTERNATE] } }), PUBLISHER_SECRET);
+    let end = [("topic", BOOK), ("topic", BOOK_ALTERNATE), ("data", "the end")];
+    let response = post_form(&server, &publisher, &end).await;
     assert_eq!(response.status(), StatusCode::OK, "a publish signed with the publisher key");
     let last = response.text().await.expect("the update's id");
     for (who, stream) in [("entitled", &mut entitled), ("unentitled", &mut other)] {
