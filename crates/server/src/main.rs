@@ -167,7 +167,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     }
     let address = listener.local_addr()?;
     tracing::info!("Herald listening on http://{address}");
-    if config.mercure.is_some() {
+    if config.mercure.enabled {
         tracing::info!("Mercure door on http://{address}{}", herald_server::mercure::PATH);
     }
     match &internal {

@@ -184,6 +184,7 @@ fn describe() {
         Unit::Bytes,
         "Size on disk of the SQLite store (herald.db, -wal and -shm); absent with another store."
     );
+    describe_counter!("herald_mercure_updates_total", "With --mercure: updates published through the Mercure door.");
     describe_gauge!("herald_redis_up", "With --store redis://: 1 while the feed and the writer's session are live.");
     describe_gauge!(
         "herald_redis_durability",

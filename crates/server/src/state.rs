@@ -69,8 +69,9 @@ impl AppState {
 
     /// Opens the Mercure door, when the configuration turns it on.
     pub fn with_mercure(mut self) -> Result<Self, crate::mercure::token::MercureKeyError> {
-        if let Some(config) = &self.config.mercure {
-            let door = crate::mercure::Door::new(config.clone(), &self.verifier, self.config.jwt_leeway)?;
+        if self.config.mercure.enabled {
+            let config = self.config.mercure.clone();
+            let door = crate::mercure::Door::new(config, &self.verifier, self.config.jwt_leeway)?;
             self.mercure = Some(Arc::new(door));
         }
         Ok(self)

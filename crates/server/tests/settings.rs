@@ -69,6 +69,17 @@ fn sample(flag: &str) -> Option<(String, String)> {
         "shutdown-grace" => pair("13s", "shutdown_grace: 13s,"),
         "dashboard-rows" => pair("8", "dashboard_rows: 8,"),
         "log" => pair("debug", "log: \"debug\","),
+        "mercure" => pair("true", "enabled: true,"),
+        "mercure-anonymous" => pair("true", "anonymous: true,"),
+        "mercure-publish-origins" => pair("https://pub.test", "\"https://pub.test\","),
+        "mercure-publisher-jwt-key" => pair(SECRET, "publisher_key: secret ***,"),
+        "mercure-publisher-jwt-alg" => pair("HS512", "publisher_key: Herald's key with HS512,"),
+        "mercure-subscriber-jwt-key" => pair(SECRET, "subscriber_key: secret ***,"),
+        "mercure-subscriber-jwt-alg" => pair("HS384", "subscriber_key: Herald's key with HS384,"),
+        "mercure-cookie-name" => pair("appAuth", "cookie_name: \"appAuth\","),
+        "mercure-query-token" => pair("false", "query_token: false,"),
+        "mercure-gap-event" => pair("false", "gap_event: false,"),
+        "mercure-subscriptions" => pair("true", "subscriptions: true,"),
         _ => None,
     }
 }

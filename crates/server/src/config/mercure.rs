@@ -62,7 +62,7 @@ pub struct MercureSettings {
 }
 
 /// A key of the door's own, or Herald's.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct MercureKey {
     /// The key's text (an HMAC secret or a PEM public key); `None` is Herald's.
     pub text: Option<Secret>,
@@ -70,9 +70,26 @@ pub struct MercureKey {
     pub alg: Option<Algorithm>,
 }
 
-/// The validated settings of the Mercure door (when it is on).
+/// `Herald's key`, `secret ***`, `PEM public key`, then `with ALG` when set.
+impl std::fmt::Debug for MercureKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.text {
+            None => f.write_str("Herald's key")?,
+            Some(text) if text.0.starts_with("-----BEGIN") => f.write_str("PEM public key")?,
+            Some(_) => f.write_str("secret ***")?,
+        }
+        match self.alg {
+            Some(alg) => write!(f, " with {alg:?}"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The validated settings of the Mercure door.
 #[derive(Debug, Clone)]
 pub struct MercureConfig {
+    /// Whether the door is open (`--mercure`).
+    pub enabled: bool,
     /// Public updates for subscribers without a token.
     pub anonymous: bool,
     /// Origins that may publish with the cookie's token.
@@ -92,8 +109,8 @@ pub struct MercureConfig {
 }
 
 impl MercureSettings {
-    /// The door's configuration, `None` when it is off; problems go to `errors`.
-    pub(super) fn validate(&self, errors: &mut Vec<String>) -> Option<MercureConfig> {
+    /// The door's configuration; problems go to `errors`.
+    pub(super) fn validate(&self, errors: &mut Vec<String>) -> MercureConfig {
         let mut problem = |flag: &str, why: String| errors.push(format!("--{flag}: {why}"));
         let flag = |flag: &str, text: &str, problem: &mut dyn FnMut(&str, String)| {
             parse_bool(text.trim()).map_err(|why| problem(flag, why)).unwrap_or_default()
@@ -131,7 +148,8 @@ impl MercureSettings {
         }
         let publish_origins: Vec<String> =
             self.mercure_publish_origins.iter().map(|o| o.trim().trim_end_matches('/').to_owned()).collect();
-        enabled.then_some(MercureConfig {
+        MercureConfig {
+            enabled,
             anonymous,
             publish_origins,
             publisher_key,
@@ -140,6 +158,6 @@ impl MercureSettings {
             query_token,
             gap_event,
             subscriptions,
-        })
+        }
     }
 }

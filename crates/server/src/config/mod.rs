@@ -127,8 +127,8 @@ pub struct Config {
     pub dashboard_rows: usize,
     /// Log filter.
     pub log: String,
-    /// The Mercure door, when `--mercure` turns it on.
-    pub mercure: Option<MercureConfig>,
+    /// The Mercure door (open with `--mercure`).
+    pub mercure: MercureConfig,
 }
 
 /// Where events are kept (`--store`).

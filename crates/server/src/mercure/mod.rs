@@ -90,10 +90,11 @@ impl Door {
         let publisher = spec(&config.publisher_key, "--mercure-publisher-jwt-key")?;
         let subscriber = spec(&config.subscriber_key, "--mercure-subscriber-jwt-key")?;
         let base = Url::parse(TOPIC_BASE).expect("the topic base is a valid URL");
-        let verifier = token::MercureVerifier::new(publisher, subscriber, leeway, base);
+        let verifier = token::MercureVerifier::new(publisher, subscriber, leeway, base.clone());
         let places = token::TokenPlaces { cookie_name: config.cookie_name.clone(), query: config.query_token };
         let topic = TopicName::new(TOPIC).expect("the door's topic is a valid hub-owned name");
-        Ok(Self { config, verifier, places, topic, selectors: SelectorCache::default(), presence: Default::default() })
+        let selectors = SelectorCache::new(base);
+        Ok(Self { config, verifier, places, topic, selectors, presence: presence::Presence::default() })
     }
 }
 

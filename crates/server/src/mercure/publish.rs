@@ -58,7 +58,7 @@ pub(super) async fn publish(
             "publishing needs a token with a `mercure.publish` claim: send `Authorization: Bearer <token>`",
         ));
     };
-    let token = door.verifier.verify(&found.token, Role::Publisher)?;
+    let token = super::token::verify_found(&door.verifier, &found, Role::Publisher)?;
     if token.grants.publish.is_none() {
         return Err(ApiError::new(
             ErrorCode::InvalidToken,

@@ -51,7 +51,7 @@ pub(super) async fn subscribe(
 ) -> Result<Response, ApiError> {
     let selectors = selectors(&door, &uri, state.config.max_topics_per_subscription)?;
     let token = match super::token::find_token(&headers, uri.query(), &door.places)? {
-        Some(found) => Some(door.verifier.verify(&found.token, Role::Subscriber)?),
+        Some(found) => Some(super::token::verify_found(&door.verifier, &found, Role::Subscriber)?),
         None if door.config.anonymous => None,
         None => {
             return Err(ApiError::new(
@@ -116,10 +116,14 @@ fn selectors(door: &Door, uri: &Uri, max: usize) -> Result<Vec<Arc<TopicSelector
         let kind = match &*key {
             "topic" => SelectorKind::Topic,
             "match" | "match_exact" => SelectorKind::Exact,
+            "match_urlpattern" => SelectorKind::UrlPattern,
             other if other.to_ascii_lowercase().starts_with("match") => {
                 return Err(ApiError::new(
                     ErrorCode::InvalidRequest,
-                    format!("unknown matcher `{}`: use topic=, match= or match_exact=", shorten(other)),
+                    format!(
+                        "unknown matcher `{}`: use topic=, match=, match_exact= or match_urlpattern=",
+                        shorten(other)
+                    ),
                 ));
             }
             _ => continue,
@@ -130,7 +134,8 @@ fn selectors(door: &Door, uri: &Uri, max: usize) -> Result<Vec<Arc<TopicSelector
                 format!("more than {max} selectors in one subscription (--max-topics-per-subscription)"),
             ));
         }
-        selectors.push(door.selectors.get(kind, &value));
+        let selector = door.selectors.get(kind, &value);
+        selectors.push(selector.map_err(|error| ApiError::new(ErrorCode::InvalidRequest, error.to_string()))?);
     }
     if selectors.is_empty() {
         return Err(ApiError::new(

@@ -71,7 +71,7 @@ fn answer(
     let Some(found) = super::token::find_token(headers, uri.query(), &door.places)? else {
         return Err(ApiError::new(ErrorCode::MissingToken, "the subscriptions API needs a subscriber's token"));
     };
-    let token = door.verifier.verify(&found.token, Role::Subscriber)?;
+    let token = super::token::verify_found(&door.verifier, &found, Role::Subscriber)?;
     if !token.grants.may_receive_private(std::iter::once(uri.path())) {
         return Err(ApiError::new(
             ErrorCode::Forbidden,

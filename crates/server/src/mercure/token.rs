@@ -341,6 +341,25 @@ pub struct FoundToken {
     pub from_query: bool,
 }
 
+/// Verifies a token found in a request for `role`. A 1.0 token that came
+/// in the query string is refused: that dialect keeps tokens out of URLs,
+/// which end up in logs (RFC 9700).
+pub fn verify_found(
+    verifier: &MercureVerifier,
+    found: &FoundToken,
+    role: Role,
+) -> Result<Arc<MercureToken>, AuthError> {
+    let token = verifier.verify(&found.token, role)?;
+    if found.from_query && token.dialect == Dialect::Draft08 {
+        return Err(AuthError::invalid(
+            "token_in_query",
+            "an at+jwt (Mercure 1.0) token cannot come in the query string: send it in the Authorization header \
+             or the __Secure-mercure_access_token cookie",
+        ));
+    }
+    Ok(token)
+}
+
 /// The request's token, if it carries one. In order:
 /// `Authorization: Bearer <token>` (when present it is the only place
 /// looked at, and anything else in it, or two of it, is refused), then

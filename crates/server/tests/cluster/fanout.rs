@@ -384,3 +384,38 @@ async fn a_mercure_update_reaches_another_node_with_the_same_frame_and_metadata(
     .await;
     assert_eq!(replayed, delivered);
 }
+
+/// Publishes a Mercure update of `fields` on `node`; its id.
+async fn publish_update(node: &Herald, fields: &[(&str, &str)]) -> String {
+    let token = common::sign_hs256(&serde_json::json!({ "mercure": { "publish": ["*"] } }), common::SECRET);
+    let mut form = form_urlencoded::Serializer::new(String::new());
+    for (key, value) in fields {
+        form.append_pair(key, value);
+    }
+    let request = common::client().post(node.url("/.well-known/mercure")).bearer_auth(token).body(form.finish());
+    let response = within(WAIT, "a Mercure publish", request.send()).await.expect("publish");
+    assert_eq!(response.status(), StatusCode::OK);
+    response.text().await.expect("the update's id")
+}
+
+#[tokio::test]
+async fn a_mercure_update_on_one_node_reaches_mercure_subscribers_on_another_and_resumes_there() {
+    let cluster = Cluster::start(2, Persistence::Always, &["--mercure"]);
+    let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let books = "/.well-known/mercure?topic=https%3A%2F%2Fexample.com%2Fbooks%2F%7Bid%7D";
+    let mut on_b = subscribe(b, books, None).await;
+    let private = [("topic", "https://example.com/books/1"), ("private", "on"), ("data", "secret")];
+    publish_update(a, &private).await;
+    let custom = [("topic", "https://example.com/books/1"), ("data", "one\ntwo"), ("id", "book-1-v2")];
+    let first = publish_update(a, &custom).await;
+    let second = publish_update(a, &[("topic", "https://example.com/books/2"), ("data", "three")]).await;
+    let got = take(&mut on_b, 2, WAIT).await;
+    assert_eq!(first, "book-1-v2");
+    assert_eq!((got[0].id.as_str(), got[0].data.as_str()), (first.as_str(), "one\ntwo"), "not the private one");
+    assert_eq!((got[1].id.as_str(), got[1].data.as_str()), (second.as_str(), "three"));
+
+    // A client of node A resumes on node B from the publisher's id.
+    let mut resumed = subscribe(b, books, Some(&first)).await;
+    let got = take(&mut resumed, 1, WAIT).await;
+    assert_eq!(got[0].id, second);
+}

@@ -11,6 +11,7 @@ mod common;
 
 mod browser;
 mod php;
+mod presence;
 mod protocol;
 
 use std::{ffi::OsStr, path::PathBuf, time::Duration};
@@ -123,4 +124,13 @@ pub fn command(program: impl AsRef<OsStr>) -> tokio::process::Command {
 /// What to say when `program` cannot be started.
 pub fn missing(program: &str, error: &std::io::Error) -> String {
     format!("cannot run `{program}` ({error}): run scripts/install-test-deps")
+}
+
+/// A 1.0 token (`typ: at+jwt`) granting `details` as its
+/// `authorization_details`, valid for an hour.
+pub fn at_jwt(details: Value) -> String {
+    let mut head = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    head.typ = Some("at+jwt".into());
+    let claims = json!({ "authorization_details": details, "exp": now() + 3600, "sub": "someone" });
+    jsonwebtoken::encode(&head, &claims, &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes())).expect("sign")
 }

@@ -340,3 +340,35 @@ async fn the_door_is_closed_unless_turned_on_and_its_topic_is_the_hubs() {
     let native_id = door.publish_data("plain", "native").await;
     assert_eq!(everything.next().await.id, native_id);
 }
+
+#[tokio::test]
+async fn the_1_0_dialect_matches_url_patterns_with_at_jwt_tokens() {
+    let server = door_server(|_| {}).await;
+    let detail = |actions: &[&str], topics: Value| json!([{ "type": "https://mercure.rocks/authorization-detail", "actions": actions, "topics": topics }]);
+    let subscriber = at_jwt(detail(&["subscribe"], json!([{ "match": "/books/:id", "match_type": "urlpattern" }])));
+    let publisher = at_jwt(detail(&["publish"], json!([{ "match": "/books/*", "match_type": "urlpattern" }])));
+    let query = format!("?match_urlpattern={}", q("/books/:id"));
+    let mut stream = Sse::open(subscription(&server, &query).bearer_auth(&subscriber)).await;
+
+    let private = post_form(&server, &publisher, &[("topic", "/books/1"), ("private", "on"), ("data", "p")]).await;
+    assert_eq!(private.status(), StatusCode::OK);
+    let private = private.text().await.unwrap();
+    let elsewhere = post_form(&server, &publisher, &[("topic", "/authors/1")]).await;
+    expect_error(elsewhere, StatusCode::FORBIDDEN, "forbidden").await;
+    post_form(&server, &publisher, &[("topic", "/books/1/reviews")]).await;
+    let event = stream.next().await;
+    assert_eq!((event.id, event.data), (private, "p".to_owned()));
+
+    // Never in the query string; exp is required.
+    let in_query = subscription(&server, &format!("{query}&authorization={subscriber}"));
+    expect_error(in_query.send().await.unwrap(), StatusCode::UNAUTHORIZED, "invalid_token").await;
+    let mut head = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    head.typ = Some("at+jwt".into());
+    let claims = json!({ "authorization_details": detail(&["subscribe"], json!([{ "match": "/x" }])) });
+    let key = jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes());
+    let no_exp = jsonwebtoken::encode(&head, &claims, &key).unwrap();
+    let request = subscription(&server, "?match=/x").bearer_auth(no_exp);
+    expect_error(request.send().await.unwrap(), StatusCode::UNAUTHORIZED, "invalid_token").await;
+    let bad = subscription(&server, &format!("?match_urlpattern={}", q("/books/("))).bearer_auth(&subscriber);
+    expect_error(bad.send().await.unwrap(), StatusCode::BAD_REQUEST, "invalid_request").await;
+}
