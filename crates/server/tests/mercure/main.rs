@@ -1,14 +1,20 @@
 //! Integration tests of the Mercure door (`/.well-known/mercure`): the real
 //! server on a real socket, real HTTP clients, SSE parsed by the independent
-//! `eventsource-stream` crate; and clients written for Mercure by others.
+//! `eventsource-stream` crate; and clients written for Mercure by others:
+//! Symfony's Mercure component under php-cli publishing (`php.rs`), headless
+//! Chromium's own `EventSource` subscribing (`browser.rs`). Their programs
+//! come from Debian and npm (`scripts/install-test-deps`); a missing one
+//! fails its test, it is not skipped.
 
 #[path = "../common/mod.rs"]
 mod common;
 
+mod browser;
+mod php;
 mod presence;
 mod protocol;
 
-use std::time::Duration;
+use std::{ffi::OsStr, path::PathBuf, time::Duration};
 
 use common::*;
 use herald_server::{
@@ -93,6 +99,31 @@ pub async fn subscribe(server: &TestServer, query: &str, token: Option<&str>) ->
 /// `text` as a query parameter value.
 pub fn q(text: &str) -> String {
     form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}
+
+/// The longest a program of others (php, node and Chromium) may run; they
+/// start slowly on a busy machine.
+pub const PROGRAM_LIMIT: Duration = Duration::from_secs(90);
+
+/// A file of this crate's tests.
+pub fn test_file(path: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests").join(path)
+}
+
+/// `program` as a command that is killed when dropped and sees no proxy
+/// (the server is on loopback).
+pub fn command(program: impl AsRef<OsStr>) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(program);
+    for proxy in ["http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"] {
+        command.env_remove(proxy);
+    }
+    command.kill_on_drop(true);
+    command
+}
+
+/// What to say when `program` cannot be started.
+pub fn missing(program: &str, error: &std::io::Error) -> String {
+    format!("cannot run `{program}` ({error}): run scripts/install-test-deps")
 }
 
 /// A 1.0 token (`typ: at+jwt`) granting `details` as its
