@@ -107,7 +107,12 @@ pub(super) async fn publish(
 async fn read_form(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Form, ApiError> {
     let bytes = crate::routes::publish::read_body(state, headers, body).await?;
     let mut form = Form::default();
-    for (key, value) in form_urlencoded::parse(&bytes) {
+    for pair in bytes.split(|&b| b == b'&').filter(|pair| !pair.is_empty()) {
+        let (key, value) = match pair.iter().position(|&b| b == b'=') {
+            Some(at) => (&pair[..at], &pair[at + 1..]),
+            None => (pair, &b""[..]),
+        };
+        let (key, value) = (decode(key)?, decode(value)?);
         match &*key {
             "topic" => {
                 if form.topics.len() == MAX_UPDATE_TOPICS {
@@ -116,17 +121,44 @@ async fn read_form(state: &AppState, headers: &HeaderMap, body: Body) -> Result<
                         format!("an update has at most {MAX_UPDATE_TOPICS} topics"),
                     ));
                 }
-                form.topics.push(value.into_owned());
+                form.topics.push(value);
             }
-            "data" => form.data = Some(value.into_owned()),
+            "data" => form.data = Some(value),
             "private" => form.private = true,
-            "id" => form.id = Some(value.into_owned()),
-            "type" => form.event_type = Some(value.into_owned()),
-            "retry" => form.retry = Some(value.into_owned()),
+            "id" => form.id = Some(value),
+            "type" => form.event_type = Some(value),
+            "retry" => form.retry = Some(value),
             _ => {}
         }
     }
     Ok(form)
+}
+
+/// One form field's text: `+` is a space, `%XX` a byte (a malformed escape
+/// stays as it is, as browsers send it), and the bytes must be UTF-8: an
+/// update is never stored with characters replaced.
+fn decode(field: &[u8]) -> Result<String, ApiError> {
+    let hex = |b: u8| char::from(b).to_digit(16).and_then(|d| u8::try_from(d).ok());
+    let mut bytes = Vec::with_capacity(field.len());
+    let mut i = 0;
+    while let Some(&b) = field.get(i) {
+        match (b, field.get(i + 1).copied().and_then(hex), field.get(i + 2).copied().and_then(hex)) {
+            (b'%', Some(high), Some(low)) => {
+                bytes.push(high << 4 | low);
+                i += 3;
+                continue;
+            }
+            (b'+', ..) => bytes.push(b' '),
+            (b, ..) => bytes.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(bytes).map_err(|_| {
+        ApiError::new(
+            ErrorCode::InvalidUtf8,
+            "a form field is not UTF-8 once decoded; send UTF-8 text, percent-encoded",
+        )
+    })
 }
 
 /// The event an update form stands for, every field checked.
@@ -215,6 +247,16 @@ fn check_id(id: &str) -> Result<(), ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn form_fields_decode_strictly() {
+        assert_eq!(decode(b"a+b%20c%2Bd").unwrap(), "a b c+d");
+        assert_eq!(decode(b"%C3%A9").unwrap(), "é");
+        assert_eq!(decode(b"100%").unwrap(), "100%");
+        assert_eq!(decode(b"%zz%4").unwrap(), "%zz%4");
+        assert!(decode(b"%C3").is_err(), "half a character");
+        assert!(decode(b"%FF").is_err());
+    }
 
     #[test]
     fn ids_are_checked() {

@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use axum::{
     extract::State,
-    http::{HeaderMap, HeaderValue, Uri, header},
-    response::Response,
+    http::{HeaderMap, HeaderValue, Method, Uri, header},
+    response::{IntoResponse as _, Response},
 };
 use herald_core::{
     Event, EventId, ReadLimit, Resume, Selection, StoreError, Subscription, TopicPattern, TopicSelector,
@@ -41,11 +41,15 @@ const RESUME_PARAMETERS: [&str; 4] = ["lastEventID", "Last-Event-ID", "lastEvent
 /// precedes the first one sent.
 const EARLIEST: &str = "earliest";
 
+/// What a stream's `Cache-Control` says, as Mercure's hub says it.
+const NO_CACHE: &str = "private, no-cache, no-store, must-revalidate, max-age=0";
+
 /// Opens a subscriber's stream.
 pub(super) async fn subscribe(
     State(state): State<AppState>,
     TheDoor(door): TheDoor,
     ClientIp(ip): ClientIp,
+    method: Method,
     headers: HeaderMap,
     uri: Uri,
 ) -> Result<Response, ApiError> {
@@ -61,6 +65,14 @@ pub(super) async fn subscribe(
             ));
         }
     };
+    if method == Method::HEAD {
+        // What a GET would answer, without a stream (nor presence updates).
+        let mut response = axum::http::StatusCode::OK.into_response();
+        let h = response.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static(NO_CACHE));
+        return Ok(response);
+    }
     let requested = resume_id(&headers, &uri);
     let (resume, said) = resolve(&state, &door, requested.as_deref()).await?;
     let Some(permit) = state.streams.acquire(ip) else {
@@ -98,10 +110,7 @@ pub(super) async fn subscribe(
     let mut response =
         event_stream::filtered_response(subscription, Some(Box::new(filter)), options, state.shutdown.clone(), ties);
     let h = response.headers_mut();
-    h.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("private, no-cache, no-store, must-revalidate, max-age=0"),
-    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static(NO_CACHE));
     if let Some(value) = said.and_then(|said| HeaderValue::from_str(&said).ok()) {
         h.insert("last-event-id", value.clone());
         h.insert("mercure-last-event-id", value);

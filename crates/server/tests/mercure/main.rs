@@ -10,6 +10,7 @@
 mod common;
 
 mod browser;
+mod form;
 mod php;
 mod presence;
 mod protocol;

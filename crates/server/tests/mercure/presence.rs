@@ -90,3 +90,23 @@ async fn presence_is_off_unless_asked_for() {
     let update = publish(&server, &[("topic", "x")]).await;
     assert_eq!(watching.next().await.id, update, "no connect update came first");
 }
+
+#[tokio::test]
+async fn a_head_request_answers_as_a_stream_would_and_announces_nothing() {
+    let server = door_server(|s| s.mercure.mercure_subscriptions = "true".into()).await;
+    let watcher = mercure_token(json!({ "subscribe": [WATCH] }));
+    let query = format!("?topic={}&topic=x", q(WATCH));
+    let mut watching = subscribe(&server, &query, Some(&watcher)).await;
+    // Its own connect, one update per selector.
+    for _ in 0..2 {
+        let own = watching.next().await;
+        assert!(own.data.contains("\"active\":true"), "{}", own.data);
+    }
+    let head = server.client.head(door_url(&server, "?topic=y")).bearer_auth(&watcher).send().await.unwrap();
+    assert_eq!(head.status(), StatusCode::OK);
+    assert_eq!(head.headers()[header::CONTENT_TYPE], "text/event-stream");
+    let unauthorised = server.client.head(door_url(&server, "?topic=y")).send().await.unwrap();
+    assert_eq!(unauthorised.status(), StatusCode::UNAUTHORIZED);
+    let update = publish(&server, &[("topic", "x")]).await;
+    assert_eq!(watching.next().await.id, update, "no presence update for a HEAD");
+}
