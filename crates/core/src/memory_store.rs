@@ -14,29 +14,80 @@ use parking_lot::Mutex;
 
 use crate::{
     Appended, Epoch, Event, EventId, EventStore, Gap, Publish, ReadLimit, Selection, StoreError, StoreRead,
-    StoredTopic, TopicName, idempotency::Fingerprint, now_ms,
+    StoredTopic, TopicName, idempotency::Fingerprint, name::is_hub_owned, now_ms,
 };
 
 /// How much history a store keeps.
+///
+/// Stores ask [`Retention::events_for`] and [`Retention::age_for`] (or
+/// [`Retention::of`]) rather than reading the fields: hub-owned topics
+/// (`$…`, such as the Mercure door's `$mercure`) have bounds of their own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Retention {
     /// Most events kept per topic.
     pub max_events_per_topic: usize,
     /// Events older than this are removed; `None` keeps them.
     pub max_age: Option<Duration>,
+    /// The bounds of hub-owned topics (`$…`).
+    pub hub_topics: TopicRetention,
     /// How long an idempotency key is remembered.
     pub idempotency_ttl: Duration,
 }
 
+/// How much history one class of topics keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TopicRetention {
+    /// Most events kept per topic.
+    pub max_events: usize,
+    /// Events older than this are removed; `None` keeps them.
+    pub max_age: Option<Duration>,
+}
+
+impl TopicRetention {
+    /// The publish time (ms) before which events are removed at `now_ms`;
+    /// `None` when age removes nothing.
+    pub fn cutoff_ms(&self, now_ms: u64) -> Option<u64> {
+        let max_age = self.max_age?;
+        Some(now_ms.saturating_sub(u64::try_from(max_age.as_millis()).unwrap_or(u64::MAX)))
+    }
+}
+
+const DEFAULT_EVENTS: usize = 10_000;
+const DEFAULT_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+
 /// The server's defaults (`--retention-events`, `--retention-age`,
-/// `--idempotency-ttl`) are these: defined here, once.
+/// `--idempotency-ttl`) are these: defined here, once. Hub-owned topics
+/// keep the same unless told otherwise.
 impl Default for Retention {
     fn default() -> Self {
         Self {
-            max_events_per_topic: 10_000,
-            max_age: Some(Duration::from_secs(7 * 24 * 3600)),
+            max_events_per_topic: DEFAULT_EVENTS,
+            max_age: Some(DEFAULT_AGE),
+            hub_topics: TopicRetention { max_events: DEFAULT_EVENTS, max_age: Some(DEFAULT_AGE) },
             idempotency_ttl: Duration::from_secs(24 * 3600),
         }
+    }
+}
+
+impl Retention {
+    /// The bounds of ordinary (not hub-owned) topics.
+    pub fn ordinary_topics(&self) -> TopicRetention {
+        TopicRetention { max_events: self.max_events_per_topic, max_age: self.max_age }
+    }
+
+    /// The bounds of `topic`'s class.
+    pub fn of(&self, topic: &str) -> TopicRetention {
+        if is_hub_owned(topic) { self.hub_topics } else { self.ordinary_topics() }
+    }
+
+    /// Most events kept of `topic`.
+    pub fn events_for(&self, topic: &str) -> usize {
+        self.of(topic).max_events
+    }
+
+    /// Age after which events of `topic` are removed; `None` keeps them.
+    pub fn age_for(&self, topic: &str) -> Option<Duration> {
+        self.of(topic).max_age
     }
 }
 
@@ -151,7 +202,7 @@ impl EventStore for MemoryStore {
                 let floor = state.forgotten_through;
                 let log = state.logs.entry(event.topic.clone()).or_insert_with(|| TopicLog::above(floor));
                 log.events.push_back(event.clone());
-                if log.events.len() > self.retention.max_events_per_topic {
+                if log.events.len() > self.retention.events_for(event.topic.as_str()) {
                     log.evict_front();
                 }
                 events.push(event);
@@ -226,11 +277,15 @@ impl EventStore for MemoryStore {
                 }
             }
         }
-        let Some(max_age) = self.retention.max_age else { return Ok(0) };
-        let cutoff = now.saturating_sub(u64::try_from(max_age.as_millis()).unwrap_or(u64::MAX));
+        let ordinary = self.retention.ordinary_topics().cutoff_ms(now);
+        let hub = self.retention.hub_topics.cutoff_ms(now);
+        if ordinary.is_none() && hub.is_none() {
+            return Ok(0);
+        }
         let mut removed = 0;
         let mut forgotten = state.forgotten_through;
-        state.logs.retain(|_, log| {
+        state.logs.retain(|name, log| {
+            let Some(cutoff) = (if name.is_hub_owned() { hub } else { ordinary }) else { return true };
             while log.events.front().is_some_and(|e| e.time_ms < cutoff) {
                 log.evict_front();
                 removed += 1;
@@ -247,5 +302,28 @@ impl EventStore for MemoryStore {
 
     fn describe(&self) -> String {
         "memory".to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hub_owned_topics_have_bounds_of_their_own() {
+        let hub_topics = TopicRetention { max_events: 2, max_age: None };
+        let retention = Retention {
+            max_events_per_topic: 5,
+            max_age: Some(Duration::from_secs(1)),
+            hub_topics,
+            ..Retention::default()
+        };
+        assert_eq!((retention.events_for("$mercure"), retention.age_for("$mercure")), (2, None));
+        assert_eq!((retention.events_for("mercure"), retention.age_for("mercure")), (5, Some(Duration::from_secs(1))));
+        assert_eq!(retention.of("news").cutoff_ms(10_000), Some(9_000));
+        assert_eq!(retention.of("news").cutoff_ms(10), Some(0), "no underflow");
+        assert_eq!(retention.of("$mercure").cutoff_ms(10_000), None);
+        let default = Retention::default();
+        assert_eq!(default.hub_topics, default.ordinary_topics(), "the same unless told otherwise");
     }
 }

@@ -78,7 +78,9 @@ impl TopicName {
     }
 }
 
-fn is_hub_owned(name: &str) -> bool {
+/// Whether the hub owns the topic named `name` (`$…`), for a name held as
+/// text (a store's key or row): as [`TopicName::is_hub_owned`].
+pub fn is_hub_owned(name: &str) -> bool {
     name.starts_with(HUB_TOPIC_MARK)
 }
 

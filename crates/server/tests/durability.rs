@@ -318,6 +318,7 @@ async fn retention_by_count_and_by_age_trims_history_and_reports_the_gap() {
         max_events_per_topic: 5,
         max_age: Some(Duration::from_secs(3600)),
         idempotency_ttl: Duration::from_secs(60),
+        ..Default::default()
     };
     let (hub, store) = sqlite_hub(dir.path(), retention).await;
     let drafts = |topic: &str, n: usize| -> Vec<herald_core::EventDraft> {

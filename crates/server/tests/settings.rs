@@ -80,6 +80,8 @@ fn sample(flag: &str) -> Option<(String, String)> {
         "mercure-query-token" => pair("false", "query_token: false,"),
         "mercure-gap-event" => pair("false", "gap_event: false,"),
         "mercure-subscriptions" => pair("true", "subscriptions: true,"),
+        "mercure-retention-events" => pair("98", "max_events: 98,"),
+        "mercure-retention-age" => pair("3h", "10800s,"),
         _ => None,
     }
 }

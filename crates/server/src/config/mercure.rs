@@ -59,6 +59,14 @@ pub struct MercureSettings {
     #[arg(long, env = "HERALD_MERCURE_SUBSCRIPTIONS", num_args = 0..=1, default_missing_value = "true",
           value_name = "BOOL", default_value = "false")]
     pub mercure_subscriptions: String,
+    /// Updates the door keeps in its history (Mercure's history size)
+    /// [default: --retention-events].
+    #[arg(long, env = "HERALD_MERCURE_RETENTION_EVENTS", value_name = "N")]
+    pub mercure_retention_events: Option<String>,
+    /// Age after which the door drops updates from its history (Mercure's
+    /// cleanup); `0` keeps them [default: --retention-age].
+    #[arg(long, env = "HERALD_MERCURE_RETENTION_AGE", value_name = "DURATION")]
+    pub mercure_retention_age: Option<String>,
 }
 
 /// A key of the door's own, or Herald's.

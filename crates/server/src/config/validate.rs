@@ -7,7 +7,7 @@ use std::{
     time::Duration,
 };
 
-use herald_core::{HubConfig, Retention, RingLimits, TopicPattern};
+use herald_core::{HubConfig, Retention, RingLimits, TopicPattern, TopicRetention};
 use jsonwebtoken::Algorithm;
 
 use super::{
@@ -167,10 +167,20 @@ impl Config {
             catch_up_cache_bytes: catch_up_cache_bytes.unwrap_or_default(),
             ..HubConfig::default()
         };
+        let retention_events = p.count("retention_events", &s.retention_events);
         let retention_age = p.duration("retention_age", &s.retention_age);
+        // The door's history (`$mercure`) keeps the same unless told otherwise.
+        let door = &s.mercure;
+        let hub_events = door.mercure_retention_events.as_deref().map(|t| p.count("mercure_retention_events", t));
+        let hub_age = door.mercure_retention_age.as_deref().map(|t| p.duration("mercure_retention_age", t));
+        let kept = |age: Duration| (!age.is_zero()).then_some(age);
         let retention = Retention {
-            max_events_per_topic: p.count("retention_events", &s.retention_events),
-            max_age: (!retention_age.is_zero()).then_some(retention_age),
+            max_events_per_topic: retention_events,
+            max_age: kept(retention_age),
+            hub_topics: TopicRetention {
+                max_events: hub_events.unwrap_or(retention_events),
+                max_age: kept(hub_age.unwrap_or(retention_age)),
+            },
             idempotency_ttl: p.duration("idempotency_ttl", &s.idempotency_ttl),
         };
         let memory = p.parse("memory", &s.memory, parse_bool);
@@ -322,6 +332,25 @@ mod tests {
         let settings = Settings { body_timeout: "0".into(), ..Settings::defaults() };
         let errors = Config::from_settings(&settings).unwrap_err();
         assert!(errors.iter().any(|e| e.starts_with("--body-timeout")), "{errors:?}");
+    }
+
+    #[test]
+    fn the_doors_history_follows_the_retention_flags_unless_told_otherwise() {
+        let settings = Settings { retention_events: "50".into(), retention_age: "1h".into(), ..Settings::defaults() };
+        let followed = Config::from_settings(&settings).unwrap().retention;
+        assert_eq!(followed.hub_topics, TopicRetention { max_events: 50, max_age: Some(Duration::from_secs(3600)) });
+        let mut settings = settings;
+        settings.mercure.mercure_retention_events = Some("2".into());
+        settings.mercure.mercure_retention_age = Some("0".into());
+        let own = Config::from_settings(&settings).unwrap().retention;
+        assert_eq!(own.hub_topics, TopicRetention { max_events: 2, max_age: None }, "0 keeps updates");
+        assert_eq!((own.events_for("news"), own.age_for("news")), (50, Some(Duration::from_secs(3600))));
+        settings.mercure.mercure_retention_events = Some("0".into());
+        settings.mercure.mercure_retention_age = Some("soon".into());
+        let errors = Config::from_settings(&settings).unwrap_err();
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(errors[0].starts_with("--mercure-retention-events: must be at least 1"), "{errors:?}");
+        assert!(errors[1].starts_with("--mercure-retention-age"), "{errors:?}");
     }
 
     #[test]

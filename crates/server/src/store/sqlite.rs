@@ -25,7 +25,8 @@ use std::{
 use async_trait::async_trait;
 use herald_core::{
     Appended, Epoch, Event, EventDraft, EventId, EventStore, EventType, Fingerprint, Gap, IdempotencyKey, MercureMeta,
-    Publish, ReadLimit, Retention, Selection, StoreError, StoreRead, StoredTopic, TopicName, TopicPattern, now_ms,
+    Publish, ReadLimit, Retention, Selection, StoreError, StoreRead, StoredTopic, TopicName, TopicPattern,
+    is_hub_owned, now_ms,
 };
 use sqlx::{
     AssertSqlSafe, Row as _, SqlitePool,
@@ -662,12 +663,25 @@ impl SqliteStore {
 
     async fn retain(&self, now: u64) -> Result<u64, sqlx::Error> {
         sqlx::query("DELETE FROM idempotency_keys WHERE expires_ms <= ?").bind(now as i64).execute(&self.pool).await?;
+        let ordinary = self.retention.ordinary_topics();
+        let hub = self.retention.hub_topics;
         let mut removed = 0;
-        // By count: topics over their share.
-        let max = self.retention.max_events_per_topic as i64;
-        let over: Vec<(String, i64)> =
-            sqlx::query_as("SELECT name, events FROM topics WHERE events > ?").bind(max).fetch_all(&self.pool).await?;
+        // By count: topics over their class's share. Ordinary topics as
+        // ever (hub-owned ones it finds are left to their own pass), then
+        // the hub-owned topics along the primary key: `$` is U+0024, so
+        // exactly the names from '$' up to '%' start with it.
+        let over_ordinary: Vec<(String, i64)> = sqlx::query_as("SELECT name, events FROM topics WHERE events > ?")
+            .bind(count_bound(ordinary.max_events))
+            .fetch_all(&self.pool)
+            .await?;
+        let over_hub: Vec<(String, i64)> =
+            sqlx::query_as("SELECT name, events FROM topics WHERE name >= '$' AND name < '%' AND events > ?")
+                .bind(count_bound(hub.max_events))
+                .fetch_all(&self.pool)
+                .await?;
+        let over = over_ordinary.into_iter().filter(|(name, _)| !is_hub_owned(name)).chain(over_hub);
         for (topic, count) in over {
+            let max = count_bound(self.retention.events_for(&topic));
             let through: Option<i64> =
                 sqlx::query_scalar("SELECT seq FROM events WHERE topic = ? ORDER BY seq LIMIT 1 OFFSET ?")
                     .bind(topic.clone())
@@ -678,21 +692,42 @@ impl SqliteStore {
                 removed += self.trim_topic(&topic, through).await?;
             }
         }
-        // By age: events are in time order by seq, so the expired ones are a prefix.
-        if let Some(max_age) = self.retention.max_age {
-            let cutoff = now.saturating_sub(u64::try_from(max_age.as_millis()).unwrap_or(u64::MAX)) as i64;
+        // By age: events are in time order by seq, so the expired ones are a
+        // prefix. Ordinary topics: the table's prefix, grouped by topic (it
+        // also walks the hub-owned events older than the ordinary age that
+        // their own age keeps: at most their count bound per topic).
+        if let Some(cutoff) = ordinary.cutoff_ms(now) {
             let expired: Vec<(String, i64)> = sqlx::query_as(
                 "SELECT topic, MAX(seq) FROM events WHERE seq < coalesce((SELECT seq FROM events WHERE time_ms >= ? ORDER BY seq LIMIT 1), 9223372036854775807) GROUP BY topic",
             )
-            .bind(cutoff)
+            .bind(cutoff as i64)
+            .fetch_all(&self.pool)
+            .await?;
+            for (topic, through) in expired.into_iter().filter(|(topic, _)| !is_hub_owned(topic)) {
+                removed += self.trim_topic(&topic, through).await?;
+            }
+        }
+        // Hub-owned topics: each one's prefix, along its own index.
+        if let Some(cutoff) = hub.cutoff_ms(now) {
+            let expired: Vec<(String, Option<i64>)> = sqlx::query_as(
+                "SELECT t.name, (SELECT MAX(seq) FROM events WHERE topic = t.name AND seq < coalesce((SELECT seq FROM events WHERE topic = t.name AND time_ms >= ?1 ORDER BY seq LIMIT 1), 9223372036854775807)) FROM topics t WHERE t.name >= '$' AND t.name < '%'",
+            )
+            .bind(cutoff as i64)
             .fetch_all(&self.pool)
             .await?;
             for (topic, through) in expired {
-                removed += self.trim_topic(&topic, through).await?;
+                if let Some(through) = through {
+                    removed += self.trim_topic(&topic, through).await?;
+                }
             }
         }
         Ok(removed)
     }
+}
+
+/// A count bound as SQLite's integer.
+fn count_bound(max: usize) -> i64 {
+    i64::try_from(max).unwrap_or(i64::MAX)
 }
 
 #[async_trait]

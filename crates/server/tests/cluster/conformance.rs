@@ -13,7 +13,7 @@ use std::{sync::Arc, time::Duration};
 
 use herald_core::{
     Appended, Event, EventDraft, EventStore, Fingerprint, Gap, IdempotencyKey, MemoryStore, MercureMeta, Publish,
-    ReadLimit, Retention, Selection, StoreRead, TopicName, TopicPattern, now_ms,
+    ReadLimit, Retention, Selection, StoreRead, TopicName, TopicPattern, TopicRetention, now_ms,
 };
 use herald_server::store::{RedisSettings, RedisStore, SqliteStore, Synchronous};
 
@@ -408,6 +408,80 @@ async fn a_topic_published_again_after_expiring_still_reports_its_loss(store: &d
     assert_eq!((current.events, current.gaps), (again, vec![]));
 }
 
+// ---- hub-owned topics' own retention -----------------------------------
+
+/// Ordinary topics keep 300 events, hub-owned ones (`$…`) 10; nothing is
+/// lost by age.
+fn hub_capped() -> Retention {
+    let hub_topics = TopicRetention { max_events: 10, max_age: None };
+    Retention { max_events_per_topic: 300, max_age: None, hub_topics, ..Retention::default() }
+}
+
+/// Only ordinary topics age.
+fn ordinary_aging() -> Retention {
+    let hub_topics = TopicRetention { max_events: 10_000, max_age: None };
+    Retention { max_age: Some(MAX_AGE), hub_topics, ..Retention::default() }
+}
+
+/// Only hub-owned topics age.
+fn hub_aging() -> Retention {
+    let hub_topics = TopicRetention { max_events: 10_000, max_age: Some(MAX_AGE) };
+    Retention { max_age: None, hub_topics, ..Retention::default() }
+}
+
+/// What is left of `name` is its newest events, their number within
+/// `kept`, and a gap through the last one lost.
+async fn assert_trimmed_to(store: &dyn EventStore, all: &[Event], name: &str, kept: std::ops::Range<usize>) {
+    let of_topic: Vec<Event> = all.iter().filter(|e| e.topic.as_str() == name).cloned().collect();
+    let last = store.last_seq().await.unwrap();
+    let read = read_topic(store, name, 0, last).await;
+    let count = read.events.len();
+    assert!(kept.contains(&count), "{name}: {count} events kept of {}, expected {kept:?}", of_topic.len());
+    assert_eq!(read.events, of_topic[of_topic.len() - count..], "{name}: the newest events are kept");
+    let lost_through = of_topic[of_topic.len() - count - 1].id.seq;
+    assert_eq!(read.gaps, [Gap { topic: name.into(), through: lost_through }], "{name}");
+}
+
+async fn hub_owned_and_ordinary_topics_are_trimmed_by_their_own_count(store: &dyn EventStore) {
+    // 400 events of each, interleaved, in four appends of 200.
+    let mut all = Vec::new();
+    for round in 0..4 {
+        let drafts = (0..200).map(|i| draft(if i % 2 == 0 { "$door" } else { "plain" }, &format!("{round}.{i}")));
+        all.extend(append(store, vec![drafts.collect()]).await);
+    }
+    store.enforce_retention(now_ms()).await.unwrap();
+    // Memory and SQLite keep exactly the cap; Redis at least the cap, and
+    // at most a stream node (100 entries) more: each its own.
+    assert_trimmed_to(store, &all, "$door", 10..300).await;
+    assert_trimmed_to(store, &all, "plain", 300..400).await;
+}
+
+async fn ordinary_topics_expire_by_their_own_age(store: &dyn EventStore) {
+    // `plain` goes last: a store that forgets it reports its last event exactly.
+    let (all, fresh_from) = old_then_fresh(store, &["$door", "plain"], &["fresh"]).await;
+    let last = store.last_seq().await.unwrap();
+    retain_fresh(store, fresh_from).await;
+    let of = |name: &str| all.iter().filter(|e| e.topic.as_str() == name).cloned().collect::<Vec<_>>();
+    let plain = read_topic(store, "plain", 0, last).await;
+    assert!(plain.events.is_empty(), "{plain:?}");
+    assert_eq!(plain.gaps, [Gap { topic: "plain".into(), through: of("plain")[1].id.seq }]);
+    assert_eq!(read_all(store, &select(&["$door"]), 0, last).await, of("$door"), "the door keeps its history");
+    assert_eq!(read_all(store, &select(&["fresh"]), 0, last).await, of("fresh"));
+}
+
+async fn hub_owned_topics_expire_by_their_own_age(store: &dyn EventStore) {
+    // `$door` goes last: a store that forgets it reports its last event exactly.
+    let (all, fresh_from) = old_then_fresh(store, &["plain", "$door"], &["fresh"]).await;
+    let last = store.last_seq().await.unwrap();
+    retain_fresh(store, fresh_from).await;
+    let of = |name: &str| all.iter().filter(|e| e.topic.as_str() == name).cloned().collect::<Vec<_>>();
+    let door = read_topic(store, "$door", 0, last).await;
+    assert!(door.events.is_empty(), "{door:?}");
+    assert_eq!(door.gaps, [Gap { topic: "$door".into(), through: of("$door")[1].id.seq }]);
+    assert_eq!(read_all(store, &select(&["plain"]), 0, last).await, of("plain"), "ordinary topics keep theirs");
+    assert_eq!(read_all(store, &select(&["fresh"]), 0, last).await, of("fresh"));
+}
+
 // ---- idempotency -------------------------------------------------------
 
 async fn a_repeated_key_replays_and_a_reused_key_is_refused(store: &dyn EventStore) {
@@ -685,6 +759,9 @@ conformance! {
     a_reused_mercure_id_finds_its_newest_event => Retention::default(),
     a_mercure_id_whose_event_was_trimmed_is_not_found => capped(),
     a_mercure_id_whose_topic_expired_is_not_found => aging(),
+    hub_owned_and_ordinary_topics_are_trimmed_by_their_own_count => hub_capped(),
+    ordinary_topics_expire_by_their_own_age => ordinary_aging(),
+    hub_owned_topics_expire_by_their_own_age => hub_aging(),
 }
 
 /// Redis only (the one store whose history can change under it): a new

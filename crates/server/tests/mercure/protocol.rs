@@ -326,6 +326,34 @@ async fn an_evicted_id_says_earliest_and_the_gap_event_can_be_turned_off() {
 }
 
 #[tokio::test]
+async fn the_doors_history_keeps_its_own_number_of_updates() {
+    let server = door_server(|s| {
+        s.mercure.mercure_anonymous = "true".into();
+        s.mercure.mercure_retention_events = Some("2".into());
+        s.retention_events = "100".into();
+        // Small enough that resumes read the store, not the ring.
+        s.ring_events = "2".into();
+    })
+    .await;
+    let first = publish(&server, &[("topic", "e"), ("data", "1")]).await;
+    for data in ["2", "3", "4"] {
+        publish(&server, &[("topic", "e"), ("data", data)]).await;
+    }
+    let mut stream = Sse::open(subscription(&server, "?topic=e").header("last-event-id", &first)).await;
+    assert_eq!(stream.headers["last-event-id"], "earliest", "the door kept 2 updates");
+    assert_eq!(stream.next().await.event, "herald.gap");
+    assert_eq!(stream.next_data(2).await, ["3", "4"], "2 is lost");
+    // A native topic keeps its 100: a resume from its first event misses nothing.
+    let native_first = server.publish_data("plain", "1").await;
+    for data in ["2", "3", "4"] {
+        server.publish_data("plain", data).await;
+    }
+    let native = server.client.get(server.url("/events?topic=plain")).bearer_auth(server.root_token());
+    let mut native = Sse::open(native.header("Last-Event-ID", &native_first)).await;
+    assert_eq!(native.next_data(3).await, ["2", "3", "4"]);
+}
+
+#[tokio::test]
 async fn the_door_is_closed_unless_turned_on_and_its_topic_is_the_hubs() {
     let server = TestServer::start().await;
     let response = server.client.get(server.url("/.well-known/mercure?topic=x")).send().await.unwrap();

@@ -352,7 +352,8 @@ async fn stored_topics(
 
 /// One node at a time: forgets topics whose stream expired (raising
 /// `forgotten` to the highest of them), drops old nodes' batch records and
-/// deletes keys of past histories. Streams trim themselves (`MAXLEN`, TTL).
+/// deletes keys of past histories. Streams trim themselves (`MAXLEN`, TTL),
+/// each by its class's bounds (hub-owned topics' own: see `PUBLISH`).
 pub(crate) async fn sweep(shared: &Shared, connection: &mut Reads, now_ms: u64) -> Result<u64, StoreError> {
     let keys = &shared.keys;
     let locked: Option<String> = redis::cmd("SET")

@@ -21,7 +21,8 @@ use redis::Script;
 /// idempotency keys, then the Mercure ids of the topics whose updates carry
 /// a publisher's id. ARGV: epoch, node id, batch number, now (ms), stream
 /// length cap, stream TTL (ms, 0 for none), idempotency TTL (ms), request
-/// count, stream count, feed channel, Mercure ids count, then per request: its idempotency
+/// count, stream count, feed channel, Mercure ids count, the length cap and
+/// the TTL of hub-owned topics' streams (`$…`), then per request: its idempotency
 /// key's KEYS index (0 for none), its fingerprint, its event count, then per
 /// event: its stream's KEYS index, topic, frame body; for a Mercure update
 /// the index is negated and three more follow: its metadata (JSON), the
@@ -58,9 +59,11 @@ local seq = tonumber(redis.call('HGET', meta, 'seq') or '0')
 local forgotten = tonumber(redis.call('HGET', meta, 'forgotten') or '0')
 local first = seq + 1
 local now, maxlen, ttl, key_ttl = ARGV[4], ARGV[5], tonumber(ARGV[6]), ARGV[7]
+-- Hub-owned topics ('$...', byte 36) keep history by bounds of their own.
+local hub_maxlen, hub_ttl = ARGV[12], tonumber(ARGV[13])
 local last, touched, seen, marked = {}, {}, {}, {}
 local outcomes, exceptions, records = {}, {}, {}
-local a = 12
+local a = 14
 for r = 1, tonumber(ARGV[8]) do
   local k, fingerprint, n = tonumber(ARGV[a]), ARGV[a + 1], tonumber(ARGV[a + 2])
   a = a + 3
@@ -78,17 +81,19 @@ for r = 1, tonumber(ARGV[8]) do
     for _ = 1, n do
       local stream, topic, body = tonumber(ARGV[a]), ARGV[a + 1], ARGV[a + 2]
       seq = seq + 1
+      local cap = maxlen
+      if string.byte(topic, 1) == 36 then cap = hub_maxlen end
       -- A topic the index does not know may be one the sweep forgot.
       local prev = last[topic] or tonumber(redis.call('ZSCORE', index, topic) or forgotten)
       if stream > 0 then
         a = a + 3
-        redis.call('XADD', KEYS[stream], 'MAXLEN', '~', maxlen, seq .. '-0', 'p', prev, 't', now, 'f', body)
+        redis.call('XADD', KEYS[stream], 'MAXLEN', '~', cap, seq .. '-0', 'p', prev, 't', now, 'f', body)
         records[#records + 1] = seq .. ' ' .. #topic .. ' ' .. #body .. '\n' .. topic .. body
       else
         local m, ids, id = ARGV[a + 3], tonumber(ARGV[a + 4]), ARGV[a + 5]
         a = a + 6
         stream = -stream
-        redis.call('XADD', KEYS[stream], 'MAXLEN', '~', maxlen, seq .. '-0', 'p', prev, 't', now, 'f', body, 'm', m)
+        redis.call('XADD', KEYS[stream], 'MAXLEN', '~', cap, seq .. '-0', 'p', prev, 't', now, 'f', body, 'm', m)
         records[#records + 1] = seq .. ' ' .. #topic .. ' ' .. #body .. ' ' .. #m .. '\n' .. topic .. body .. m
         if ids > 0 then
           redis.call('ZADD', KEYS[ids], seq, id)
@@ -106,7 +111,9 @@ for r = 1, tonumber(ARGV[8]) do
   end
 end
 for stream, topic in pairs(touched) do
-  if ttl > 0 then redis.call('PEXPIRE', KEYS[stream], ttl) end
+  local expiry = ttl
+  if string.byte(topic, 1) == 36 then expiry = hub_ttl end
+  if expiry > 0 then redis.call('PEXPIRE', KEYS[stream], expiry) end
   redis.call('ZADD', index, last[topic], topic)
   redis.call('ZADD', names, 0, topic)
 end

@@ -154,6 +154,7 @@ impl Session {
         let keys = &shared.keys;
         let epoch = self.epoch;
         let retention = &shared.settings.retention;
+        let ordinary = retention.ordinary_topics();
         let now = now_ms();
         let mut invocation = scripts::PUBLISH.prepare_invoke();
         invocation.key(keys.meta()).key(keys.index(epoch)).key(keys.names(epoch)).key(keys.nodes());
@@ -195,13 +196,15 @@ impl Session {
             .arg(&shared.node_id)
             .arg(self.batch)
             .arg(now)
-            .arg(retention.max_events_per_topic.max(1))
-            .arg(ttl_ms(retention.max_age))
+            .arg(ordinary.max_events.max(1))
+            .arg(ttl_ms(ordinary.max_age))
             .arg(ttl_ms(Some(retention.idempotency_ttl)).max(1))
             .arg(requests.len())
             .arg(streams.len())
             .arg(keys.feed())
-            .arg(mercure_ids.len());
+            .arg(mercure_ids.len())
+            .arg(retention.hub_topics.max_events.max(1))
+            .arg(ttl_ms(retention.hub_topics.max_age));
         // Encoded once: sent to Redis, and the frames of the answer.
         let bodies: Vec<Vec<Bytes>> = requests.iter().map(bodies).collect();
         for ((request, key), bodies) in requests.iter().zip(&key_index).zip(&bodies) {
