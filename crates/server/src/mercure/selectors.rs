@@ -1,11 +1,12 @@
 //! Compiled selectors, shared by the subscribers that send the same text:
-//! a thousand browsers on one page's template compile it once. Bounded: past
+//! a thousand browsers on one page's template compile it once, and match it
+//! once per update ([`SharedSelector::routes`]). Bounded: past
 //! [`MAX_SELECTORS`] entries the cache starts over, as selectors are
 //! clients' input and their variety is theirs to choose.
 
 use std::{collections::HashMap, sync::Arc};
 
-use herald_core::{SelectorError, TopicSelector};
+use herald_core::{Event, EventId, MercureMeta, SelectorError, TopicSelector};
 use parking_lot::Mutex;
 use url::Url;
 
@@ -26,12 +27,54 @@ pub enum SelectorKind {
 /// A selector's kind and text.
 type SelectorKey = (SelectorKind, Box<str>);
 
+/// A compiled selector and its last answer. Every stream of one selector
+/// asks about the same update in turn: a template or URL pattern is matched
+/// once per update, not once per stream.
+#[derive(Debug)]
+pub struct SharedSelector {
+    /// The selector.
+    pub selector: TopicSelector,
+    /// The last update asked about (its id names it within the hub's
+    /// history) and whether one of its topics matched.
+    last: Mutex<Option<(EventId, bool)>>,
+}
+
+impl SharedSelector {
+    fn new(selector: TopicSelector) -> Self {
+        Self { selector, last: Mutex::new(None) }
+    }
+
+    /// Whether one of the topics of `event` (an update, with `meta`) matches.
+    pub fn routes(&self, event: &Event, meta: &MercureMeta) -> bool {
+        let any_topic = |selector: &TopicSelector| meta.topics.iter().any(|topic| selector.matches(topic));
+        match &self.selector {
+            // Cheaper than the memo's lock.
+            TopicSelector::Any | TopicSelector::Exact(_) => any_topic(&self.selector),
+            selector => {
+                if let Some((id, routed)) = *self.last.lock()
+                    && id == event.id
+                {
+                    return routed;
+                }
+                let routed = any_topic(selector);
+                *self.last.lock() = Some((event.id, routed));
+                routed
+            }
+        }
+    }
+
+    /// The selector as given.
+    pub fn as_str(&self) -> &str {
+        self.selector.as_str()
+    }
+}
+
 /// Compiled selectors by their kind and text.
 #[derive(Debug)]
 pub struct SelectorCache {
     /// What relative topics and URL patterns are resolved against.
     base: Url,
-    compiled: Mutex<HashMap<SelectorKey, Arc<TopicSelector>>>,
+    compiled: Mutex<HashMap<SelectorKey, Arc<SharedSelector>>>,
 }
 
 impl SelectorCache {
@@ -42,17 +85,17 @@ impl SelectorCache {
 
     /// The selector `text` stands for as a `kind`; only a URL pattern can
     /// be malformed.
-    pub fn get(&self, kind: SelectorKind, text: &str) -> Result<Arc<TopicSelector>, SelectorError> {
+    pub fn get(&self, kind: SelectorKind, text: &str) -> Result<Arc<SharedSelector>, SelectorError> {
         let key = (kind, Box::from(text));
         if let Some(selector) = self.compiled.lock().get(&key) {
             return Ok(Arc::clone(selector));
         }
         // Compiled outside the lock: a template takes microseconds.
-        let selector = Arc::new(match kind {
+        let selector = Arc::new(SharedSelector::new(match kind {
             SelectorKind::Topic => TopicSelector::parse(text),
             SelectorKind::Exact => TopicSelector::exact(text),
             SelectorKind::UrlPattern => TopicSelector::url_pattern(text, &self.base)?,
-        });
+        }));
         let mut compiled = self.compiled.lock();
         if compiled.len() >= MAX_SELECTORS {
             compiled.clear();
@@ -63,7 +106,28 @@ impl SelectorCache {
 
 #[cfg(test)]
 mod tests {
+    use herald_core::{Epoch, EventDraft};
+
     use super::*;
+
+    fn update(seq: u64, epoch: u32, topic: &str) -> Event {
+        let mut draft = EventDraft::new("$mercure".parse().unwrap(), "");
+        draft.mercure = Some(Arc::new(MercureMeta { topics: vec![topic.into()], private: false, id: None }));
+        Event::new(EventId::new(Epoch(epoch), seq), &draft, 0)
+    }
+
+    #[test]
+    fn a_template_answers_each_update_by_its_id_whatever_was_asked_before() {
+        let cache = SelectorCache::new(Url::parse("http://mercure.invalid/").unwrap());
+        let books = cache.get(SelectorKind::Topic, "/books/{id}").unwrap();
+        for (seq, epoch, topic, routed) in
+            [(1, 1, "/books/1", true), (1, 1, "/books/1", true), (2, 1, "/authors/1", false), (2, 2, "/books/2", true)]
+        {
+            let event = update(seq, epoch, topic);
+            let meta = event.mercure.clone().unwrap();
+            assert_eq!(books.routes(&event, &meta), routed, "{topic} in epoch {epoch}");
+        }
+    }
 
     #[test]
     fn one_text_compiles_once_and_kinds_stay_apart() {
@@ -71,11 +135,11 @@ mod tests {
         let a = cache.get(SelectorKind::Topic, "/books/{id}").unwrap();
         let b = cache.get(SelectorKind::Topic, "/books/{id}").unwrap();
         assert!(Arc::ptr_eq(&a, &b));
-        assert!(a.matches("/books/1"));
+        assert!(a.selector.matches("/books/1"));
         let exact = cache.get(SelectorKind::Exact, "/books/{id}").unwrap();
-        assert!(!exact.matches("/books/1") && exact.matches("/books/{id}"));
+        assert!(!exact.selector.matches("/books/1") && exact.selector.matches("/books/{id}"));
         let pattern = cache.get(SelectorKind::UrlPattern, "/books/:id").unwrap();
-        assert!(pattern.matches("/books/1") && pattern.matches("http://mercure.invalid/books/2"));
+        assert!(pattern.selector.matches("/books/1") && pattern.selector.matches("http://mercure.invalid/books/2"));
         assert!(cache.get(SelectorKind::UrlPattern, "/books/(").is_err());
         for i in 0..=MAX_SELECTORS {
             cache.get(SelectorKind::Exact, &i.to_string()).unwrap();

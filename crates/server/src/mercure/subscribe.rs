@@ -15,14 +15,13 @@ use axum::{
     response::{IntoResponse as _, Response},
 };
 use herald_core::{
-    Event, EventId, ReadLimit, Resume, Selection, StoreError, Subscription, TopicPattern, TopicSelector,
-    parse_mercure_id,
+    Event, EventId, ReadLimit, Resume, Selection, StoreError, Subscription, TopicPattern, parse_mercure_id,
 };
 
 use super::{
     Door, TheDoor,
     presence::PresenceGuard,
-    selectors::SelectorKind,
+    selectors::{SelectorKind, SharedSelector},
     token::{MercureToken, Role},
 };
 use crate::{
@@ -119,7 +118,7 @@ pub(super) async fn subscribe(
 }
 
 /// The subscriber's selectors: 0.x `topic=` and 1.0 `match=`/`match_exact=`.
-fn selectors(door: &Door, uri: &Uri, max: usize) -> Result<Vec<Arc<TopicSelector>>, ApiError> {
+fn selectors(door: &Door, uri: &Uri, max: usize) -> Result<Vec<Arc<SharedSelector>>, ApiError> {
     let mut selectors = Vec::new();
     for (key, value) in form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes()) {
         let kind = match &*key {
@@ -202,7 +201,7 @@ async fn retained(state: &AppState, door: &Door, id: EventId) -> Result<bool, St
 
 /// Which updates one subscriber receives.
 struct UpdateFilter {
-    selectors: Vec<Arc<TopicSelector>>,
+    selectors: Vec<Arc<SharedSelector>>,
     token: Option<Arc<MercureToken>>,
     gap_event: bool,
 }
@@ -210,7 +209,7 @@ struct UpdateFilter {
 impl EventFilter for UpdateFilter {
     fn admits(&self, event: &Event) -> bool {
         let Some(meta) = &event.mercure else { return false };
-        let routed = meta.topics.iter().any(|topic| self.selectors.iter().any(|s| s.matches(topic)));
+        let routed = self.selectors.iter().any(|selector| selector.routes(event, meta));
         routed
             && (!meta.private
                 || self
