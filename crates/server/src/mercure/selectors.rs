@@ -4,7 +4,13 @@
 //! [`MAX_SELECTORS`] entries the cache starts over, as selectors are
 //! clients' input and their variety is theirs to choose.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc,
+        atomic::{AtomicU32, AtomicU64, Ordering, fence},
+    },
+};
 
 use herald_core::{Event, EventId, MercureMeta, SelectorError, TopicSelector};
 use parking_lot::Mutex;
@@ -34,38 +40,70 @@ type SelectorKey = (SelectorKind, Box<str>);
 pub struct SharedSelector {
     /// The selector.
     pub selector: TopicSelector,
-    /// The last update asked about (its id names it within the hub's
-    /// history) and whether one of its topics matched.
-    last: Mutex<Option<(EventId, bool)>>,
+    last: LastAnswer,
 }
 
 impl SharedSelector {
     fn new(selector: TopicSelector) -> Self {
-        Self { selector, last: Mutex::new(None) }
+        Self { selector, last: LastAnswer::default() }
     }
 
     /// Whether one of the topics of `event` (an update, with `meta`) matches.
     pub fn routes(&self, event: &Event, meta: &MercureMeta) -> bool {
         let any_topic = |selector: &TopicSelector| meta.topics.iter().any(|topic| selector.matches(topic));
         match &self.selector {
-            // Cheaper than the memo's lock.
+            // Cheaper than asking the memo.
             TopicSelector::Any | TopicSelector::Exact(_) => any_topic(&self.selector),
-            selector => {
-                if let Some((id, routed)) = *self.last.lock()
-                    && id == event.id
-                {
-                    return routed;
-                }
+            selector => self.last.get(event.id).unwrap_or_else(|| {
                 let routed = any_topic(selector);
-                *self.last.lock() = Some((event.id, routed));
+                self.last.set(event.id, routed);
                 routed
-            }
+            }),
         }
     }
 
     /// The selector as given.
     pub fn as_str(&self) -> &str {
         self.selector.as_str()
+    }
+}
+
+/// The last update a selector was asked about (its id names it within the
+/// hub's history) and the answer, read by every stream of the selector on
+/// every core: readers only load (a sequence lock), so a hit moves no cache
+/// line between cores; one writer at a time, and a busy writer skips.
+#[derive(Debug, Default)]
+struct LastAnswer {
+    /// Even when stable, odd while written.
+    version: AtomicU64,
+    epoch: AtomicU32,
+    /// `seq << 1 | routed`; 0 before any answer (sequence numbers start at 1).
+    seq_routed: AtomicU64,
+    writer: Mutex<()>,
+}
+
+impl LastAnswer {
+    fn get(&self, id: EventId) -> Option<bool> {
+        let before = self.version.load(Ordering::Acquire);
+        if before & 1 == 1 {
+            return None;
+        }
+        let epoch = self.epoch.load(Ordering::Relaxed);
+        let seq_routed = self.seq_routed.load(Ordering::Relaxed);
+        fence(Ordering::Acquire);
+        let stable = self.version.load(Ordering::Relaxed) == before;
+        (stable && epoch == id.epoch.0 && seq_routed >> 1 == id.seq && id.seq != 0).then_some(seq_routed & 1 == 1)
+    }
+
+    fn set(&self, id: EventId, routed: bool) {
+        // A sequence number above 2^63 cannot be packed: not remembered.
+        let Some(_writing) = self.writer.try_lock().filter(|_| id.seq >> 63 == 0) else { return };
+        let version = self.version.load(Ordering::Relaxed);
+        self.version.store(version.wrapping_add(1), Ordering::Relaxed);
+        fence(Ordering::Release);
+        self.epoch.store(id.epoch.0, Ordering::Relaxed);
+        self.seq_routed.store(id.seq << 1 | u64::from(routed), Ordering::Relaxed);
+        self.version.store(version.wrapping_add(2), Ordering::Release);
     }
 }
 
@@ -127,6 +165,17 @@ mod tests {
             let meta = event.mercure.clone().unwrap();
             assert_eq!(books.routes(&event, &meta), routed, "{topic} in epoch {epoch}");
         }
+        let answer = LastAnswer::default();
+        assert_eq!(answer.get(EventId::new(Epoch(0), 0)), None, "nothing before the first answer");
+        answer.set(EventId::new(Epoch(3), 7), true);
+        assert_eq!(answer.get(EventId::new(Epoch(3), 7)), Some(true));
+        assert_eq!(answer.get(EventId::new(Epoch(4), 7)), None);
+        answer.set(EventId::new(Epoch(3), u64::MAX), false);
+        assert_eq!(
+            answer.get(EventId::new(Epoch(3), 7)),
+            Some(true),
+            "an id it cannot pack leaves the answer as it was"
+        );
     }
 
     #[test]
