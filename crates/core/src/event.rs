@@ -213,7 +213,7 @@ mod tests {
         assert_eq!(event.body(), b"event: k\ndata: a\ndata: b\n\n");
         assert_eq!(Event::from_body(id, topic.clone(), 5, event.body(), None), event);
 
-        let meta = MercureMeta { topics: vec!["/a".into()], private: false, id: Some("c".into()) };
+        let meta = MercureMeta::new(vec!["/a".into()], false, Some("c".into()));
         draft.mercure = Some(Arc::new(meta));
         let update = Event::new(id, &draft, 5);
         assert!(update.frame.starts_with(b"id: c\nevent: k\n"), "{update:?}");

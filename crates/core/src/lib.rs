@@ -44,7 +44,7 @@ pub use idempotency::{Fingerprint, IdempotencyKey, Publish};
 pub use log_throttle::{LOG_REPEAT_INTERVAL, LogThrottle};
 pub use memory_store::{MemoryStore, Retention, TopicRetention};
 pub use mercure_grants::{MAX_TOKEN_SELECTORS, MERCURE_AUTHORIZATION_DETAIL, MercureClaimError, MercureGrants};
-pub use mercure_update::{MERCURE_ID_PREFIX, MercureMeta, parse_mercure_id};
+pub use mercure_update::{MERCURE_ID_PREFIX, MercureMeta, ROUTE_MEMO_SLOTS, RouteMemo, parse_mercure_id};
 pub use name::{MAX_TOPIC_NAME_LEN, TopicError, TopicName, TopicPattern, is_hub_owned};
 pub use registry::SubscribeError;
 pub use request_token::{FoundToken, MalformedAuthorization, TokenSource, find_token};

@@ -92,7 +92,7 @@ impl PresenceGuard {
                 if let (Some(payload), Some(body)) = (&entry.payload, body.as_object_mut()) {
                     body.insert("payload".into(), payload.clone());
                 }
-                let meta = MercureMeta { topics: vec![topic], private: true, id: None };
+                let meta = MercureMeta::new(vec![topic], true, None);
                 let mut draft = EventDraft::new(self.door.topic.clone(), body.to_string());
                 draft.mercure = Some(Arc::new(meta));
                 draft

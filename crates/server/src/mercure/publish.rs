@@ -209,7 +209,7 @@ fn draft(form: Form, dialect: Dialect, door_topic: &herald_core::TopicName) -> R
             )
         })?),
     };
-    let meta = MercureMeta { topics: form.topics, private: form.private, id: form.id };
+    let meta = MercureMeta::new(form.topics, form.private, form.id);
     Ok(EventDraft {
         topic: door_topic.clone(),
         event_type,

@@ -8,11 +8,11 @@ use std::{
     collections::HashMap,
     sync::{
         Arc,
-        atomic::{AtomicU32, AtomicU64, Ordering, fence},
+        atomic::{AtomicU64, Ordering},
     },
 };
 
-use herald_core::{Event, EventId, MercureMeta, SelectorError, TopicSelector};
+use herald_core::{MercureMeta, SelectorError, TopicSelector};
 use parking_lot::Mutex;
 use url::Url;
 
@@ -33,30 +33,32 @@ pub enum SelectorKind {
 /// A selector's kind and text.
 type SelectorKey = (SelectorKind, Box<str>);
 
-/// A compiled selector and its last answer. Every stream of one selector
-/// asks about the same update in turn: a template or URL pattern is matched
-/// once per update, not once per stream.
+/// A compiled selector, with an id of its own under which updates remember
+/// its answers ([`herald_core::RouteMemo`]): the thousand streams of one
+/// template match it against an update once, not once each.
 #[derive(Debug)]
 pub struct SharedSelector {
     /// The selector.
     pub selector: TopicSelector,
-    last: LastAnswer,
+    /// Never 0, never reused.
+    id: u64,
 }
 
 impl SharedSelector {
     fn new(selector: TopicSelector) -> Self {
-        Self { selector, last: LastAnswer::default() }
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        Self { selector, id: NEXT.fetch_add(1, Ordering::Relaxed) }
     }
 
-    /// Whether one of the topics of `event` (an update, with `meta`) matches.
-    pub fn routes(&self, event: &Event, meta: &MercureMeta) -> bool {
+    /// Whether one of the topics of `meta` (an update's) matches.
+    pub fn routes(&self, meta: &MercureMeta) -> bool {
         let any_topic = |selector: &TopicSelector| meta.topics.iter().any(|topic| selector.matches(topic));
         match &self.selector {
             // Cheaper than asking the memo.
             TopicSelector::Any | TopicSelector::Exact(_) => any_topic(&self.selector),
-            selector => self.last.get(event.id).unwrap_or_else(|| {
+            selector => meta.routes.get(self.id).unwrap_or_else(|| {
                 let routed = any_topic(selector);
-                self.last.set(event.id, routed);
+                meta.routes.set(self.id, routed);
                 routed
             }),
         }
@@ -65,45 +67,6 @@ impl SharedSelector {
     /// The selector as given.
     pub fn as_str(&self) -> &str {
         self.selector.as_str()
-    }
-}
-
-/// The last update a selector was asked about (its id names it within the
-/// hub's history) and the answer, read by every stream of the selector on
-/// every core: readers only load (a sequence lock), so a hit moves no cache
-/// line between cores; one writer at a time, and a busy writer skips.
-#[derive(Debug, Default)]
-struct LastAnswer {
-    /// Even when stable, odd while written.
-    version: AtomicU64,
-    epoch: AtomicU32,
-    /// `seq << 1 | routed`; 0 before any answer (sequence numbers start at 1).
-    seq_routed: AtomicU64,
-    writer: Mutex<()>,
-}
-
-impl LastAnswer {
-    fn get(&self, id: EventId) -> Option<bool> {
-        let before = self.version.load(Ordering::Acquire);
-        if before & 1 == 1 {
-            return None;
-        }
-        let epoch = self.epoch.load(Ordering::Relaxed);
-        let seq_routed = self.seq_routed.load(Ordering::Relaxed);
-        fence(Ordering::Acquire);
-        let stable = self.version.load(Ordering::Relaxed) == before;
-        (stable && epoch == id.epoch.0 && seq_routed >> 1 == id.seq && id.seq != 0).then_some(seq_routed & 1 == 1)
-    }
-
-    fn set(&self, id: EventId, routed: bool) {
-        // A sequence number above 2^63 cannot be packed: not remembered.
-        let Some(_writing) = self.writer.try_lock().filter(|_| id.seq >> 63 == 0) else { return };
-        let version = self.version.load(Ordering::Relaxed);
-        self.version.store(version.wrapping_add(1), Ordering::Relaxed);
-        fence(Ordering::Release);
-        self.epoch.store(id.epoch.0, Ordering::Relaxed);
-        self.seq_routed.store(id.seq << 1 | u64::from(routed), Ordering::Relaxed);
-        self.version.store(version.wrapping_add(2), Ordering::Release);
     }
 }
 
@@ -144,38 +107,21 @@ impl SelectorCache {
 
 #[cfg(test)]
 mod tests {
-    use herald_core::{Epoch, EventDraft};
-
     use super::*;
 
-    fn update(seq: u64, epoch: u32, topic: &str) -> Event {
-        let mut draft = EventDraft::new("$mercure".parse().unwrap(), "");
-        draft.mercure = Some(Arc::new(MercureMeta { topics: vec![topic.into()], private: false, id: None }));
-        Event::new(EventId::new(Epoch(epoch), seq), &draft, 0)
-    }
-
     #[test]
-    fn a_template_answers_each_update_by_its_id_whatever_was_asked_before() {
+    fn a_template_is_asked_once_per_update_and_each_update_answers_for_itself() {
         let cache = SelectorCache::new(Url::parse("http://mercure.invalid/").unwrap());
         let books = cache.get(SelectorKind::Topic, "/books/{id}").unwrap();
-        for (seq, epoch, topic, routed) in
-            [(1, 1, "/books/1", true), (1, 1, "/books/1", true), (2, 1, "/authors/1", false), (2, 2, "/books/2", true)]
-        {
-            let event = update(seq, epoch, topic);
-            let meta = event.mercure.clone().unwrap();
-            assert_eq!(books.routes(&event, &meta), routed, "{topic} in epoch {epoch}");
+        let authors = cache.get(SelectorKind::Topic, "/authors/{id}").unwrap();
+        let book = MercureMeta::new(vec!["/books/1".into()], false, None);
+        let author = MercureMeta::new(vec!["/x".into(), "/authors/1".into()], false, None);
+        for _ in 0..2 {
+            assert!(books.routes(&book) && !books.routes(&author));
+            assert!(!authors.routes(&book) && authors.routes(&author));
         }
-        let answer = LastAnswer::default();
-        assert_eq!(answer.get(EventId::new(Epoch(0), 0)), None, "nothing before the first answer");
-        answer.set(EventId::new(Epoch(3), 7), true);
-        assert_eq!(answer.get(EventId::new(Epoch(3), 7)), Some(true));
-        assert_eq!(answer.get(EventId::new(Epoch(4), 7)), None);
-        answer.set(EventId::new(Epoch(3), u64::MAX), false);
-        assert_eq!(
-            answer.get(EventId::new(Epoch(3), 7)),
-            Some(true),
-            "an id it cannot pack leaves the answer as it was"
-        );
+        assert_eq!(book.routes.get(books.id), Some(true), "remembered");
+        assert_eq!(author.routes.get(books.id), Some(false));
     }
 
     #[test]

@@ -209,7 +209,7 @@ struct UpdateFilter {
 impl EventFilter for UpdateFilter {
     fn admits(&self, event: &Event) -> bool {
         let Some(meta) = &event.mercure else { return false };
-        let routed = self.selectors.iter().any(|selector| selector.routes(event, meta));
+        let routed = self.selectors.iter().any(|selector| selector.routes(meta));
         routed
             && (!meta.private
                 || self

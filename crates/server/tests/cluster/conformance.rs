@@ -565,8 +565,7 @@ async fn keys_expire_after_their_ttl(store: &dyn EventStore) {
 
 /// A draft of a Mercure update on `topic_name`, with the publisher's `id` if any.
 fn update(topic_name: &str, data: &str, id: Option<&str>) -> EventDraft {
-    let meta =
-        MercureMeta { topics: vec![format!("https://example.com/{data}"), "/alt".into()], private: true, id: None };
+    let meta = MercureMeta::new(vec![format!("https://example.com/{data}"), "/alt".into()], true, None);
     let meta = MercureMeta { id: id.map(str::to_owned), private: id.is_none(), ..meta };
     EventDraft { mercure: Some(Arc::new(meta)), ..draft(topic_name, data) }
 }

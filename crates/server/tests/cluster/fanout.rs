@@ -333,8 +333,7 @@ async fn a_mercure_update_reaches_another_node_with_the_same_frame_and_metadata(
     let selection = || Selection::new(["door".parse::<TopicPattern>().expect("a topic")]);
     let mut on_b = Subscription::open(hub_b, selection(), Resume::Live).expect("subscribe on B");
     let update = |data: &str, id: Option<&str>| {
-        let meta =
-            MercureMeta { topics: vec![format!("https://example.com/{data}")], private: true, id: id.map(Into::into) };
+        let meta = MercureMeta::new(vec![format!("https://example.com/{data}")], true, id.map(Into::into));
         EventDraft { mercure: Some(Arc::new(meta)), ..EventDraft::new("door".parse().expect("a topic"), data) }
     };
     let published = hub_a
