@@ -19,7 +19,7 @@ use herald_server::store::{RedisSettings, RedisStore, SqliteStore, Synchronous};
 
 use super::{
     common::redis::{Persistence, RedisServer},
-    rand_u32,
+    rand_u32, store_settings,
 };
 
 /// Which store a test runs on.
@@ -49,14 +49,7 @@ async fn open(kind: Kind, retention: Retention) -> Subject {
         Kind::Redis => {
             let redis = RedisServer::start(dir.path(), Persistence::None);
             // Store-level calls need no feed: it only brings commits to a hub.
-            let settings = RedisSettings {
-                url: redis.url(),
-                prefix: format!("c{:08x}", rand_u32()),
-                timeout: Duration::from_secs(5),
-                feed_max_lag: Duration::from_secs(5),
-                durable_restarts: false,
-                retention,
-            };
+            let settings = store_settings(redis.url(), format!("c{:08x}", rand_u32()), retention);
             let store = RedisStore::connect(settings).await.expect("connect to redis");
             (Box::new(store), Some(redis))
         }
@@ -834,14 +827,11 @@ async fn redis_mercure_ids_hold_only_retained_updates_and_go_with_their_topic() 
     let dir = tempfile::tempdir().expect("temp dir");
     let redis = RedisServer::start(dir.path(), Persistence::None);
     let prefix = format!("c{:08x}", rand_u32());
-    let settings = RedisSettings {
-        url: redis.url(),
-        prefix: prefix.clone(),
-        timeout: Duration::from_secs(5),
-        feed_max_lag: Duration::from_secs(5),
-        durable_restarts: false,
-        retention: Retention { max_events_per_topic: 50, max_age: Some(MAX_AGE), ..Retention::default() },
-    };
+    let settings = store_settings(
+        redis.url(),
+        prefix.clone(),
+        Retention { max_events_per_topic: 50, max_age: Some(MAX_AGE), ..Retention::default() },
+    );
     let store = RedisStore::connect(settings).await.expect("connect to redis");
     let mut redis_connection = redis.connection();
     let (ids, stream) =

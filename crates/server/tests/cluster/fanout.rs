@@ -309,21 +309,14 @@ async fn a_mercure_update_reaches_another_node_with_the_same_frame_and_metadata(
     use herald_core::{
         EventDraft, EventStore, Hub, HubConfig, MercureMeta, Resume, Retention, Selection, Subscription, TopicPattern,
     };
-    use herald_server::store::{RedisSettings, RedisStore};
+    use herald_server::store::RedisStore;
 
     let dir = tempfile::tempdir().expect("temp dir");
     let redis = RedisServer::start(dir.path(), Persistence::None);
     let prefix = format!("f{:08x}", rand_u32());
     let mut nodes = Vec::new();
     for _ in 0..2 {
-        let settings = RedisSettings {
-            url: redis.url(),
-            prefix: prefix.clone(),
-            timeout: Duration::from_secs(5),
-            feed_max_lag: Duration::from_secs(5),
-            durable_restarts: false,
-            retention: Retention::default(),
-        };
+        let settings = store_settings(redis.url(), prefix.clone(), Retention::default());
         let store = Arc::new(RedisStore::connect(settings).await.expect("connect to redis"));
         let hub = Hub::start(Arc::clone(&store) as Arc<dyn EventStore>, HubConfig::default()).await.expect("hub");
         store.start_feed(hub.clone()).expect("feed");

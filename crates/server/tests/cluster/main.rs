@@ -47,6 +47,23 @@ fn node(dir: &std::path::Path, redis_url: &str, prefix: &str, extra: &[&str]) ->
     Herald::start(dir, &args)
 }
 
+/// A Redis store's settings for store-level tests: `url`, key `prefix`,
+/// `retention`, 5 s timeouts, no durable restarts.
+fn store_settings(
+    url: String,
+    prefix: String,
+    retention: herald_core::Retention,
+) -> herald_server::store::RedisSettings {
+    herald_server::store::RedisSettings {
+        url,
+        prefix,
+        timeout: Duration::from_secs(5),
+        feed_max_lag: Duration::from_secs(5),
+        durable_restarts: false,
+        retention,
+    }
+}
+
 /// A Redis, its temp dir, and `n` nodes on it with a prefix of their own.
 struct Cluster {
     redis: RedisServer,

@@ -300,6 +300,15 @@ async fn resume_by_any_id_spelling_and_earliest_with_the_headers_mercure_clients
     assert_eq!(unknown.next().await.id, first);
 }
 
+/// Publishes updates 1 to 4 on topic `e`, then resumes after the first.
+async fn resume_after_the_first_of_four(server: &TestServer) -> Sse {
+    let first = publish(server, &[("topic", "e"), ("data", "1")]).await;
+    for data in ["2", "3", "4"] {
+        publish(server, &[("topic", "e"), ("data", data)]).await;
+    }
+    Sse::open(subscription(server, "?topic=e").header("last-event-id", &first)).await
+}
+
 #[tokio::test]
 async fn an_evicted_id_says_earliest_and_the_gap_event_can_be_turned_off() {
     for gap_event in [true, false] {
@@ -310,11 +319,7 @@ async fn an_evicted_id_says_earliest_and_the_gap_event_can_be_turned_off() {
             s.ring_events = "2".into();
         })
         .await;
-        let first = publish(&server, &[("topic", "e"), ("data", "1")]).await;
-        for data in ["2", "3", "4"] {
-            publish(&server, &[("topic", "e"), ("data", data)]).await;
-        }
-        let mut stream = Sse::open(subscription(&server, "?topic=e").header("last-event-id", &first)).await;
+        let mut stream = resume_after_the_first_of_four(&server).await;
         assert_eq!(stream.headers["last-event-id"], "earliest");
         if gap_event {
             let notice = stream.next().await;
@@ -335,11 +340,7 @@ async fn the_doors_history_keeps_its_own_number_of_updates() {
         s.ring_events = "2".into();
     })
     .await;
-    let first = publish(&server, &[("topic", "e"), ("data", "1")]).await;
-    for data in ["2", "3", "4"] {
-        publish(&server, &[("topic", "e"), ("data", data)]).await;
-    }
-    let mut stream = Sse::open(subscription(&server, "?topic=e").header("last-event-id", &first)).await;
+    let mut stream = resume_after_the_first_of_four(&server).await;
     assert_eq!(stream.headers["last-event-id"], "earliest", "the door kept 2 updates");
     assert_eq!(stream.next().await.event, "herald.gap");
     assert_eq!(stream.next_data(2).await, ["3", "4"], "2 is lost");
