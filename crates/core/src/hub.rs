@@ -229,7 +229,8 @@ impl Hub {
     /// Applies the store's retention, and drops the catch-up pages that may
     /// hold trimmed history. Returns the events removed.
     pub async fn enforce_retention(&self, now_ms: u64) -> Result<u64, StoreError> {
-        let removed = self.inner.store.enforce_retention(now_ms).await;
+        let readers_at = self.inner.registry.readers_at();
+        let removed = self.inner.store.enforce_retention(now_ms, readers_at).await;
         self.inner.catch_up.clear();
         removed
     }

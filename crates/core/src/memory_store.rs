@@ -32,6 +32,10 @@ pub struct Retention {
     pub hub_topics: TopicRetention,
     /// How long an idempotency key is remembered.
     pub idempotency_ttl: Duration,
+    /// Bytes of one topic's events kept past the bounds above while a
+    /// connected subscriber has not been handed them (a burst that outruns
+    /// its readers): within this, retention waits for them.
+    pub hold_bytes: u64,
 }
 
 /// How much history one class of topics keeps.
@@ -54,9 +58,10 @@ impl TopicRetention {
 
 const DEFAULT_EVENTS: usize = 10_000;
 const DEFAULT_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+const DEFAULT_HOLD_BYTES: u64 = 16 << 20;
 
 /// The server's defaults (`--retention-events`, `--retention-age`,
-/// `--idempotency-ttl`) are these: defined here, once. Hub-owned topics
+/// `--idempotency-ttl`, `--retention-hold-bytes`) are these: defined here, once. Hub-owned topics
 /// keep the same unless told otherwise.
 impl Default for Retention {
     fn default() -> Self {
@@ -65,6 +70,7 @@ impl Default for Retention {
             max_age: Some(DEFAULT_AGE),
             hub_topics: TopicRetention { max_events: DEFAULT_EVENTS, max_age: Some(DEFAULT_AGE) },
             idempotency_ttl: Duration::from_secs(24 * 3600),
+            hold_bytes: DEFAULT_HOLD_BYTES,
         }
     }
 }
@@ -99,13 +105,16 @@ pub struct MemoryStore {
     state: Mutex<State>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct State {
     last_seq: u64,
     logs: HashMap<TopicName, TopicLog>,
     /// Highest `floor` of any topic whose log was removed entirely: for a
     /// topic the store no longer knows, events up to here may be lost.
     forgotten_through: u64,
+    /// Where the slowest connected reader is, as the last retention sweep
+    /// said (`None`: no reader); until one says, everything is held.
+    readers_at: Option<u64>,
     /// Idempotency keys by (scope, key).
     keys: HashMap<(String, String), KeyRecord>,
     key_expiry: VecDeque<(u64, (String, String))>,
@@ -119,16 +128,40 @@ struct KeyRecord {
     expires_ms: u64,
 }
 
+impl Default for State {
+    fn default() -> Self {
+        Self {
+            last_seq: 0,
+            logs: HashMap::new(),
+            forgotten_through: 0,
+            readers_at: Some(0),
+            keys: HashMap::new(),
+            key_expiry: VecDeque::new(),
+        }
+    }
+}
+
 #[derive(Debug)]
 struct TopicLog {
     events: VecDeque<Event>,
     /// Every event of the topic above this sequence is in `events`.
     floor: u64,
+    /// Frame bytes of the events past the topic's count bound, kept for
+    /// readers that have not had them.
+    held_bytes: u64,
 }
 
 impl TopicLog {
     fn above(floor: u64) -> Self {
-        Self { events: VecDeque::new(), floor }
+        Self { events: VecDeque::new(), floor, held_bytes: 0 }
+    }
+
+    /// Appends `event` to a log of at most `max` events (past it, held).
+    fn push(&mut self, event: Event, max: usize) {
+        self.events.push_back(event);
+        if let Some(newly_held) = self.events.len().checked_sub(max + 1).and_then(|i| self.events.get(i)) {
+            self.held_bytes += newly_held.size() as u64;
+        }
     }
 
     fn stored(&self, name: &TopicName) -> Option<StoredTopic> {
@@ -141,10 +174,30 @@ impl TopicLog {
         })
     }
 
-    fn evict_front(&mut self) {
+    /// Removes the oldest event of a log of at most `max` events.
+    fn evict_front(&mut self, max: usize) {
+        let held = self.events.len() > max;
         if let Some(old) = self.events.pop_front() {
             self.floor = old.id.seq;
+            if held {
+                self.held_bytes = self.held_bytes.saturating_sub(old.size() as u64);
+            }
         }
+    }
+
+    /// Removes the oldest events past `max`, but those a connected reader
+    /// has not had (above `readers_at`) while they total at most
+    /// `hold_bytes`; how many it removed.
+    fn trim(&mut self, max: usize, readers_at: Option<u64>, hold_bytes: u64) -> u64 {
+        let mut removed = 0;
+        while let Some(oldest) = self.events.front().filter(|_| self.events.len() > max) {
+            if readers_at.is_some_and(|at| oldest.id.seq > at) && self.held_bytes <= hold_bytes {
+                break;
+            }
+            self.evict_front(max);
+            removed += 1;
+        }
+        removed
     }
 }
 
@@ -201,10 +254,9 @@ impl EventStore for MemoryStore {
                 // to there may be lost, as for a topic the store does not know.
                 let floor = state.forgotten_through;
                 let log = state.logs.entry(event.topic.clone()).or_insert_with(|| TopicLog::above(floor));
-                log.events.push_back(event.clone());
-                if log.events.len() > self.retention.events_for(event.topic.as_str()) {
-                    log.evict_front();
-                }
+                let max = self.retention.events_for(event.topic.as_str());
+                log.push(event.clone(), max);
+                let _ = log.trim(max, state.readers_at, self.retention.hold_bytes);
                 events.push(event);
             }
             out.push(Appended::New(events));
@@ -266,9 +318,15 @@ impl EventStore for MemoryStore {
         Ok(log.events.iter().rev().find(custom).map(|e| e.id))
     }
 
-    async fn enforce_retention(&self, now: u64) -> Result<u64, StoreError> {
+    async fn enforce_retention(&self, now: u64, readers_at: Option<u64>) -> Result<u64, StoreError> {
         let mut state = self.state.lock();
         let state = &mut *state;
+        state.readers_at = readers_at;
+        // What the readers had since the last sweep may go now.
+        let mut removed = 0;
+        for (name, log) in &mut state.logs {
+            removed += log.trim(self.retention.events_for(name.as_str()), readers_at, self.retention.hold_bytes);
+        }
         while state.key_expiry.front().is_some_and(|(at, _)| *at <= now) {
             if let Some((at, key)) = state.key_expiry.pop_front() {
                 // A key used again after expiring has a later expiry of its own.
@@ -280,14 +338,14 @@ impl EventStore for MemoryStore {
         let ordinary = self.retention.ordinary_topics().cutoff_ms(now);
         let hub = self.retention.hub_topics.cutoff_ms(now);
         if ordinary.is_none() && hub.is_none() {
-            return Ok(0);
+            return Ok(removed);
         }
-        let mut removed = 0;
         let mut forgotten = state.forgotten_through;
         state.logs.retain(|name, log| {
             let Some(cutoff) = (if name.is_hub_owned() { hub } else { ordinary }) else { return true };
+            let max = self.retention.events_for(name.as_str());
             while log.events.front().is_some_and(|e| e.time_ms < cutoff) {
-                log.evict_front();
+                log.evict_front(max);
                 removed += 1;
             }
             let keep = !log.events.is_empty();
@@ -325,5 +383,44 @@ mod tests {
         assert_eq!(retention.of("$mercure").cutoff_ms(10_000), None);
         let default = Retention::default();
         assert_eq!(default.hub_topics, default.ordinary_topics(), "the same unless told otherwise");
+    }
+
+    fn store(hold_bytes: u64) -> MemoryStore {
+        MemoryStore::new(Retention { max_events_per_topic: 10, hold_bytes, ..Retention::default() })
+    }
+
+    async fn publish(store: &MemoryStore, n: usize) {
+        let drafts = (0..n).map(|i| crate::EventDraft::new("t".parse().unwrap(), i.to_string())).collect();
+        store.append(&[Publish::new(drafts)]).await.unwrap();
+    }
+
+    async fn retained(store: &MemoryStore) -> Vec<u64> {
+        let selection = Selection::new(["t".parse().unwrap()]);
+        let read = store.read(&selection, 0, u64::MAX, ReadLimit { events: 1000, bytes: usize::MAX }).await.unwrap();
+        read.events.iter().map(|e| e.id.seq).collect()
+    }
+
+    #[tokio::test]
+    async fn events_past_the_count_bound_wait_for_readers_within_the_hold() {
+        let store = store(1 << 20);
+        store.enforce_retention(0, Some(0)).await.unwrap();
+        publish(&store, 30).await;
+        assert_eq!(retained(&store).await, (1..=30).collect::<Vec<_>>(), "a reader is at 0: all held");
+        // The reader has had 25: what it had goes, down to the bound.
+        store.enforce_retention(0, Some(25)).await.unwrap();
+        assert_eq!(retained(&store).await, (21..=30).collect::<Vec<_>>());
+        // No reader: the bound holds at once.
+        store.enforce_retention(0, None).await.unwrap();
+        publish(&store, 5).await;
+        assert_eq!(retained(&store).await, (26..=35).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn the_hold_is_bounded_in_bytes() {
+        let store = store(0);
+        store.enforce_retention(0, Some(0)).await.unwrap();
+        publish(&store, 30).await;
+        // The first event held already passes a bound of 0 bytes.
+        assert_eq!(retained(&store).await, (20..=30).collect::<Vec<_>>());
     }
 }

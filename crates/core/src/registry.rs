@@ -72,6 +72,9 @@ pub(crate) struct Subscriber {
     /// A pattern subscription reads the store while its cursor is below
     /// this: events of a topic it selects went to no ring up to here.
     pub(crate) bypassed_through: AtomicU64,
+    /// Every event up to here has been handed to it (its cursor), for
+    /// retention to wait for it ([`Registry::readers_at`]).
+    pub(crate) handed_through: AtomicU64,
 }
 
 /// The topics in memory and the subscriptions attached to them.
@@ -99,6 +102,8 @@ pub(crate) struct Registry {
     next_subscriber: AtomicU64,
     /// Open subscriptions, observers not counted.
     subscriptions: AtomicU64,
+    /// Open subscriptions (operators' tails aside), for [`Registry::readers_at`].
+    readers: DashMap<u64, Arc<Subscriber>>,
     /// Bounds of each topic's ring.
     ring: RingLimits,
     /// Most topics held; see [`HubConfig::max_topics`].
@@ -123,6 +128,7 @@ impl Registry {
             applying: parking_lot::Mutex::new(()),
             next_subscriber: AtomicU64::new(1),
             subscriptions: AtomicU64::new(0),
+            readers: DashMap::new(),
             ring: config.ring,
             max_topics: config.max_topics,
             idle_topic_ttl: config.idle_topic_ttl,
@@ -216,9 +222,11 @@ impl Registry {
             joined: Mutex::default(),
             observer,
             bypassed_through: AtomicU64::new(0),
+            handed_through: AtomicU64::new(0),
         });
         if !observer {
             self.subscriptions.fetch_add(1, Ordering::Relaxed);
+            self.readers.insert(id, Arc::clone(&subscriber));
         }
         if !subscriber.patterns.is_empty() {
             self.watchers.write().push(Arc::clone(&subscriber));
@@ -278,7 +286,14 @@ impl Registry {
         }
         if !subscriber.observer {
             self.subscriptions.fetch_sub(1, Ordering::Relaxed);
+            self.readers.remove(&subscriber.id);
         }
+    }
+
+    /// The lowest position handed to every open subscription (operators'
+    /// tails aside); `None` when there is none.
+    pub(crate) fn readers_at(&self) -> Option<u64> {
+        self.readers.iter().map(|reader| reader.handed_through.load(Ordering::Relaxed)).min()
     }
 
     /// The watermark, read so that [`Registry::mark_bypassed`] either marks

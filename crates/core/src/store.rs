@@ -230,8 +230,11 @@ pub trait EventStore: Send + Sync + std::fmt::Debug + 'static {
     async fn find_mercure_id(&self, topic: &TopicName, id: &str) -> Result<Option<EventId>, StoreError>;
 
     /// Applies the retention policy (and expires idempotency keys).
-    /// Returns how many events it removed.
-    async fn enforce_retention(&self, now_ms: u64) -> Result<u64, StoreError>;
+    /// Events with a sequence above `readers_at` have not been handed to
+    /// every connected subscriber: a store keeps those of a topic past the
+    /// policy's bounds while they total at most the policy's `hold_bytes`
+    /// (`None`: no one is connected). Returns how many events it removed.
+    async fn enforce_retention(&self, now_ms: u64, readers_at: Option<u64>) -> Result<u64, StoreError>;
 
     /// A short description for logs and the dashboard (`memory`, `sqlite:/path`).
     fn describe(&self) -> String;

@@ -144,6 +144,7 @@ impl Subscription {
                 0
             }
         };
+        subscription.subscriber.handed_through.store(subscription.cursor, Ordering::Relaxed);
         subscription.catching_up = subscription.cursor < watermark;
         if !subscription.selection.patterns.is_empty() && subscription.cursor < watermark {
             subscription.store_until = watermark;
@@ -203,6 +204,7 @@ impl Subscription {
         self.notices.push(notice);
         self.history = history;
         self.cursor = 0;
+        self.subscriber.handed_through.store(0, Ordering::Relaxed);
         self.catching_up = true;
         self.unknown_resume = false;
         // The registry has pattern subscribers read the store as far as
@@ -305,6 +307,7 @@ impl Subscription {
         counters.gaps.fetch_add(notices.len() as u64, Ordering::Relaxed);
         self.unknown_resume = false;
         self.cursor = upto;
+        self.subscriber.handed_through.store(upto, Ordering::Relaxed);
         self.to_rearm.extend(events.iter().map(|e| e.topic.clone()));
         self.to_rearm.sort_unstable();
         self.to_rearm.dedup();

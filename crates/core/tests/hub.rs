@@ -494,8 +494,8 @@ impl EventStore for CountingStore {
     async fn find_mercure_id(&self, topic: &TopicName, id: &str) -> Result<Option<EventId>, StoreError> {
         self.inner.find_mercure_id(topic, id).await
     }
-    async fn enforce_retention(&self, now_ms: u64) -> Result<u64, StoreError> {
-        self.inner.enforce_retention(now_ms).await
+    async fn enforce_retention(&self, now_ms: u64, readers_at: Option<u64>) -> Result<u64, StoreError> {
+        self.inner.enforce_retention(now_ms, readers_at).await
     }
     fn describe(&self) -> String {
         self.inner.describe()

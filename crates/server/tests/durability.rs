@@ -640,3 +640,36 @@ async fn the_store_reports_what_it_holds_of_each_topic() {
     assert!(hub.topic_list(None, 10).await.unwrap().is_empty());
     assert!(hub.topic(&user).await.unwrap().is_none());
 }
+
+/// The overload guarantee: a burst past `--retention-events` waits for the
+/// connected subscribers that have not had it, within the hold's bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_waits_for_connected_readers_within_the_hold() {
+    for (hold_bytes, lost) in [(1 << 20, false), (0, true)] {
+        let dir = tempfile::tempdir().unwrap();
+        let retention = herald_core::Retention { max_events_per_topic: 5, hold_bytes, ..Default::default() };
+        let (hub, _store) = sqlite_hub(dir.path(), retention).await;
+        // A subscriber is connected, and behind: it has been handed nothing yet.
+        let selection = herald_core::Selection::new(["burst".parse().unwrap()]);
+        let mut reader = herald_core::Subscription::open(&hub, selection, herald_core::Resume::Live).unwrap();
+        let drafts: Vec<_> =
+            (0..50).map(|i| herald_core::EventDraft::new("burst".parse().unwrap(), format!("e{i}"))).collect();
+        hub.publish_batch(drafts).await.unwrap();
+        let removed = hub.enforce_retention(herald_core::now_ms()).await.unwrap();
+        assert_eq!(removed, if lost { 45 } else { 0 }, "hold {hold_bytes}");
+        let (mut notices, mut delivered) = (Vec::new(), 0);
+        while reader.cursor().seq < hub.last_id().seq {
+            let delivery = tokio::time::timeout(Duration::from_secs(5), reader.next()).await.unwrap().unwrap();
+            notices.extend(delivery.notices.iter().map(|n| String::from_utf8_lossy(n).into_owned()));
+            delivered += delivery.events.len();
+        }
+        if lost {
+            assert_eq!(delivered, 5, "past the hold, the bound wins");
+            assert!(notices.iter().any(|n| n.contains("history_trimmed")), "{notices:?}");
+        } else {
+            assert_eq!((delivered, notices.len()), (50, 0), "every event of the burst, no gap");
+            // Once the reader has had them, the bound applies again.
+            assert_eq!(hub.enforce_retention(herald_core::now_ms()).await.unwrap(), 45);
+        }
+    }
+}

@@ -61,6 +61,7 @@ fn sample(flag: &str) -> Option<(String, String)> {
         "retention-events" => pair("99", "max_events_per_topic: 99,"),
         "retention-age" => pair("2h", "7200s,"),
         "idempotency-ttl" => pair("1h", "idempotency_ttl: 3600s,"),
+        "retention-hold-bytes" => pair("12345", "hold_bytes: 12345,"),
         "header-timeout" => pair("11s", "header_timeout: 11s,"),
         "body-timeout" => pair("12s", "body_timeout: 12s,"),
         "idle-timeout" => pair("61s", "idle_timeout: 61s,"),

@@ -166,6 +166,12 @@ pub struct Settings {
     #[arg(long, env = "HERALD_IDEMPOTENCY_TTL", value_name = "DURATION",
           default_value_t = text(Retention::default().idempotency_ttl))]
     pub idempotency_ttl: String,
+    /// Bytes of one topic's events kept past --retention-events for
+    /// connected subscribers that have not had them yet (a burst that
+    /// outruns its readers); past it they get `herald.gap`.
+    #[arg(long, env = "HERALD_RETENTION_HOLD_BYTES", value_name = "BYTES",
+          default_value_t = Retention::default().hold_bytes.to_string())]
+    pub retention_hold_bytes: String,
     /// Time a client has to send a request head, from its first byte; a new
     /// connection's first head, from the connection.
     #[arg(long, env = "HERALD_HEADER_TIMEOUT", value_name = "DURATION", default_value_t = text(defaults::HEADER_TIMEOUT))]

@@ -182,6 +182,9 @@ impl Config {
                 max_age: kept(hub_age.unwrap_or(retention_age)),
             },
             idempotency_ttl: p.duration("idempotency_ttl", &s.idempotency_ttl),
+            hold_bytes: p.parse("retention_hold_bytes", &s.retention_hold_bytes, |t| {
+                t.parse::<u64>().map_err(|_| format!("`{t}` is not a number of bytes"))
+            }),
         };
         let memory = p.parse("memory", &s.memory, parse_bool);
         let (store, data_dir) = store(&mut p, s, memory, token.data_dir.clone());

@@ -661,7 +661,26 @@ impl SqliteStore {
         }
     }
 
-    async fn retain(&self, now: u64) -> Result<u64, sqlx::Error> {
+    /// How far the count bound may trim `topic`, at most `through`: not
+    /// past `readers_at` (what every connected reader has had) while the
+    /// events held back for them total at most the hold's bytes.
+    async fn held_back(&self, topic: &str, through: i64, readers_at: Option<u64>) -> Result<i64, sqlx::Error> {
+        let Some(readers_at) = readers_at.map(|at| at.min(i64::MAX as u64) as i64).filter(|at| *at < through) else {
+            return Ok(through);
+        };
+        let held: Option<i64> = sqlx::query_scalar(
+            "SELECT sum(length(CAST(data AS BLOB))) FROM events WHERE topic = ? AND seq > ? AND seq <= ?",
+        )
+        .bind(topic.to_owned())
+        .bind(readers_at)
+        .bind(through)
+        .fetch_one(&self.pool)
+        .await?;
+        let within = u64::try_from(held.unwrap_or(0)).unwrap_or(u64::MAX) <= self.retention.hold_bytes;
+        Ok(if within { readers_at } else { through })
+    }
+
+    async fn retain(&self, now: u64, readers_at: Option<u64>) -> Result<u64, sqlx::Error> {
         sqlx::query("DELETE FROM idempotency_keys WHERE expires_ms <= ?").bind(now as i64).execute(&self.pool).await?;
         let ordinary = self.retention.ordinary_topics();
         let hub = self.retention.hub_topics;
@@ -689,6 +708,7 @@ impl SqliteStore {
                     .fetch_optional(&self.pool)
                     .await?;
             if let Some(through) = through {
+                let through = self.held_back(&topic, through, readers_at).await?;
                 removed += self.trim_topic(&topic, through).await?;
             }
         }
@@ -779,8 +799,8 @@ impl EventStore for SqliteStore {
         Ok(seq.map(|seq| EventId::new(self.epoch, seq as u64)))
     }
 
-    async fn enforce_retention(&self, now_ms: u64) -> Result<u64, StoreError> {
-        self.retain(now_ms).await.map_err(StoreError::unavailable)
+    async fn enforce_retention(&self, now_ms: u64, readers_at: Option<u64>) -> Result<u64, StoreError> {
+        self.retain(now_ms, readers_at).await.map_err(StoreError::unavailable)
     }
 
     fn describe(&self) -> String {

@@ -282,7 +282,7 @@ async fn trimmed_history_is_a_gap_through_the_last_lost_event(store: &dyn EventS
         all.extend(append(store, vec![drafts]).await);
     }
     // SQLite trims when retention runs; the others as they append.
-    store.enforce_retention(now_ms()).await.unwrap();
+    store.enforce_retention(now_ms(), None).await.unwrap();
     let last = store.last_seq().await.unwrap();
     assert_eq!(last, 400);
     for name in ["a", "b"] {
@@ -346,7 +346,7 @@ async fn old_then_fresh(store: &dyn EventStore, old: &[&str], fresh: &[&str]) ->
 /// the age (memory and SQLite drop events by their time; Redis ignores the
 /// time, its streams expired by themselves, and its sweep forgets them).
 async fn retain_fresh(store: &dyn EventStore, fresh_from: u64) {
-    store.enforce_retention(fresh_from + MAX_AGE.as_millis() as u64).await.unwrap();
+    store.enforce_retention(fresh_from + MAX_AGE.as_millis() as u64, None).await.unwrap();
 }
 
 async fn expired_topics_are_gaps_for_names_and_patterns(store: &dyn EventStore) {
@@ -442,7 +442,7 @@ async fn hub_owned_and_ordinary_topics_are_trimmed_by_their_own_count(store: &dy
         let drafts = (0..200).map(|i| draft(if i % 2 == 0 { "$door" } else { "plain" }, &format!("{round}.{i}")));
         all.extend(append(store, vec![drafts.collect()]).await);
     }
-    store.enforce_retention(now_ms()).await.unwrap();
+    store.enforce_retention(now_ms(), None).await.unwrap();
     // Memory and SQLite keep exactly the cap; Redis at least the cap, and
     // at most a stream node (100 entries) more: each its own.
     assert_trimmed_to(store, &all, "$door", 10..300).await;
@@ -546,7 +546,7 @@ async fn keys_expire_after_their_ttl(store: &dyn EventStore) {
     tokio::time::sleep(KEY_TTL + Duration::from_millis(200)).await;
     // Memory and SQLite forget keys when retention runs (and ignore expired
     // ones before); Redis keys expire by themselves.
-    store.enforce_retention(now_ms()).await.unwrap();
+    store.enforce_retention(now_ms(), None).await.unwrap();
     let later = store.append(&[request()]).await.unwrap();
     let [Appended::New(again)] = &later[..] else { panic!("an expired key is a new request: {later:?}") };
     assert_eq!(seqs(again), [2]);
@@ -629,7 +629,7 @@ async fn a_mercure_id_whose_event_was_trimmed_is_not_found(store: &dyn EventStor
     for round in 0..4 {
         append(store, vec![(0..100).map(|i| draft("door", &format!("{round}.{i}"))).collect()]).await;
     }
-    store.enforce_retention(now_ms()).await.unwrap();
+    store.enforce_retention(now_ms(), None).await.unwrap();
     let last = store.last_seq().await.unwrap();
     let first_kept = read(store, &select(&["door"]), 0, last, ALL).await.events[0].id.seq;
     assert!(first_kept > old[1].id.seq, "the updates were trimmed (kept from {first_kept})");
@@ -850,7 +850,7 @@ async fn redis_mercure_ids_hold_only_retained_updates_and_go_with_their_topic() 
     assert_eq!(count("ZCARD", &ids), kept, "one id per retained update");
     // Events without ids trim the rest; the sweep drops their ids.
     append(&store, vec![(0..300).map(|i| draft("door", &format!("plain {i}"))).collect()]).await;
-    store.enforce_retention(now_ms()).await.unwrap();
+    store.enforce_retention(now_ms(), None).await.unwrap();
     assert_eq!(count("ZCARD", &ids), 0, "no id of a trimmed update is kept");
     assert_eq!(find(&store, "door", "id-2-99").await, None);
     // Expired: the sweep leaves nothing of the topic.
@@ -859,7 +859,7 @@ async fn redis_mercure_ids_hold_only_retained_updates_and_go_with_their_topic() 
     tokio::time::sleep(MAX_AGE + Duration::from_millis(200)).await;
     // A sweep runs at most once a minute (its lock): released to sweep again.
     count("DEL", &format!("{{{prefix}}}:sweep"));
-    store.enforce_retention(now_ms()).await.unwrap();
+    store.enforce_retention(now_ms(), None).await.unwrap();
     let left: Vec<String> =
         ::redis::cmd("KEYS").arg(format!("{{{prefix}}}:*door*")).query(&mut redis.connection()).expect("keys");
     assert!(left.is_empty(), "{left:?}");
@@ -897,5 +897,5 @@ async fn redis_the_readmes_user_may_do_all_a_store_does() {
     let last = store.last_seq().await.unwrap();
     assert!(read(&store, &select(&["door", "d*"]), 0, last, ALL).await.events.ends_with(&events[150..]));
     assert_eq!(store.topics(None, 10).await.unwrap().len(), 1);
-    store.enforce_retention(now_ms()).await.expect("the sweep");
+    store.enforce_retention(now_ms(), None).await.expect("the sweep");
 }

@@ -319,7 +319,10 @@ impl EventStore for RedisStore {
         read::find_mercure_id(&self.shared, &mut self.reads.clone(), topic, id).await
     }
 
-    async fn enforce_retention(&self, now_ms: u64) -> Result<u64, StoreError> {
+    /// Streams are capped as they are written (`XADD MAXLEN`), so readers
+    /// that fall past `--retention-events` in a burst get a gap notice here;
+    /// `readers_at` is not used.
+    async fn enforce_retention(&self, now_ms: u64, _readers_at: Option<u64>) -> Result<u64, StoreError> {
         read::sweep(&self.shared, &mut self.reads.clone(), now_ms).await
     }
 
