@@ -127,14 +127,24 @@ impl TopicSelector {
         };
         // An absolute pattern stands alone: given the base, it would inherit
         // the base's path (`urn:*` would become `urn:/.well-known/*`).
-        let init = match UrlPatternInit::parse_constructor_string::<BoundedRegex>(text, None) {
-            Err(urlpattern::Error::BaseUrlRequired) => {
-                UrlPatternInit::parse_constructor_string::<BoundedRegex>(text, Some(base.clone()))
-            }
-            parsed => parsed,
-        }
-        .map_err(invalid)?;
-        let pattern = urlpattern::UrlPattern::parse(init, UrlPatternOptions::default()).map_err(invalid)?;
+        let parse = || {
+            let init = match UrlPatternInit::parse_constructor_string::<BoundedRegex>(text, None) {
+                Err(urlpattern::Error::BaseUrlRequired) => {
+                    UrlPatternInit::parse_constructor_string::<BoundedRegex>(text, Some(base.clone()))
+                }
+                parsed => parsed,
+            }?;
+            urlpattern::UrlPattern::parse(init, UrlPatternOptions::default())
+        };
+        // The parser panics on some input (an arithmetic overflow in
+        // urlpattern 0.6's constructor parser, on `*:]-`): a client's
+        // pattern must never take a thread down.
+        let pattern = std::panic::catch_unwind(std::panic::AssertUnwindSafe(parse))
+            .map_err(|_| SelectorError::Invalid {
+                pattern: text.to_owned(),
+                reason: "the URL pattern parser cannot read it".to_owned(),
+            })?
+            .map_err(invalid)?;
         Ok(Self::UrlPattern {
             source: text.to_owned(),
             pattern: CompiledUrlPattern(Arc::new(pattern)),
@@ -497,6 +507,12 @@ mod tests {
         let huge = "/x/".to_owned() + &"(\\w{1000})".repeat(50);
         assert!(huge.len() <= MAX_TEMPLATE_BYTES);
         assert!(matches!(TopicSelector::url_pattern(&huge, &hub()), Err(SelectorError::Invalid { .. })), "too big");
+    }
+
+    #[test]
+    fn a_pattern_the_parser_fails_on_is_refused_not_a_panic() {
+        let refused = TopicSelector::url_pattern("*:]-", &hub());
+        assert!(matches!(refused, Err(SelectorError::Invalid { .. })), "{refused:?}");
     }
 
     proptest::proptest! {

@@ -163,7 +163,9 @@ async fn eight_publishers_four_topics_fifty_subscribers_exactly_once_in_order() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_subscriber_slows_no_one_and_resumes_or_learns_of_the_gap() {
     let ring = RingLimits { max_events: 1024, max_bytes: 256 << 10 };
-    let retention = Retention { max_events_per_topic: 20_000, ..Retention::default() };
+    // No hold past the count bound: the stalled reader (which a server's
+    // stall guard would cut) must learn of the gap.
+    let retention = Retention { max_events_per_topic: 20_000, hold_bytes: 0, ..Retention::default() };
     let hub = hub_with(ring, retention).await;
     let name = topic("busy");
     let mut stalled = Subscription::open(&hub, select(&["busy"]), Resume::Live).unwrap();
