@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Herald beside the machine's ceiling: `../shared/tools/limit`'s `blast` (a
+# minimal SSE fan-out server: frames encoded once, one coalesced write per
+# wake-up) and the same client for both (`sink`, publisher `pubhttp`), runs
+# alternating so both see the same machine (its scripts/compare_http.sh).
+#
+#   bench/ceiling.sh                     # cases A D Idle, 3 runs each
+#   CASES="A" REPS=1 bench/ceiling.sh    # a smoke run
+#
+# Herald runs on SQLite in a fresh temp data dir for every run, with the
+# limits raised for 1,000 (and, for Idle, 15,000) streams from 127.0.0.1.
+# Cases (100-byte payloads, one topic): A = N=1,000 at max rate
+# (deliveries/s, every event checked), D = N=1,000 × 1,000 events/s for 10 s
+# (latency), Idle = 15,000 idle streams (server RSS per stream). The table
+# is compare_http.sh's (compare_summarize.py); a run counts only if nothing else used
+# the CPU (retried otherwise). LIMIT= points at the tools, LIMIT_TARGET= at
+# their build, HERALD= at another herald binary, OUT= keeps the results.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+LIMIT=$(realpath "${LIMIT:-../shared/tools/limit}")
+LIMIT_TARGET=${LIMIT_TARGET:-/tmp/limit-target}
+CASES=${CASES:-A D Idle}
+REPS=${REPS:-3}
+SECRET=herald-bench-ceiling-secret-at-least-32-bytes
+
+if [[ -z ${HERALD:-} ]]; then
+    cargo build --release -p herald-server
+    HERALD=${CARGO_TARGET_DIR:-target}/release/herald
+fi
+HERALD=$(realpath "$HERALD")
+CARGO_TARGET_DIR=$LIMIT_TARGET cargo build --release --manifest-path "$LIMIT/Cargo.toml"
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/herald-ceiling.XXXXXX")
+out=${OUT:-$work/results}
+cleanup() {
+    if [[ -f $work/pid ]]; then
+        kill -TERM "$(cat "$work/pid")" 2>/dev/null || true
+    fi
+    [[ -n ${OUT:-} ]] || rm -rf "$work"
+}
+trap cleanup EXIT
+
+port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+token=$("$HERALD" token --jwt-secret "$SECRET" --sub bench --publish '*' --subscribe '*' --ttl 24h | tail -1)
+
+# Started fresh for every run; returns once Herald answers.
+cat >"$work/start" <<SCRIPT
+#!/usr/bin/env bash
+rm -rf "$work/data"
+"$HERALD" serve --listen 127.0.0.1:$port --data-dir "$work/data" --jwt-secret "$SECRET" --log warn \
+    --max-connections 20000 --max-streams-per-ip 20000 >"$work/herald.log" 2>&1 &
+echo \$! >"$work/pid"
+for _ in \$(seq 1 100); do
+    curl -fs "http://127.0.0.1:$port/healthz" >/dev/null && exit 0
+    sleep 0.1
+done
+echo "herald did not start; see $work/herald.log" >&2
+exit 1
+SCRIPT
+cat >"$work/stop" <<SCRIPT
+#!/usr/bin/env bash
+pid=\$(cat "$work/pid" 2>/dev/null) || exit 0
+kill -TERM "\$pid" 2>/dev/null
+for _ in \$(seq 1 100); do kill -0 "\$pid" 2>/dev/null || break; sleep 0.1; done
+kill -KILL "\$pid" 2>/dev/null || true
+rm -f "$work/pid"
+SCRIPT
+chmod +x "$work/start" "$work/stop"
+
+CARGO_TARGET_DIR=$LIMIT_TARGET "$LIMIT/scripts/compare_http.sh" --name herald \
+    --start "$work/start" --stop "$work/stop" --pids "cat $work/pid" \
+    --sub-url "http://127.0.0.1:$port/topics/{topic}/events" \
+    --pub-url "http://127.0.0.1:$port/topics/{topic}/events" \
+    --pub-header "Authorization: Bearer $token" --sub-header "Authorization: Bearer $token" \
+    --content-type application/json --json-field data \
+    --cases "$CASES" --reps "$REPS" --out "$out"
