@@ -1,4 +1,4 @@
-//! `herald-bench`: a load generator for SSE pub/sub hubs (Herald, Nchan, any
+//! `herald-bench`: a load generator for SSE pub/sub hubs (Herald, Nchan, Pushpin, any
 //! server with an HTTP publish endpoint and an EventSource stream).
 //!
 //! - `herald-bench run`: N subscribers, M events at rate R over K publishing
@@ -6,12 +6,13 @@
 //!   fails the run) and timed (publish → receive latency).
 //! - `herald-bench publish`: publishers only (acks/s), single events or
 //!   JSON batches to `POST /publish`.
-//! - `herald-bench compare`: Herald (memory and SQLite) against Nchan, A B A B,
-//!   median of several runs per scenario.
+//! - `herald-bench compare`: Herald (memory and SQLite) against Nchan and
+//!   Pushpin, A B C A B C, median of several runs per scenario.
 //!
 //! Loopback targets only; every run has a deadline.
 
 mod compare;
+mod grip_origin;
 mod http;
 mod payload;
 mod procstat;
@@ -23,7 +24,7 @@ mod subscriber;
 mod tally;
 mod url;
 
-use std::{path::PathBuf, process::ExitCode, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -54,8 +55,15 @@ enum Command {
     Run(Box<RunArgs>),
     /// Publishers only (no subscribers): publish acks/s, single or batch.
     Publish(Box<RunArgs>),
-    /// Herald (memory, SQLite) against Nchan, scenario by scenario.
+    /// Herald (memory, SQLite) against Nchan and Pushpin, scenario by scenario.
     Compare(Box<compare::CompareArgs>),
+    /// A GRIP origin for Pushpin: holds every `GET /…/CHANNEL` as a stream on CHANNEL (started by `compare`).
+    #[command(hide = true)]
+    GripOrigin {
+        /// Loopback address to listen on.
+        #[arg(long)]
+        listen: SocketAddr,
+    },
 }
 
 /// Options of `run` and `publish`.
@@ -95,7 +103,8 @@ pub struct RunArgs {
     /// Bearer token for both sides (same as -H 'Authorization: Bearer TOKEN').
     #[arg(long, env = "HERALD_BENCH_TOKEN", hide_env_values = true)]
     token: Option<String>,
-    /// Single-event body: `json` ({"data": …}), `text` (raw text/plain) or `form` (Mercure's topic=…&data=…).
+    /// Single-event body: `json` ({"data": …}), `text` (raw text/plain), `form` (Mercure's topic=…&data=…)
+    /// or `pushpin` (Pushpin's {"items": [one SSE frame on a channel]}).
     #[arg(long, value_enum, default_value_t = BodyFormat::Json)]
     body: BodyFormat,
     /// Payload size in bytes (the send time and sequence number are padded to it).
@@ -104,7 +113,7 @@ pub struct RunArgs {
     /// Publish JSON arrays of B events (`[{"topic", "data"}, …]`) to the publish URL.
     #[arg(long, default_value_t = 0, value_name = "B")]
     batch: usize,
-    /// Topic of batch items and of `--body form` publishes; `{i}` becomes the topic index.
+    /// Topic of batch items, of `--body form` publishes and channel of `--body pushpin` ones; `{i}` becomes the topic index.
     #[arg(long, default_value = "bench")]
     batch_topic: String,
     /// Subscribers per local source address (127.0.0.1, .2, …) [default: half the ephemeral port range].
@@ -310,6 +319,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run_command(args, false),
         Command::Publish(args) => run_command(args, true),
         Command::Compare(args) => compare::main(args),
+        Command::GripOrigin { listen } => grip_origin::serve(*listen).map(|()| true),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

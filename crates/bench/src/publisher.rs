@@ -2,6 +2,7 @@
 //! at a time and reading the whole answer before the next.
 
 use std::{
+    fmt::Write as _,
     io,
     sync::{Arc, atomic::Ordering},
     time::{Duration, Instant},
@@ -181,6 +182,11 @@ fn build(
                 body.push_str(&encoded);
                 (target, "application/x-www-form-urlencoded")
             }
+            BodyFormat::Pushpin => {
+                let channel = plan.batch_topic.replace(crate::url::PLACEHOLDER, &(first % topics).to_string());
+                pushpin_item(body, &channel, payload(first), plan.payload_size);
+                (target, "application/json")
+            }
         }
     };
     request.clear();
@@ -196,6 +202,18 @@ fn build(
     );
     request.extend_from_slice(body.as_bytes());
     target
+}
+
+/// Appends Pushpin's publish body for one event: an item on `channel` whose
+/// `http-stream` content, written to every stream as is, is a whole SSE
+/// frame with the sequence number as its id (unique in the run).
+fn pushpin_item(body: &mut String, channel: &str, payload: Payload, payload_size: usize) {
+    body.push_str("{\"items\":[{\"channel\":");
+    body.push_str(&serde_json::Value::String(channel.to_owned()).to_string());
+    let _ = write!(body, ",\"formats\":{{\"http-stream\":{{\"content\":\"id: {}\\ndata: ", payload.seq);
+    // The payload is letters, digits and spaces: nothing to escape in JSON.
+    payload::encode(body, payload, payload_size);
+    body.push_str("\\n\\n\"}}}]}");
 }
 
 /// One keep-alive connection.
@@ -300,4 +318,27 @@ impl SendError {
 
 fn answer_error(got_bytes: bool, error: io::Error) -> SendError {
     if got_bytes { SendError::Other(error.into()) } else { SendError::NoAnswer(error.into()) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sse::SseParser;
+
+    #[test]
+    fn a_pushpin_item_carries_one_sse_frame() {
+        let sent = Payload { nonce: 0xabc, seq: 41, sent_us: 7_000 };
+        let mut body = String::new();
+        pushpin_item(&mut body, "bench", sent, 100);
+        let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let item = &json["items"][0];
+        assert_eq!(item["channel"], "bench");
+        assert_eq!(json["items"].as_array().map(Vec::len), Some(1));
+        let content = item["formats"]["http-stream"]["content"].as_str().unwrap();
+        let mut events = Vec::new();
+        SseParser::default()
+            .feed(content.as_bytes(), &mut |e| events.push((e.id.map(<[u8]>::to_vec), payload::parse(e.data))))
+            .unwrap();
+        assert_eq!(events, vec![(Some(b"41".to_vec()), Some(sent))]);
+    }
 }

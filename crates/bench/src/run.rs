@@ -37,6 +37,9 @@ pub enum BodyFormat {
     Text,
     /// Mercure's form, `topic=…&data=…`, its topic `--batch-topic`.
     Form,
+    /// Pushpin's publish API: one item on channel `--batch-topic` whose
+    /// `http-stream` content is the SSE frame `id: SEQ`, `data: PAYLOAD`.
+    Pushpin,
 }
 
 /// Everything a run needs.
