@@ -38,6 +38,13 @@ pub trait AdminSource: Send + Sync + 'static {
     fn hub(&self) -> &Hub;
     /// The open event streams.
     fn connections(&self) -> Vec<ConnectionSnapshot>;
+    /// How many streams are open, and the `limit` oldest of them.
+    fn oldest_connections(&self, limit: usize) -> (usize, Vec<ConnectionSnapshot>) {
+        let mut all = self.connections();
+        let total = all.len();
+        all.truncate(limit);
+        (total, all)
+    }
     /// Ends stream `id`; false if there is none.
     fn disconnect(&self, id: u64) -> bool;
     /// Open TCP connections now.

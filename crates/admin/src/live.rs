@@ -188,7 +188,7 @@ impl SamplerState {
         let hub = source.hub();
         let stats = hub.stats();
         let now = now_ms();
-        let mut connections = source.connections();
+        let (streams, connections) = source.oldest_connections(self.rows);
         push_windowed(&mut self.latency, source.delivery_latency());
         let oldest = self.latency.front().cloned().unwrap_or_default();
         let newest = self.latency.back().cloned().unwrap_or_default();
@@ -198,7 +198,7 @@ impl SamplerState {
         let delivered = self.totals.iter().map(|t| t.1).collect();
         let sample = Sample {
             t: now,
-            streams: connections.len(),
+            streams,
             connections: source.tcp_connections(),
             topics: stats.topics,
             publish_rate: self.rate(&published),
@@ -245,7 +245,6 @@ impl SamplerState {
         let topics_total = topics.len();
         topics.sort_by(|a, b| b.subscribers.cmp(&a.subscribers).then_with(|| a.name.cmp(&b.name)));
         topics.truncate(self.rows);
-        connections.truncate(self.rows);
         Snapshot { sample, topics, topics_total, connections }
     }
 }

@@ -181,9 +181,7 @@ pub(crate) async fn topic(State(admin): State<Admin>, _operator: Operator, Path(
 
 /// `GET /admin/connections`.
 pub(crate) async fn connections(State(admin): State<Admin>, _operator: Operator) -> Response {
-    let mut connections = admin.source.connections();
-    let connections_total = connections.len();
-    connections.truncate(admin.options.rows);
+    let (connections_total, connections) = admin.source.oldest_connections(admin.options.rows);
     html(ConnectionsPage { frame: Frame::new(&admin, "connections"), connections, connections_total }.render())
 }
 

@@ -48,6 +48,10 @@ impl herald_admin::AdminSource for Source {
         self.0.registry.snapshot()
     }
 
+    fn oldest_connections(&self, limit: usize) -> (usize, Vec<ConnectionSnapshot>) {
+        self.0.registry.oldest(limit)
+    }
+
     fn disconnect(&self, id: u64) -> bool {
         self.0.registry.disconnect(id)
     }
