@@ -5,10 +5,7 @@
 use clap::Args;
 use jsonwebtoken::Algorithm;
 
-use super::{
-    Secret,
-    values::{parse_algorithm, parse_bool},
-};
+use super::Secret;
 
 /// The cookie Mercure's clients carry their token in (0.x).
 pub const DEFAULT_COOKIE: &str = "mercureAuthorization";
@@ -69,6 +66,12 @@ pub struct MercureSettings {
     pub mercure_retention_age: Option<String>,
 }
 
+/// Whether a key's text is a PEM public key, else an HMAC secret (as
+/// Mercure's `MERCURE_*_JWT_KEY` variables tell them apart).
+pub fn is_pem(text: &str) -> bool {
+    text.trim_start().starts_with("-----BEGIN")
+}
+
 /// A key of the door's own, or Herald's.
 #[derive(Clone)]
 pub struct MercureKey {
@@ -83,7 +86,7 @@ impl std::fmt::Debug for MercureKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.text {
             None => f.write_str("Herald's key")?,
-            Some(text) if text.0.starts_with("-----BEGIN") => f.write_str("PEM public key")?,
+            Some(text) if is_pem(&text.0) => f.write_str("PEM public key")?,
             Some(_) => f.write_str("secret ***")?,
         }
         match self.alg {
@@ -114,58 +117,4 @@ pub struct MercureConfig {
     pub gap_event: bool,
     /// Subscription events and the subscriptions API.
     pub subscriptions: bool,
-}
-
-impl MercureSettings {
-    /// The door's configuration; problems go to `errors`.
-    pub(super) fn validate(&self, errors: &mut Vec<String>) -> MercureConfig {
-        let mut problem = |flag: &str, why: String| errors.push(format!("--{flag}: {why}"));
-        let flag = |flag: &str, text: &str, problem: &mut dyn FnMut(&str, String)| {
-            parse_bool(text.trim()).map_err(|why| problem(flag, why)).unwrap_or_default()
-        };
-        let enabled = flag("mercure", &self.mercure, &mut problem);
-        let anonymous = flag("mercure-anonymous", &self.mercure_anonymous, &mut problem);
-        let query_token = flag("mercure-query-token", &self.mercure_query_token, &mut problem);
-        let gap_event = flag("mercure-gap-event", &self.mercure_gap_event, &mut problem);
-        let subscriptions = flag("mercure-subscriptions", &self.mercure_subscriptions, &mut problem);
-        let mut key = |flag: &str, text: &Option<String>, alg_flag: &str, alg: &Option<String>| {
-            let text = text.as_deref().map(str::trim).filter(|t| !t.is_empty());
-            let alg = alg.as_deref().and_then(|a| parse_algorithm(a.trim()).map_err(|why| problem(alg_flag, why)).ok());
-            // The key's kind and its algorithm are checked when the door opens.
-            if text.is_some_and(|t| !t.starts_with("-----BEGIN") && t.len() < 32) {
-                problem(flag, "an HMAC secret must be at least 32 bytes long".into());
-            }
-            MercureKey { text: text.map(|t| Secret(t.to_owned())), alg }
-        };
-        let publisher_key = key(
-            "mercure-publisher-jwt-key",
-            &self.mercure_publisher_jwt_key,
-            "mercure-publisher-jwt-alg",
-            &self.mercure_publisher_jwt_alg,
-        );
-        let subscriber_key = key(
-            "mercure-subscriber-jwt-key",
-            &self.mercure_subscriber_jwt_key,
-            "mercure-subscriber-jwt-alg",
-            &self.mercure_subscriber_jwt_alg,
-        );
-        let cookie_name = self.mercure_cookie_name.trim().to_owned();
-        let token_char = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
-        if cookie_name.is_empty() || !cookie_name.chars().all(token_char) {
-            errors.push(format!("--mercure-cookie-name `{cookie_name}`: not a cookie name (letters, digits, -, _, .)"));
-        }
-        let publish_origins: Vec<String> =
-            self.mercure_publish_origins.iter().map(|o| o.trim().trim_end_matches('/').to_owned()).collect();
-        MercureConfig {
-            enabled,
-            anonymous,
-            publish_origins,
-            publisher_key,
-            subscriber_key,
-            cookie_name,
-            query_token,
-            gap_event,
-            subscriptions,
-        }
-    }
 }

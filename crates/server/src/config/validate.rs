@@ -11,7 +11,9 @@ use herald_core::{HubConfig, Retention, RingLimits, TopicPattern, TopicRetention
 use jsonwebtoken::Algorithm;
 
 use super::{
-    Config, JwtKey, RedisOptions, RedisUrl, Secret, Settings, StoreKind, TokenConfig, TokenSettings, defaults,
+    Config, JwtKey, MercureConfig, MercureKey, RedisOptions, RedisUrl, Secret, Settings, StoreKind, TokenConfig,
+    TokenSettings, defaults,
+    mercure::{MercureSettings, is_pem},
     values::{guess_public_key_algorithm, parse_algorithm, parse_bool, parse_count, parse_duration, parse_listen},
 };
 
@@ -242,12 +244,54 @@ impl Config {
             retention,
             dashboard_rows: p.count("dashboard_rows", &s.dashboard_rows),
             log: s.log.clone(),
-            mercure: s.mercure.validate(&mut p.errors),
+            mercure: mercure(&mut p, &s.mercure),
         };
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&s.log) {
             p.errors.push(format!("--log: {e}"));
         }
         p.finish(config)
+    }
+}
+
+/// The Mercure door's settings (its history's bounds are read with the
+/// other retention settings).
+fn mercure(p: &mut Problems, s: &MercureSettings) -> MercureConfig {
+    let mut key = |flag: &str, text: &Option<String>, alg_flag: &str, alg: &Option<String>| {
+        let text = text.as_deref().map(str::trim).filter(|t| !t.is_empty());
+        let alg = alg.as_deref().and_then(|a| p.value(alg_flag, a, parse_algorithm));
+        // The key's kind and its algorithm are checked when the door opens.
+        if text.is_some_and(|t| !is_pem(t) && t.len() < 32) {
+            p.errors.push(format!("--{flag}: an HMAC secret must be at least 32 bytes long"));
+        }
+        MercureKey { text: text.map(|t| Secret(t.to_owned())), alg }
+    };
+    let publisher_key = key(
+        "mercure-publisher-jwt-key",
+        &s.mercure_publisher_jwt_key,
+        "mercure_publisher_jwt_alg",
+        &s.mercure_publisher_jwt_alg,
+    );
+    let subscriber_key = key(
+        "mercure-subscriber-jwt-key",
+        &s.mercure_subscriber_jwt_key,
+        "mercure_subscriber_jwt_alg",
+        &s.mercure_subscriber_jwt_alg,
+    );
+    let cookie_name = s.mercure_cookie_name.trim().to_owned();
+    let token_char = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+    if cookie_name.is_empty() || !cookie_name.chars().all(token_char) {
+        p.errors.push(format!("--mercure-cookie-name `{cookie_name}`: not a cookie name (letters, digits, -, _, .)"));
+    }
+    MercureConfig {
+        enabled: p.parse("mercure", &s.mercure, parse_bool),
+        anonymous: p.parse("mercure_anonymous", &s.mercure_anonymous, parse_bool),
+        publish_origins: s.mercure_publish_origins.iter().map(|o| o.trim().trim_end_matches('/').to_owned()).collect(),
+        publisher_key,
+        subscriber_key,
+        cookie_name,
+        query_token: p.parse("mercure_query_token", &s.mercure_query_token, parse_bool),
+        gap_event: p.parse("mercure_gap_event", &s.mercure_gap_event, parse_bool),
+        subscriptions: p.parse("mercure_subscriptions", &s.mercure_subscriptions, parse_bool),
     }
 }
 

@@ -79,7 +79,7 @@ impl KeyMaterial {
     /// The key `text` stands for: a PEM public key when it begins with a PEM
     /// header, else an HMAC secret.
     pub fn from_text(text: &str) -> Self {
-        if text.trim_start().starts_with("-----BEGIN") {
+        if crate::config::mercure::is_pem(text) {
             Self::PublicKeyPem(text.to_owned())
         } else {
             Self::Secret(text.as_bytes().to_vec())
