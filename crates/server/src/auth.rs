@@ -5,7 +5,6 @@
 //! is rejected before its claims are read.
 
 use std::{
-    collections::HashMap,
     path::PathBuf,
     sync::Arc,
     time::{Duration, SystemTime, UNIX_EPOCH},
@@ -13,12 +12,12 @@ use std::{
 
 use herald_core::{Grants, TopicError, TopicPattern};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
-use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 use crate::{
     config::{Config, JwtKey, Secret},
     mercure::token::KeyMaterial,
+    verified_tokens::{Verified, VerifiedTokens},
 };
 
 /// The claims Herald reads.
@@ -121,21 +120,14 @@ pub enum MintError {
     Sign(jsonwebtoken::errors::Error),
 }
 
-/// Most tokens the verifier remembers; past it, it forgets them all.
-const VERIFIED_LIMIT: usize = 10_000;
-
 /// Checks tokens against the configured key and algorithm.
 pub struct Verifier {
     key: DecodingKey,
     /// The key as configured, for the Mercure door to verify with too.
     material: KeyMaterial,
     validation: Validation,
-    /// Tokens verified lately, by their full text. A client sends the same
-    /// token with every request, and checking its signature and parsing its
-    /// claims each time cost an eighth of a publish's CPU. An entry is good
-    /// until the token's `exp` plus the leeway, as a fresh check would say;
-    /// only tokens that passed are kept.
-    verified: Mutex<HashMap<Box<str>, Arc<Grants>>>,
+    /// Tokens verified lately.
+    verified: VerifiedTokens<Grants>,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -188,7 +180,8 @@ impl Verifier {
             }
             None => validation.validate_aud = false,
         }
-        Ok(Self { key, material, validation, verified: Mutex::default() })
+        let verified = VerifiedTokens::new(validation.leeway);
+        Ok(Self { key, material, validation, verified })
     }
 
     /// The key and algorithm it verifies with (the Mercure door's default).
@@ -198,22 +191,7 @@ impl Verifier {
 
     /// Verifies `token` and returns what it allows.
     pub fn verify(&self, token: &str) -> Result<Arc<Grants>, AuthError> {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        let mut verified = self.verified.lock();
-        if let Some(grants) = verified.get(token) {
-            if grants.expires_at.is_some_and(|exp| exp.saturating_add(self.validation.leeway) >= now) {
-                return Ok(Arc::clone(grants));
-            }
-            verified.remove(token);
-        }
-        drop(verified);
-        let grants = Arc::new(self.check(token)?);
-        let mut verified = self.verified.lock();
-        if verified.len() >= VERIFIED_LIMIT {
-            verified.clear();
-        }
-        verified.insert(token.into(), Arc::clone(&grants));
-        Ok(grants)
+        self.verified.get_or_check(token, || self.check(token))
     }
 
     /// Checks `token`'s signature and claims.
@@ -262,6 +240,12 @@ fn grants_from(claims: Claims) -> Result<Grants, AuthError> {
         admin: claims.herald.admin,
         expires_at: Some(claims.exp),
     })
+}
+
+impl Verified for Grants {
+    fn expires_at(&self) -> Option<u64> {
+        self.expires_at
+    }
 }
 
 /// Seconds since the Unix epoch, now.

@@ -26,6 +26,7 @@ pub mod state;
 pub mod store;
 mod sweep;
 pub mod transport;
+mod verified_tokens;
 
 use axum::{
     Router,

@@ -13,16 +13,18 @@
 //!   has an `authorization_details` claim, else 0.x (draft-07, the
 //!   `mercure` claim).
 
-use std::{collections::HashMap, fmt, sync::Arc, time::Duration};
+use std::{fmt, sync::Arc, time::Duration};
 
 use axum::http::{HeaderMap, header};
 use herald_core::MercureGrants;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, errors::ErrorKind};
-use parking_lot::Mutex;
 use serde_json::Value;
 use url::Url;
 
-use crate::auth::{AuthError, now_secs};
+use crate::{
+    auth::AuthError,
+    verified_tokens::{Verified, VerifiedTokens},
+};
 
 /// The default name of the cookie that carries a 0.x token.
 pub const DEFAULT_COOKIE: &str = "mercureAuthorization";
@@ -30,9 +32,6 @@ pub const DEFAULT_COOKIE: &str = "mercureAuthorization";
 pub const ACCESS_TOKEN_COOKIE: &str = "__Secure-mercure_access_token";
 /// The query parameter that may carry a 0.x token.
 pub const QUERY_PARAMETER: &str = "authorization";
-
-/// Most tokens each role's cache remembers; past it, it forgets them all.
-const VERIFIED_LIMIT: usize = 10_000;
 
 /// What a token is presented for; each role has its own key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -51,6 +50,12 @@ pub enum Dialect {
     /// 1.0 (draft-08): header `typ: at+jwt`, or an `authorization_details`
     /// claim.
     Draft08,
+}
+
+impl Verified for MercureToken {
+    fn expires_at(&self) -> Option<u64> {
+        self.expires_at
+    }
 }
 
 /// A verified token.
@@ -194,11 +199,8 @@ pub struct MercureVerifier {
 struct RoleVerifier {
     key: KeySpec,
     validation: Validation,
-    /// Tokens verified lately, by their full text, as in `crate::auth`: a
-    /// client sends the same token with every request. An entry is good
-    /// until the token's `exp` plus the leeway (for ever without one: the
-    /// answer would not change); only tokens that passed are kept.
-    verified: Mutex<HashMap<Box<str>, Arc<MercureToken>>>,
+    /// Tokens verified lately.
+    verified: VerifiedTokens<MercureToken>,
 }
 
 impl fmt::Debug for RoleVerifier {
@@ -218,7 +220,7 @@ impl MercureVerifier {
             validation.validate_nbf = true;
             validation.set_required_spec_claims::<&str>(&[]);
             validation.validate_aud = false;
-            RoleVerifier { key, validation, verified: Mutex::default() }
+            RoleVerifier { verified: VerifiedTokens::new(validation.leeway), key, validation }
         };
         Self { publisher: role(publisher), subscriber: role(subscriber), base }
     }
@@ -229,22 +231,7 @@ impl MercureVerifier {
             Role::Publisher => &self.publisher,
             Role::Subscriber => &self.subscriber,
         };
-        let now = now_secs();
-        let mut verified = verifier.verified.lock();
-        if let Some(found) = verified.get(token) {
-            if found.expires_at.is_none_or(|exp| exp.saturating_add(verifier.validation.leeway) >= now) {
-                return Ok(Arc::clone(found));
-            }
-            verified.remove(token);
-        }
-        drop(verified);
-        let checked = Arc::new(verifier.check(token, role, &self.base)?);
-        let mut verified = verifier.verified.lock();
-        if verified.len() >= VERIFIED_LIMIT {
-            verified.clear();
-        }
-        verified.insert(token.into(), Arc::clone(&checked));
-        Ok(checked)
+        verifier.verified.get_or_check(token, || verifier.check(token, role, &self.base))
     }
 }
 
@@ -419,6 +406,8 @@ fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
 mod tests {
     use axum::http::HeaderValue;
     use jsonwebtoken::{EncodingKey, Header};
+
+    use crate::auth::now_secs;
     use serde_json::json;
 
     use super::*;
