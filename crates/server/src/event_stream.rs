@@ -100,20 +100,11 @@ pub struct StreamTies {
     pub held: Option<Box<dyn std::any::Any + Send>>,
 }
 
-/// The `text/event-stream` response streaming `subscription`. It ends when
-/// the registration's disconnect token (a child of the server's shutdown
-/// token) is cancelled, among other reasons.
+/// The `text/event-stream` response streaming `subscription`, only the
+/// events `filter` admits (all when `None`). It ends when the registration's
+/// disconnect token (a child of the server's shutdown token) is cancelled,
+/// among other reasons.
 pub fn response(
-    subscription: Subscription,
-    options: StreamOptions,
-    shutdown: CancellationToken,
-    ties: StreamTies,
-) -> Response {
-    filtered_response(subscription, None, options, shutdown, ties)
-}
-
-/// As [`response`], sending only the events `filter` admits.
-pub fn filtered_response(
     subscription: Subscription,
     filter: Option<Box<dyn EventFilter>>,
     options: StreamOptions,

@@ -14,9 +14,7 @@ use axum::{
     http::{HeaderMap, HeaderValue, Method, Uri, header},
     response::{IntoResponse as _, Response},
 };
-use herald_core::{
-    Event, EventId, ReadLimit, Resume, Selection, StoreError, Subscription, TopicPattern, parse_mercure_id,
-};
+use herald_core::{Event, EventId, ReadLimit, Resume, Selection, StoreError, TopicPattern, parse_mercure_id};
 
 use super::{
     Door, TheDoor,
@@ -26,9 +24,12 @@ use super::{
 };
 use crate::{
     error::{ApiError, ErrorCode},
-    event_stream::{self, EventFilter, StreamOptions, StreamTies},
+    event_stream::EventFilter,
     extract::ClientIp,
-    routes::shorten,
+    routes::{
+        events::{self, StreamSpec},
+        shorten,
+    },
     state::AppState,
 };
 
@@ -74,25 +75,9 @@ pub(super) async fn subscribe(
     }
     let requested = resume_id(&headers, &uri);
     let (resume, said) = resolve(&state, &door, requested.as_deref()).await?;
-    let Some(permit) = state.streams.acquire(ip) else {
-        metrics::counter!("herald_rejected_total", "limit" => "streams_per_ip").increment(1);
-        return Err(ApiError::new(
-            ErrorCode::TooManyRequests,
-            format!("{ip} has {} streams open, the limit (--max-streams-per-ip)", state.config.max_streams_per_ip),
-        ));
-    };
     let selection = Selection::new([TopicPattern::Exact(door.topic.clone())]);
-    let subscription = Subscription::open(&state.hub, selection, resume).map_err(|e| {
-        metrics::counter!("herald_rejected_total", "limit" => "topics").increment(1);
-        ApiError::new(ErrorCode::HubFull, e.to_string())
-    })?;
+    let admitted = events::admit(&state, ip, selection, resume)?;
     let listed: Vec<String> = selectors.iter().map(|s| s.as_str().to_owned()).collect();
-    let options = StreamOptions {
-        heartbeat: state.config.heartbeat,
-        retry: state.config.retry,
-        expires_at: token.as_ref().and_then(|t| t.expires_at),
-        max_duration: state.config.stream_max_duration,
-    };
     let presence = match door.config.subscriptions {
         true => {
             let payload = token.as_ref().and_then(|t| t.grants.payload.clone());
@@ -101,13 +86,17 @@ pub(super) async fn subscribe(
         }
         false => None,
     };
+    let expires_at = token.as_ref().and_then(|t| t.expires_at);
     let filter = UpdateFilter { selectors, token, gap_event: door.config.gap_event };
-    let user_agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or_default();
-    let registration =
-        state.registry.register(&state.shutdown, ip, user_agent.chars().take(200).collect(), None, listed.clone());
-    let ties = StreamTies { permit, registration, held: presence };
-    let mut response =
-        event_stream::filtered_response(subscription, Some(Box::new(filter)), options, state.shutdown.clone(), ties);
+    let stream = StreamSpec {
+        headers: &headers,
+        subject: None,
+        topics: listed,
+        expires_at,
+        filter: Some(Box::new(filter)),
+        held: presence,
+    };
+    let mut response = events::respond(&state, ip, admitted, stream);
     let h = response.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static(NO_CACHE));
     if let Some(value) = said.and_then(|said| HeaderValue::from_str(&said).ok()) {

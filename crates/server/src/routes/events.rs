@@ -11,10 +11,11 @@ use herald_core::{Resume, Selection, Subscription, TopicPattern};
 
 use crate::{
     error::{ApiError, ErrorCode},
-    event_stream::{self, StreamOptions, StreamTies},
+    event_stream::{self, EventFilter, StreamOptions, StreamTies},
     extract::{Caller, ClientIp, query_values},
     routes::{shorten, topic_from_path},
     state::AppState,
+    transport::limits::StreamPermit,
 };
 
 /// One topic's stream (a `POST` there publishes).
@@ -100,34 +101,77 @@ async fn open(
         // judgement to what this node has seen.
         let _ = state.hub.learn_committed(id).await;
     }
+    let topics: Vec<String> = patterns.iter().map(ToString::to_string).collect();
+    let admitted = admit(state, ip, Selection::new(patterns), resume)?;
+    let stream = StreamSpec {
+        headers,
+        subject: caller.0.as_ref().and_then(|g| g.subject.clone()),
+        topics,
+        expires_at: caller.0.as_ref().and_then(|g| g.expires_at),
+        filter: None,
+        held: None,
+    };
+    Ok(respond(state, ip, admitted, stream))
+}
+
+/// A stream let in: its place among the client's streams, and its
+/// subscription, registered.
+pub(crate) struct Admitted {
+    permit: StreamPermit,
+    subscription: Subscription,
+}
+
+/// Lets a stream of `selection` in for `ip`, or says which limit refuses it.
+pub(crate) fn admit(state: &AppState, ip: IpAddr, selection: Selection, resume: Resume) -> Result<Admitted, ApiError> {
     let Some(permit) = state.streams.acquire(ip) else {
         metrics::counter!("herald_rejected_total", "limit" => "streams_per_ip").increment(1);
         warn_if_behind_a_proxy(ip, &state.config.trusted_proxies);
         return Err(ApiError::new(
             ErrorCode::TooManyRequests,
             format!(
-                "{ip} has {} streams open, the limit; close one or subscribe to several topics in one stream (/events?topic=a&topic=b)",
+                "{ip} has {} streams open, the limit (--max-streams-per-ip); close one or subscribe to several topics in one stream",
                 state.config.max_streams_per_ip
             ),
         ));
     };
-    let topics: Vec<String> = patterns.iter().map(ToString::to_string).collect();
-    let subscription = Subscription::open(&state.hub, Selection::new(patterns), resume).map_err(|e| {
+    let subscription = Subscription::open(&state.hub, selection, resume).map_err(|e| {
         metrics::counter!("herald_rejected_total", "limit" => "topics").increment(1);
         ApiError::new(ErrorCode::HubFull, e.to_string())
     })?;
+    Ok(Admitted { permit, subscription })
+}
+
+/// What a stream is, beyond its subscription: for the dashboard, its end
+/// and what it sends.
+pub(crate) struct StreamSpec<'a> {
+    /// The request's headers (its user agent is listed).
+    pub headers: &'a HeaderMap,
+    /// The token's subject.
+    pub subject: Option<String>,
+    /// What it selects, as listed on the dashboard.
+    pub topics: Vec<String>,
+    /// When its token expires.
+    pub expires_at: Option<u64>,
+    /// Which events it sends (all when `None`).
+    pub filter: Option<Box<dyn EventFilter>>,
+    /// What lives as long as it does.
+    pub held: Option<Box<dyn std::any::Any + Send>>,
+}
+
+/// The response of an admitted stream.
+pub(crate) fn respond(state: &AppState, ip: IpAddr, admitted: Admitted, stream: StreamSpec<'_>) -> Response {
     let options = StreamOptions {
         heartbeat: state.config.heartbeat,
         retry: state.config.retry,
-        expires_at: caller.0.as_ref().and_then(|g| g.expires_at),
+        expires_at: stream.expires_at,
         max_duration: state.config.stream_max_duration,
     };
-    let user_agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or_default();
-    let subject = caller.0.as_ref().and_then(|g| g.subject.clone());
-    let registration =
-        state.registry.register(&state.shutdown, ip, user_agent.chars().take(200).collect(), subject, topics);
-    let ties = StreamTies { permit, registration, held: None };
-    Ok(event_stream::response(subscription, options, state.shutdown.clone(), ties))
+    let user_agent = stream.headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let user_agent = user_agent.chars().take(200).collect();
+    let registration = state.registry.register(&state.shutdown, ip, user_agent, stream.subject, stream.topics);
+    let ties = StreamTies { permit: admitted.permit, registration, held: stream.held };
+    let shutdown = state.shutdown.clone();
+    event_stream::response(admitted.subscription, stream.filter, options, shutdown, ties)
 }
 
 /// A loopback or private peer that hits the per-IP limit is most likely a
