@@ -69,10 +69,7 @@ pub(super) async fn publish(
         super::cors::check_publish_origin(&headers, &door.config.publish_origins)?;
     }
     let form = read_form(&state, &headers, body).await?;
-    let draft = draft(form, token.dialect, &door.topic)?;
-    let Some(meta) = draft.mercure.clone() else {
-        return Err(ApiError::new(ErrorCode::MissingTopic, "missing \"topic\" parameter"));
-    };
+    let (draft, meta) = draft(form, token.dialect, &door.topic)?;
     if !token.grants.may_publish(meta.topics.iter().map(String::as_str)) {
         let denied = meta.topics.iter().find(|t| !token.grants.may_publish(std::iter::once(t.as_str())));
         return Err(ApiError::new(
@@ -161,8 +158,13 @@ fn decode(field: &[u8]) -> Result<String, ApiError> {
     })
 }
 
-/// The event an update form stands for, every field checked.
-fn draft(form: Form, dialect: Dialect, door_topic: &herald_core::TopicName) -> Result<EventDraft, ApiError> {
+/// The event an update form stands for, every field checked, and its
+/// Mercure metadata.
+fn draft(
+    form: Form,
+    dialect: Dialect,
+    door_topic: &herald_core::TopicName,
+) -> Result<(EventDraft, Arc<MercureMeta>), ApiError> {
     if form.topics.is_empty() {
         return Err(ApiError::new(ErrorCode::MissingTopic, "missing \"topic\" parameter"));
     }
@@ -209,14 +211,15 @@ fn draft(form: Form, dialect: Dialect, door_topic: &herald_core::TopicName) -> R
             )
         })?),
     };
-    let meta = MercureMeta::new(form.topics, form.private, form.id);
-    Ok(EventDraft {
+    let meta = Arc::new(MercureMeta::new(form.topics, form.private, form.id));
+    let draft = EventDraft {
         topic: door_topic.clone(),
         event_type,
         data: form.data.unwrap_or_default(),
         retry_ms,
-        mercure: Some(Arc::new(meta)),
-    })
+        mercure: Some(Arc::clone(&meta)),
+    };
+    Ok((draft, meta))
 }
 
 /// A publisher's id: one SSE field, not the hub's own forms.
