@@ -22,7 +22,7 @@ use std::{
 
 use parking_lot::Mutex;
 
-use crate::{Event, EventStore, Gap, ReadLimit, Selection, StoreError, TopicName};
+use crate::{EventStore, Gap, ReadLimit, Selection, StoreError, TopicName, events::Events};
 
 /// Most pages kept, over all topics.
 const MAX_PAGES: usize = 256;
@@ -34,7 +34,7 @@ const MAX_PAGES_PER_TOPIC: usize = 16;
 #[derive(Debug, Default)]
 pub(crate) struct CaughtUp {
     /// Events after the reader's cursor, in sequence order.
-    pub(crate) events: Vec<Event>,
+    pub(crate) events: Events,
     /// Topics whose history no longer reaches back to the cursor.
     pub(crate) gaps: Vec<Gap>,
     /// The cursor may move here: every selected event up to it was handed out.
@@ -69,7 +69,8 @@ struct Page {
     after: u64,
     /// The page holds every event of its topic up to here.
     covered: u64,
-    events: Vec<Event>,
+    /// Shared by every reader the page serves.
+    events: Events,
     /// What the store reported lost after `after`.
     gaps: Vec<Gap>,
     /// Frame bytes held, for the cache's bound.
@@ -85,11 +86,10 @@ impl Page {
     fn answer(&self, after: u64, upto: u64, limit: ReadLimit) -> CaughtUp {
         let end = upto.min(self.covered);
         let start = self.events.partition_point(|e| e.id.seq <= after);
-        let wanted = self.events[start..].partition_point(|e| e.id.seq <= end);
-        let wanted = &self.events[start..start + wanted];
-        let fitting = limit.fitting(wanted);
-        let events = wanted[..fitting].to_vec();
-        let through = if fitting < wanted.len() { events.last().map_or(end, |e| e.id.seq) } else { end };
+        let wanted = self.events.partition_point(|e| e.id.seq <= end).max(start);
+        let fitting = limit.fitting(self.events.iter().skip(start).take(wanted - start));
+        let events = self.events.slice(start, start + fitting);
+        let through = if fitting < wanted - start { events.last().map_or(end, |e| e.id.seq) } else { end };
         let gaps = self.gaps.iter().filter(|gap| gap.through > after).cloned().collect();
         CaughtUp { events, gaps, through }
     }
@@ -139,7 +139,8 @@ impl CatchUp {
         let read = store.read(&selection, after, upto, limit).await?;
         let covered = read.reaches(upto);
         let bytes = read.events.iter().map(|e| e.frame.len()).sum();
-        let page = Arc::new(Page { topic: topic.clone(), after, covered, events: read.events, gaps: read.gaps, bytes });
+        let events = Events::from(read.events);
+        let page = Arc::new(Page { topic: topic.clone(), after, covered, events, gaps: read.gaps, bytes });
         if self.generation.load(Ordering::Acquire) == generation {
             self.keep(Arc::clone(&page));
         }

@@ -16,6 +16,7 @@
 
 mod catch_up;
 mod event;
+mod events;
 mod grants;
 mod hub;
 mod id;
@@ -37,6 +38,7 @@ mod topic_selector;
 mod writer;
 
 pub use event::{Event, EventDraft, EventType, EventTypeError, MAX_EVENT_TYPE_LEN, RESERVED_PREFIX, now_ms};
+pub use events::Events;
 pub use grants::Grants;
 pub use hub::{Hub, HubConfig};
 pub use id::{Epoch, EventId, MalformedId, Resume};

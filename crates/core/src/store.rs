@@ -126,10 +126,10 @@ impl ReadLimit {
     }
 
     /// How many of `events` (in order) fit.
-    pub fn fitting(&self, events: &[Event]) -> usize {
+    pub fn fitting<'a>(&self, events: impl IntoIterator<Item = &'a Event>) -> usize {
         let mut bytes = 0;
         events
-            .iter()
+            .into_iter()
             .enumerate()
             .take_while(|(taken, event)| {
                 let fits = self.admits(*taken, bytes, event.size());

@@ -20,7 +20,7 @@ use std::{
 use bytes::Bytes;
 
 use crate::{
-    Event, EventId, Gap, Hub, Resume, Selection, Since, StoreError, SubscribeError, Topic, TopicName,
+    EventId, Events, Gap, Hub, Resume, Selection, Since, StoreError, SubscribeError, Topic, TopicName,
     catch_up::CaughtUp,
     hub::HubInner,
     registry::{History, Subscriber},
@@ -38,8 +38,8 @@ pub const GAP_EVENT: &str = "herald.gap";
 pub struct Delivery {
     /// Hub notices (`herald.gap`) to send before the events.
     pub notices: Vec<Bytes>,
-    /// Events in id order.
-    pub events: Vec<Event>,
+    /// Events in id order, shared with the other readers.
+    pub events: Events,
 }
 
 impl Delivery {
@@ -186,7 +186,7 @@ impl Subscription {
                 continue;
             }
             if !self.notices.is_empty() {
-                return Ok(Delivery { notices: std::mem::take(&mut self.notices), events: Vec::new() });
+                return Ok(Delivery { notices: std::mem::take(&mut self.notices), events: Events::default() });
             }
             self.subscriber.signal.notified().await;
         }
@@ -246,7 +246,7 @@ impl Subscription {
     async fn step(&mut self, watermark: u64) -> Result<Delivery, StoreError> {
         let after = self.cursor;
         let limit = self.hub.config.delivery_limit();
-        let mut events = Vec::new();
+        let mut events = Events::default();
         let mut from_store =
             after < self.store_until || after < self.subscriber.bypassed_through.load(Ordering::Acquire);
         if !from_store {
@@ -267,7 +267,7 @@ impl Subscription {
                 }
                 None => {
                     let read = self.hub.store.read(&self.selection, after, watermark, limit).await?;
-                    CaughtUp { through: read.reaches(watermark), events: read.events, gaps: read.gaps }
+                    CaughtUp { through: read.reaches(watermark), events: read.events.into(), gaps: read.gaps }
                 }
             };
             if read.events.iter().any(|e| e.id.epoch != self.history.epoch) {
@@ -282,8 +282,8 @@ impl Subscription {
             }
             events = read.events;
         } else {
-            events.sort_unstable_by_key(|e| e.id.seq);
-            let fitting = limit.fitting(&events);
+            events.sort_by_seq();
+            let fitting = limit.fitting(events.iter());
             if fitting < events.len() {
                 events.truncate(fitting);
                 upto = events.last().map_or(watermark, |e| e.id.seq);
@@ -308,9 +308,12 @@ impl Subscription {
         self.unknown_resume = false;
         self.cursor = upto;
         self.subscriber.handed_through.store(upto, Ordering::Relaxed);
-        self.to_rearm.extend(events.iter().map(|e| e.topic.clone()));
-        self.to_rearm.sort_unstable();
-        self.to_rearm.dedup();
+        for event in events.iter() {
+            // Pointer comparisons, nearly always: a step's events are of few topics.
+            if self.to_rearm.last() != Some(&event.topic) && !self.to_rearm.contains(&event.topic) {
+                self.to_rearm.push(event.topic.clone());
+            }
+        }
         Ok(Delivery { notices, events })
     }
 

@@ -176,7 +176,7 @@ async fn a_stalled_subscriber_slows_no_one_and_resumes_or_learns_of_the_gap() {
         while got < 100_000 {
             let delivery = next_within(&mut active, Duration::from_secs(10)).await.expect("active reader got nothing");
             assert!(delivery.notices.is_empty(), "the active reader was never behind");
-            for event in &delivery.events {
+            for event in delivery.events.iter() {
                 assert!(event.id.seq > last);
                 last = event.id.seq;
             }
@@ -560,7 +560,7 @@ async fn events_committed_elsewhere_reach_subscribers_through_apply() {
     assert_eq!(hub.last_id(), events[1].id);
     for sub in [&mut exact, &mut pattern] {
         let delivery = next_within(sub, Duration::from_secs(5)).await.expect("woken by apply");
-        assert_eq!(&delivery.events, events);
+        assert_eq!(&delivery.events.iter().cloned().collect::<Vec<_>>(), events);
     }
     // Announced again (a feed that repeats itself): nothing is delivered twice.
     hub.apply(events);
@@ -638,7 +638,7 @@ async fn take_events(sub: &mut Subscription, n: usize) -> (Vec<bytes::Bytes>, Ve
     while events.len() < n {
         let delivery = next_within(sub, Duration::from_secs(5)).await.expect("the events to come");
         notices.extend(delivery.notices);
-        events.extend(delivery.events);
+        events.extend(delivery.events.iter().cloned());
     }
     assert!(next_within(sub, Duration::from_millis(100)).await.is_none(), "nothing more");
     (notices, events)

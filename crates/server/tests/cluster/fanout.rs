@@ -340,7 +340,7 @@ async fn a_mercure_update_reaches_another_node_with_the_same_frame_and_metadata(
     let mut delivered = Vec::new();
     within(WAIT, "B to deliver the updates", async {
         while delivered.len() < 3 {
-            delivered.extend(on_b.next().await.expect("deliver").events);
+            delivered.extend(on_b.next().await.expect("deliver").events.iter().cloned());
         }
     })
     .await;
@@ -370,7 +370,7 @@ async fn a_mercure_update_reaches_another_node_with_the_same_frame_and_metadata(
     let mut replayed = Vec::new();
     within(WAIT, "B to replay the updates", async {
         while replayed.len() < 3 {
-            replayed.extend(replay.next().await.expect("deliver").events);
+            replayed.extend(replay.next().await.expect("deliver").events.iter().cloned());
         }
     })
     .await;
