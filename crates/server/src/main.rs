@@ -216,8 +216,22 @@ fn report_durability(redis: &RedisStore) {
     }
 }
 
+/// Connections the kernel queues for the accept loop. Thousands of clients
+/// reconnect at once after a restart; a short queue would drop their SYNs,
+/// and each dropped one waits a second or more to retry. The kernel caps
+/// it at `net.core.somaxconn`.
+const LISTEN_BACKLOG: u32 = 65_535;
+
 async fn bind(address: std::net::SocketAddr, flag: &str) -> anyhow::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(address).await.with_context(|| format!("cannot listen on {address} ({flag})"))
+    let listen = || {
+        let socket =
+            if address.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+        // As the standard library's bind does: a restart can listen again at once.
+        socket.set_reuseaddr(true)?;
+        socket.bind(address)?;
+        socket.listen(LISTEN_BACKLOG)
+    };
+    listen().with_context(|| format!("cannot listen on {address} ({flag})"))
 }
 
 /// Says where the data dir's secret came from and how to mint a token with it.
