@@ -17,7 +17,7 @@ use std::{
     io::{self, IoSlice, Write as _},
     net::SocketAddr,
     pin::Pin,
-    task::{Poll, ready},
+    task::{Context, Poll, ready},
     time::Duration,
 };
 
@@ -27,8 +27,8 @@ use axum::{
     extract::ConnectInfo,
     http::{HeaderName, HeaderValue, Method, Request, Version, header},
 };
+use bytes::Bytes;
 use http_body::Body as _;
-use http_body_util::BodyExt as _;
 use tokio::{
     io::{AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _},
     net::TcpStream,
@@ -208,33 +208,43 @@ async fn answer(mut request: Request<Body>, peer: SocketAddr, stalled: &Stalled,
 
 /// Copies the body to the socket as HTTP/1.1 chunks until it ends or the
 /// client goes away.
+///
+/// Written without `select!`: this future lives inside every open stream's
+/// task, and a task's size is rounded up to 128 bytes.
 async fn pump(out: &mut Writer<'_>, mut body: Body) -> io::Result<()> {
     loop {
-        tokio::select! {
-            frame = body.frame() => match frame {
-                None => return out.write(&mut [IoSlice::new(b"0\r\n\r\n")]).await,
-                Some(Err(error)) => return Err(io::Error::other(error)),
-                Some(Ok(frame)) => {
-                    let Ok(data) = frame.into_data() else { continue };
-                    if data.is_empty() {
-                        continue;
-                    }
-                    let mut size = [0u8; 20];
-                    let size = chunk_size(data.len(), &mut size);
-                    out.write(&mut [IoSlice::new(size), IoSlice::new(&data), IoSlice::new(b"\r\n")]).await?;
-                }
+        let next = std::future::poll_fn(|cx| poll_data(&mut body, out.stream, cx)).await?;
+        let Some(data) = next else {
+            return out.write(&mut [IoSlice::new(b"0\r\n\r\n")]).await;
+        };
+        let mut size = [0u8; 20];
+        let size = chunk_size(data.len(), &mut size);
+        out.write(&mut [IoSlice::new(size), IoSlice::new(&data), IoSlice::new(b"\r\n")]).await?;
+    }
+}
+
+/// The body's next data (`None` once it ends), noticing meanwhile a
+/// client that hangs up, at once rather than at the next write.
+fn poll_data(body: &mut Body, stream: &TcpStream, cx: &mut Context<'_>) -> Poll<io::Result<Option<Bytes>>> {
+    loop {
+        match Pin::new(&mut *body).poll_frame(cx) {
+            Poll::Ready(None) => return Poll::Ready(Ok(None)),
+            Poll::Ready(Some(Err(error))) => return Poll::Ready(Err(io::Error::other(error))),
+            Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                Ok(data) if !data.is_empty() => return Poll::Ready(Ok(Some(data))),
+                _ => continue,
             },
-            // A client that hangs up is noticed at once, not at the next write.
-            ready = std::future::poll_fn(|cx| out.stream.poll_read_ready(cx)) => {
-                ready?;
-                let mut discard = [0u8; 256];
-                match out.stream.try_read(&mut discard) {
-                    Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-                    Ok(_) => {}
-                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(error) => return Err(error),
-                }
-            }
+            Poll::Pending => {}
+        }
+        ready!(stream.poll_read_ready(cx))?;
+        let mut discard = [0u8; 256];
+        match stream.try_read(&mut discard) {
+            Ok(0) => return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into())),
+            // Sent something (it has no business to): ignored. Or nothing
+            // after all: readiness is cleared. Either way, poll again.
+            Ok(_) => {}
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+            Err(error) => return Poll::Ready(Err(error)),
         }
     }
 }
