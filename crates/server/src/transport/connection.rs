@@ -72,16 +72,9 @@ pub(super) async fn handle(
         FirstRequest::Stream(request) => {
             // Moved to the streams' runtime: the socket re-registers with its reactor.
             let Ok(stream) = stream.into_std() else { return ConnectionClose::Error.record() };
-            let stall_timeout = state.config.stall_timeout;
-            let shutdown = state.shutdown.clone();
-            let task = streams.tracker.track_future(async move {
-                let _permit = permit;
-                let reason = match TcpStream::from_std(stream) {
-                    Ok(stream) => h1_stream::respond(stream, peer, request, router, stall_timeout, &shutdown).await,
-                    Err(_) => ConnectionClose::Error,
-                };
-                reason.record();
-            });
+            let (stall_timeout, shutdown) = (state.config.stall_timeout, state.shutdown.clone());
+            let stream = h1_stream::serve(stream, peer, request, router, stall_timeout, shutdown, permit);
+            let task = streams.tracker.track_future(stream);
             streams.runtime.spawn(task);
             return;
         }

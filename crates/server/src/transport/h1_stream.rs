@@ -40,6 +40,7 @@ use tower::ServiceExt as _;
 use super::{
     connection_close::ConnectionClose,
     h1_response::{encode_head, encode_whole},
+    limits::ConnectionPermit,
     stall::{StallReport, Stalled, WriteStall},
 };
 use crate::routes::events::STREAM_PATHS;
@@ -145,20 +146,36 @@ fn is_stream_route(target: &str) -> bool {
     })
 }
 
-/// Answers one event-stream request, then closes the connection; returns why
-/// it closed.
-pub(super) async fn respond(
-    mut stream: TcpStream,
+/// Answers one event-stream request on `socket`, then closes the connection
+/// and records why it closed. Runs on the streams' runtime, the socket moved
+/// there from the accepting one; `permit` counts the connection until then.
+pub(super) fn serve(
+    socket: std::net::TcpStream,
     peer: SocketAddr,
     request: Box<Request<Body>>,
     router: Router,
     stall_timeout: Duration,
-    shutdown: &CancellationToken,
-) -> ConnectionClose {
+    shutdown: CancellationToken,
+    permit: ConnectionPermit,
+) -> impl Future<Output = ()> + Send + 'static {
     let stalled = Stalled::default();
-    // Boxed: the request and the router's future stay out of the task's
-    // size, which an open stream keeps for its whole life.
-    let answer = Box::pin(answer(*request, peer, &stalled, router)).await;
+    // Boxed, and made here: the request, the router's future and the
+    // arguments only they need stay out of the stream's task, which an open
+    // stream keeps for its whole life.
+    let answer = Box::pin(answer(*request, peer, stalled.clone(), router));
+    respond(socket, answer, stalled, stall_timeout, shutdown, permit)
+}
+
+async fn respond(
+    socket: std::net::TcpStream,
+    answer: Pin<Box<impl Future<Output = Answer>>>,
+    stalled: Stalled,
+    stall_timeout: Duration,
+    shutdown: CancellationToken,
+    _permit: ConnectionPermit,
+) {
+    let Ok(mut stream) = TcpStream::from_std(socket) else { return ConnectionClose::Error.record() };
+    let answer = answer.await;
     let mut out = Writer { stream: &mut stream, writes: WriteStall::new(stall_timeout, stalled) };
     let result = match answer {
         Answer::Stream(head, body) => match out.write(&mut [IoSlice::new(&head)]).await {
@@ -171,7 +188,7 @@ pub(super) async fn respond(
         Answer::Whole(response) => out.write(&mut [IoSlice::new(&response)]).await,
         Answer::Failed(error) => Err(error),
     };
-    match result {
+    let reason = match result {
         _ if out.writes.stalled().is_set() => ConnectionClose::Lagged,
         Ok(()) => {
             let _ = stream.shutdown().await;
@@ -179,7 +196,8 @@ pub(super) async fn respond(
         }
         Err(error) if error.kind() == io::ErrorKind::Other => ConnectionClose::Error,
         Err(_) => ConnectionClose::ClientGone,
-    }
+    };
+    reason.record();
 }
 
 /// The router's answer, ready to write.
@@ -192,11 +210,11 @@ enum Answer {
     Failed(io::Error),
 }
 
-async fn answer(mut request: Request<Body>, peer: SocketAddr, stalled: &Stalled, router: Router) -> Answer {
+async fn answer(mut request: Request<Body>, peer: SocketAddr, stalled: Stalled, router: Router) -> Answer {
     request.extensions_mut().insert(ConnectInfo(peer));
     let Ok(response) = router.oneshot(request).await;
     let (mut parts, body) = response.into_parts();
-    StallReport::attach(&mut parts.extensions, stalled);
+    StallReport::attach(&mut parts.extensions, &stalled);
     if body.size_hint().exact().is_none() {
         return Answer::Stream(encode_head(&parts, None), body);
     }
