@@ -15,6 +15,10 @@
 # is compare_http.sh's (compare_summarize.py); a run counts only if nothing else used
 # the CPU (retried otherwise). LIMIT= points at the tools, LIMIT_TARGET= at
 # their build, HERALD= at another herald binary, OUT= keeps the results.
+# PEERS="nchan" also runs nginx+Nchan (bench/nchan.conf, installed from
+# Debian if missing) through the same tool, beside its own ceiling runs;
+# results go to OUT/nchan. (Pushpin's publish API takes its own JSON, which
+# the tool's publisher cannot send: it is in bench/compare.sh.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,6 +26,7 @@ LIMIT=$(realpath "${LIMIT:-../shared/tools/limit}")
 LIMIT_TARGET=${LIMIT_TARGET:-/tmp/limit-target}
 CASES=${CASES:-A D Idle}
 REPS=${REPS:-3}
+PEERS=${PEERS:-}
 SECRET=herald-bench-ceiling-secret-at-least-32-bytes
 
 if [[ -z ${HERALD:-} ]]; then
@@ -36,6 +41,9 @@ out=${OUT:-$work/results}
 cleanup() {
     if [[ -f $work/pid ]]; then
         kill -TERM "$(cat "$work/pid")" 2>/dev/null || true
+    fi
+    if [[ -f $work/nchan-pid ]]; then
+        kill -QUIT "$(cat "$work/nchan-pid")" 2>/dev/null || true
     fi
     [[ -n ${OUT:-} ]] || rm -rf "$work"
 }
@@ -75,3 +83,44 @@ CARGO_TARGET_DIR=$LIMIT_TARGET "$LIMIT/scripts/compare_http.sh" --name herald \
     --pub-header "Authorization: Bearer $token" --sub-header "Authorization: Bearer $token" \
     --content-type application/json --json-field data \
     --cases "$CASES" --reps "$REPS" --out "$out"
+
+[[ " $PEERS " == *" nchan "* ]] || exit 0
+
+nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
+if [[ ! -x $nginx_bin || ! -e /usr/lib/nginx/modules/ngx_nchan_module.so ]]; then
+    echo "installing nginx-light and libnginx-mod-nchan from Debian" >&2
+    sudo=""; [[ $(id -u) -eq 0 ]] || sudo=sudo
+    $sudo apt-get update -q && $sudo apt-get install -y -q nginx-light libnginx-mod-nchan
+    nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
+fi
+nport=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+cat >"$work/nchan-start" <<SCRIPT
+#!/usr/bin/env bash
+prefix="$work/nginx"
+rm -rf "\$prefix"; mkdir -p "\$prefix/logs"
+sed "s#__PREFIX__#\$prefix#g; s#__PORT__#$nport#g" "$PWD/bench/nchan.conf" >"\$prefix/nginx.conf"
+"$nginx_bin" -p "\$prefix" -c "\$prefix/nginx.conf" </dev/null >"\$prefix/logs/stdout" 2>&1 &
+echo \$! >"$work/nchan-pid"
+for _ in \$(seq 1 100); do
+    curl -fs "http://127.0.0.1:$nport/" >/dev/null && exit 0
+    sleep 0.1
+done
+echo "nginx did not start; see \$prefix/logs" >&2
+exit 1
+SCRIPT
+cat >"$work/nchan-stop" <<SCRIPT
+#!/usr/bin/env bash
+pid=\$(cat "$work/nchan-pid" 2>/dev/null) || exit 0
+kill -QUIT "\$pid" 2>/dev/null
+for _ in \$(seq 1 100); do kill -0 "\$pid" 2>/dev/null || break; sleep 0.1; done
+kill -KILL "\$pid" 2>/dev/null || true
+rm -f "$work/nchan-pid"
+SCRIPT
+chmod +x "$work/nchan-start" "$work/nchan-stop"
+# The master and its workers: CPU and memory are summed over all of them.
+CARGO_TARGET_DIR=$LIMIT_TARGET "$LIMIT/scripts/compare_http.sh" --name nchan \
+    --start "$work/nchan-start" --stop "$work/nchan-stop" \
+    --pids "pid=\$(cat $work/nchan-pid); echo \$pid; pgrep -P \$pid" \
+    --sub-url "http://127.0.0.1:$nport/sub/{topic}" \
+    --pub-url "http://127.0.0.1:$nport/pub?id={topic}" \
+    --cases "$CASES" --reps "$REPS" --out "$out/nchan"
