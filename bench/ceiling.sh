@@ -39,45 +39,55 @@ CARGO_TARGET_DIR=$LIMIT_TARGET cargo build --release --manifest-path "$LIMIT/Car
 work=$(mktemp -d "${TMPDIR:-/tmp}/herald-ceiling.XXXXXX")
 out=${OUT:-$work/results}
 cleanup() {
-    if [[ -f $work/pid ]]; then
-        kill -TERM "$(cat "$work/pid")" 2>/dev/null || true
-    fi
-    if [[ -f $work/nchan-pid ]]; then
-        kill -QUIT "$(cat "$work/nchan-pid")" 2>/dev/null || true
-    fi
+    for stop in "$work"/*-stop; do
+        [[ -x $stop ]] && "$stop"
+    done
     [[ -n ${OUT:-} ]] || rm -rf "$work"
 }
 trap cleanup EXIT
 
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-token=$("$HERALD" token --jwt-secret "$SECRET" --sub bench --publish '*' --subscribe '*' --ttl 24h | tail -1)
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
 
-# Started fresh for every run; returns once Herald answers.
-cat >"$work/start" <<SCRIPT
+# Writes $work/NAME-start, which runs SETUP and then COMMAND in the
+# background (its pid in $work/NAME-pid) and returns once HEALTH_URL
+# answers, and $work/NAME-stop, which sends SIGNAL and waits for the exit.
+server_scripts() {
+    local name=$1 setup=$2 command=$3 health=$4 signal=$5
+    cat >"$work/$name-start" <<SCRIPT
 #!/usr/bin/env bash
-rm -rf "$work/data"
-"$HERALD" serve --listen 127.0.0.1:$port --data-dir "$work/data" --jwt-secret "$SECRET" --log warn \
-    --max-connections 20000 --max-streams-per-ip 20000 >"$work/herald.log" 2>&1 &
-echo \$! >"$work/pid"
+$setup
+$command </dev/null >"$work/$name.log" 2>&1 &
+echo \$! >"$work/$name-pid"
 for _ in \$(seq 1 100); do
-    curl -fs "http://127.0.0.1:$port/healthz" >/dev/null && exit 0
+    curl -fs "$health" >/dev/null && exit 0
     sleep 0.1
 done
-echo "herald did not start; see $work/herald.log" >&2
+echo "$name did not start; see $work/$name.log" >&2
 exit 1
 SCRIPT
-cat >"$work/stop" <<SCRIPT
+    cat >"$work/$name-stop" <<SCRIPT
 #!/usr/bin/env bash
-pid=\$(cat "$work/pid" 2>/dev/null) || exit 0
-kill -TERM "\$pid" 2>/dev/null
+pid=\$(cat "$work/$name-pid" 2>/dev/null) || exit 0
+kill -$signal "\$pid" 2>/dev/null
 for _ in \$(seq 1 100); do kill -0 "\$pid" 2>/dev/null || break; sleep 0.1; done
 kill -KILL "\$pid" 2>/dev/null || true
-rm -f "$work/pid"
+rm -f "$work/$name-pid"
 SCRIPT
-chmod +x "$work/start" "$work/stop"
+    chmod +x "$work/$name-start" "$work/$name-stop"
+}
+
+port=$(free_port)
+token=$("$HERALD" token --jwt-secret "$SECRET" --sub bench --publish '*' --subscribe '*' --ttl 24h | tail -1)
+# Started fresh for every run.
+server_scripts herald "rm -rf '$work/data'" \
+    "'$HERALD' serve --listen 127.0.0.1:$port --data-dir '$work/data' --jwt-secret '$SECRET' --log warn \
+    --max-connections 20000 --max-streams-per-ip 20000" \
+    "http://127.0.0.1:$port/healthz" TERM
 
 CARGO_TARGET_DIR=$LIMIT_TARGET "$LIMIT/scripts/compare_http.sh" --name herald \
-    --start "$work/start" --stop "$work/stop" --pids "cat $work/pid" \
+    --start "$work/herald-start" --stop "$work/herald-stop" --pids "cat $work/herald-pid" \
     --sub-url "http://127.0.0.1:$port/topics/{topic}/events" \
     --pub-url "http://127.0.0.1:$port/topics/{topic}/events" \
     --pub-header "Authorization: Bearer $token" --sub-header "Authorization: Bearer $token" \
@@ -93,30 +103,12 @@ if [[ ! -x $nginx_bin || ! -e /usr/lib/nginx/modules/ngx_nchan_module.so ]]; the
     $sudo apt-get update -q && $sudo apt-get install -y -q nginx-light libnginx-mod-nchan
     nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
 fi
-nport=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-cat >"$work/nchan-start" <<SCRIPT
-#!/usr/bin/env bash
-prefix="$work/nginx"
-rm -rf "\$prefix"; mkdir -p "\$prefix/logs"
-sed "s#__PREFIX__#\$prefix#g; s#__PORT__#$nport#g" "$PWD/bench/nchan.conf" >"\$prefix/nginx.conf"
-"$nginx_bin" -p "\$prefix" -c "\$prefix/nginx.conf" </dev/null >"\$prefix/logs/stdout" 2>&1 &
-echo \$! >"$work/nchan-pid"
-for _ in \$(seq 1 100); do
-    curl -fs "http://127.0.0.1:$nport/" >/dev/null && exit 0
-    sleep 0.1
-done
-echo "nginx did not start; see \$prefix/logs" >&2
-exit 1
-SCRIPT
-cat >"$work/nchan-stop" <<SCRIPT
-#!/usr/bin/env bash
-pid=\$(cat "$work/nchan-pid" 2>/dev/null) || exit 0
-kill -QUIT "\$pid" 2>/dev/null
-for _ in \$(seq 1 100); do kill -0 "\$pid" 2>/dev/null || break; sleep 0.1; done
-kill -KILL "\$pid" 2>/dev/null || true
-rm -f "$work/nchan-pid"
-SCRIPT
-chmod +x "$work/nchan-start" "$work/nchan-stop"
+nport=$(free_port)
+prefix=$work/nginx
+server_scripts nchan \
+    "rm -rf '$prefix'; mkdir -p '$prefix/logs'; sed 's#__PREFIX__#$prefix#g; s#__PORT__#$nport#g' '$PWD/bench/nchan.conf' >'$prefix/nginx.conf'" \
+    "'$nginx_bin' -p '$prefix' -c '$prefix/nginx.conf'" \
+    "http://127.0.0.1:$nport/" QUIT
 # The master and its workers: CPU and memory are summed over all of them.
 CARGO_TARGET_DIR=$LIMIT_TARGET "$LIMIT/scripts/compare_http.sh" --name nchan \
     --start "$work/nchan-start" --stop "$work/nchan-stop" \
