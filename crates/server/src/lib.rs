@@ -81,19 +81,21 @@ pub async fn serve(
     state: AppState,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
-    serve_all(listener, None, state, shutdown).await
+    serve_all(vec![listener], None, state, shutdown).await
 }
 
-/// Runs the API on `public`, and `/metrics` and `/admin` on `internal` when
-/// given, with the hub's upkeep, until `shutdown` completes; then drains
-/// both. The hub stays open: shut it down once this returns.
+/// Runs the API on each of `public`, and `/metrics` and `/admin` on
+/// `internal` when given, with the hub's upkeep, until `shutdown`
+/// completes; then drains them all. The hub stays open: shut it down once
+/// this returns.
 pub async fn serve_all(
-    public: tokio::net::TcpListener,
+    public: Vec<tokio::net::TcpListener>,
     internal: Option<tokio::net::TcpListener>,
     state: AppState,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let mut listeners = vec![(public, app(state.clone()))];
+    let api = app(state.clone());
+    let mut listeners: Vec<_> = public.into_iter().map(|listener| (listener, api.clone())).collect();
     if let Some(internal) = internal {
         listeners.push((internal, ops_app(state.clone())));
     }

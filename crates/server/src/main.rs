@@ -126,7 +126,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
     survive_file_size_limit();
     // Bound before anything is written: a start that cannot listen leaves no
     // data dir, database or secret behind.
-    let listener = bind(config.listen, "--listen").await?;
+    let mut listeners = Vec::with_capacity(config.listen.len());
+    for address in &config.listen {
+        listeners.push(bind(*address, "--listen").await?);
+    }
     let internal = match config.internal_listen {
         Some(address) => Some(bind(address, "--internal-listen").await?),
         None => None,
@@ -165,8 +168,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
         redis.start_feed(hub.clone())?;
         report_durability(redis);
     }
-    let address = listener.local_addr()?;
-    tracing::info!("Herald listening on http://{address}");
+    let addresses = listeners.iter().map(tokio::net::TcpListener::local_addr).collect::<Result<Vec<_>, _>>()?;
+    for address in &addresses {
+        tracing::info!("Herald listening on http://{address}");
+    }
+    // The first address stands for all in the hints below.
+    let address = addresses[0];
     if config.mercure.enabled {
         tracing::info!("Mercure door on http://{address}{}", herald_server::mercure::PATH);
     }
@@ -184,7 +191,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     if let Some(redis) = redis {
         state = state.with_redis(redis);
     }
-    herald_server::serve_all(listener, internal, state.clone(), shutdown).await?;
+    herald_server::serve_all(listeners, internal, state.clone(), shutdown).await?;
     state.hub.shutdown().await;
     tracing::info!("shutdown complete");
     if let Some(sqlite) = sqlite {

@@ -22,7 +22,7 @@ fn keys_dir() -> PathBuf {
 fn sample(flag: &str) -> Option<(String, String)> {
     let pair = |value: &str, shown: &str| Some((value.to_owned(), shown.to_owned()));
     match flag {
-        "listen" => pair("127.0.0.1:9123", "listen: 127.0.0.1:9123,"),
+        "listen" => pair("127.0.0.1:9123", "127.0.0.1:9123,"),
         "internal-listen" => pair("127.0.0.1:9124", "127.0.0.1:9124,"),
         "data-dir" => pair("some/where/data", "data_dir: \"some/where/data\","),
         "memory" => pair("true", "store: Memory,"),
@@ -181,14 +181,14 @@ fn flags_win_over_variables_which_win_over_the_file_which_wins_over_defaults() {
     let variable = [("HERALD_LISTEN", "127.0.0.1:9002")];
     let flag = ["--listen", "127.0.0.1:9003"];
 
-    assert!(checked(&[], &[], dir.path()).contains("listen: 127.0.0.1:8080,"));
+    assert!(checked(&[], &[], dir.path()).contains("    127.0.0.1:8080,"));
     let file_only = checked(&config, &[], dir.path());
-    assert!(file_only.contains("listen: 127.0.0.1:9001,") && file_only.contains("retry: 8s,"), "{file_only}");
+    assert!(file_only.contains("    127.0.0.1:9001,") && file_only.contains("retry: 8s,"), "{file_only}");
     let with_variable = checked(&config, &variable, dir.path());
-    assert!(with_variable.contains("listen: 127.0.0.1:9002,"), "{with_variable}");
+    assert!(with_variable.contains("    127.0.0.1:9002,"), "{with_variable}");
     assert!(with_variable.contains("retry: 8s,"), "the file still fills the rest: {with_variable}");
     let all = checked(&[&config[..], &flag[..]].concat(), &variable, dir.path());
-    assert!(all.contains("listen: 127.0.0.1:9003,"), "{all}");
+    assert!(all.contains("    127.0.0.1:9003,"), "{all}");
 }
 
 #[test]

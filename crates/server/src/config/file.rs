@@ -157,7 +157,7 @@ mod tests {
         let (config, file_errors) = config(&["--config", &path, "--heartbeat", "5s"]);
         assert!(file_errors.is_empty(), "{file_errors:?}");
         let config = config.unwrap();
-        assert_eq!(config.listen.port(), 9000);
+        assert_eq!(config.listen[0].port(), 9000);
         assert_eq!(config.heartbeat, Duration::from_secs(5));
         assert_eq!(config.max_connections, 50);
         assert_eq!(config.public_subscribe.len(), 1);

@@ -61,8 +61,8 @@ pub enum JwtKey {
 /// The validated configuration of a server.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Address to listen on.
-    pub listen: SocketAddr,
+    /// Addresses to listen on, each serving the whole API (at least one).
+    pub listen: Vec<SocketAddr>,
     /// Address for /metrics and /admin alone; `None` serves them publicly.
     pub internal_listen: Option<SocketAddr>,
     /// Data directory (database, generated key).

@@ -51,9 +51,11 @@ pub struct Settings {
     /// The Mercure door's.
     #[command(flatten)]
     pub mercure: super::mercure::MercureSettings,
-    /// Address to listen on, IP:PORT or HOST:PORT.
-    #[arg(long, env = "HERALD_LISTEN", value_name = "ADDR", default_value = defaults::LISTEN)]
-    pub listen: String,
+    /// Addresses to listen on, IP:PORT or HOST:PORT (repeat the flag, or
+    /// separate them with commas).
+    #[arg(long, env = "HERALD_LISTEN", value_name = "ADDR", value_delimiter = ',', num_args = 1..,
+          default_value = defaults::LISTEN)]
+    pub listen: Vec<String>,
     /// Serve /metrics and /admin on this address only, off the public listener.
     #[arg(long, env = "HERALD_INTERNAL_LISTEN", value_name = "ADDR")]
     pub internal_listen: Option<String>,

@@ -125,7 +125,11 @@ impl Config {
         let mut p = Problems::default();
         // Never served: an invalid address is an error.
         let nowhere = SocketAddr::from(([127, 0, 0, 1], 0));
-        let listen = p.value("listen", &s.listen, parse_listen).unwrap_or(nowhere);
+        let listen: Vec<SocketAddr> =
+            s.listen.iter().map(|text| p.value("listen", text, parse_listen).unwrap_or(nowhere)).collect();
+        if listen.is_empty() {
+            p.errors.push("--listen: give at least one address to listen on, like 0.0.0.0:8080".into());
+        }
         let internal_listen =
             s.internal_listen.as_deref().map(|text| p.value("internal_listen", text, parse_listen).unwrap_or(nowhere));
         let token = token_config(&mut p, &s.token);
@@ -357,7 +361,7 @@ mod tests {
     #[test]
     fn every_bad_setting_is_reported_together() {
         let mut settings = Settings {
-            listen: "nowhere".into(),
+            listen: vec!["nowhere".into()],
             heartbeat: "soon".into(),
             max_connections: "0".into(),
             public_subscribe: vec!["a b".into()],
@@ -403,7 +407,7 @@ mod tests {
     #[test]
     fn the_defaults_are_the_documented_ones() {
         let config = Config::from_settings(&Settings::defaults()).unwrap();
-        assert_eq!(config.listen, defaults::LISTEN.parse().unwrap());
+        assert_eq!(config.listen, [defaults::LISTEN.parse().unwrap()]);
         assert_eq!(config.data_dir, PathBuf::from(defaults::DATA_DIR));
         assert!(config.store == StoreKind::Sqlite && !config.cors_credentials);
         assert_eq!(config.sqlite_synchronous, crate::store::Synchronous::Full);

@@ -170,6 +170,34 @@ async fn listen_takes_a_host_name_and_an_unknown_one_is_a_clear_error() {
 }
 
 #[tokio::test]
+async fn listen_may_repeat_and_every_address_serves_the_same_hub() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--memory", "--listen", "127.0.0.1:0", "--listen", "127.0.0.1:0", "--jwt-secret", SECRET];
+    let herald = Herald::run(&args, dir.path());
+    let output = logged(&herald, "store:").await;
+    let addresses: Vec<String> = output
+        .lines()
+        .filter_map(|line| line.split("listening on http://").nth(1))
+        .map(|rest| rest.split(|c: char| c.is_whitespace() || c == '\u{1b}').next().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(addresses.len(), 2, "one line per address:\n{output}");
+    assert_ne!(addresses[0], addresses[1]);
+    let token = sign_hs256(&claims(json!({})), SECRET);
+    let http = client();
+    let mut on_second =
+        Sse::open(http.get(format!("http://{}/topics/two/events", addresses[1])).bearer_auth(&token)).await;
+    let published = http
+        .post(format!("http://{}/topics/two/events", addresses[0]))
+        .bearer_auth(&token)
+        .json(&json!({"data": "through the first"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(published.status(), StatusCode::CREATED);
+    assert_eq!(on_second.next().await.data, "through the first");
+}
+
+#[tokio::test]
 async fn sigterm_ends_open_streams_and_the_process_exits_0() {
     let dir = tempfile::tempdir().unwrap();
     let mut herald = Herald::run(
