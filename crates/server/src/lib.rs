@@ -25,6 +25,7 @@ pub mod secret;
 pub mod state;
 pub mod store;
 mod sweep;
+pub mod tls;
 pub mod transport;
 mod verified_tokens;
 
@@ -81,23 +82,28 @@ pub async fn serve(
     state: AppState,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
-    serve_all(vec![listener], None, state, shutdown).await
+    serve_all(vec![listener], None, None, state, shutdown).await
 }
 
-/// Runs the API on each of `public`, and `/metrics` and `/admin` on
-/// `internal` when given, with the hub's upkeep, until `shutdown`
-/// completes; then drains them all. The hub stays open: shut it down once
-/// this returns.
+/// Runs the API on each of `public` (over HTTPS with `tls`), and `/metrics`
+/// and `/admin` on `internal` when given, with the hub's upkeep, until
+/// `shutdown` completes; then drains them all. The hub stays open: shut it
+/// down once this returns.
 pub async fn serve_all(
     public: Vec<tokio::net::TcpListener>,
     internal: Option<tokio::net::TcpListener>,
+    tls: Option<tls::Tls>,
     state: AppState,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
     let api = app(state.clone());
-    let mut listeners: Vec<_> = public.into_iter().map(|listener| (listener, api.clone())).collect();
+    let acceptor = tls.as_ref().map(|tls| tokio_rustls::TlsAcceptor::from(std::sync::Arc::clone(&tls.config)));
+    if let Some(tls) = tls {
+        state.tasks.spawn(tls.watch(state.shutdown.clone()));
+    }
+    let mut listeners: Vec<_> = public.into_iter().map(|listener| (listener, api.clone(), acceptor.clone())).collect();
     if let Some(internal) = internal {
-        listeners.push((internal, ops_app(state.clone())));
+        listeners.push((internal, ops_app(state.clone()), None));
     }
     state.tasks.spawn(sweep::sweep(state.clone()));
     transport::run(listeners, &state, shutdown).await

@@ -126,6 +126,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
     survive_file_size_limit();
     // Bound before anything is written: a start that cannot listen leaves no
     // data dir, database or secret behind.
+    let tls = config.tls.clone().map(herald_server::tls::Tls::new).transpose().map_err(anyhow::Error::msg)?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let mut listeners = Vec::with_capacity(config.listen.len());
     for address in &config.listen {
         listeners.push(bind(*address, "--listen").await?);
@@ -170,18 +172,18 @@ async fn run(config: Config) -> anyhow::Result<()> {
     }
     let addresses = listeners.iter().map(tokio::net::TcpListener::local_addr).collect::<Result<Vec<_>, _>>()?;
     for address in &addresses {
-        tracing::info!("Herald listening on http://{address}");
+        tracing::info!("Herald listening on {scheme}://{address}");
     }
     // The first address stands for all in the hints below.
     let address = addresses[0];
     if config.mercure.enabled {
-        tracing::info!("Mercure door on http://{address}{}", herald_server::mercure::PATH);
+        tracing::info!("Mercure door on {scheme}://{address}{}", herald_server::mercure::PATH);
     }
     match &internal {
         Some(internal) => {
             tracing::info!("metrics and dashboard on http://{}/metrics and /admin", internal.local_addr()?);
         }
-        None => tracing::info!("metrics and dashboard on http://{address}/metrics and /admin"),
+        None => tracing::info!("metrics and dashboard on {scheme}://{address}/metrics and /admin"),
     }
     tracing::info!("store: {}", store.describe());
     if let Some((_, origin)) = secret {
@@ -191,7 +193,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     if let Some(redis) = redis {
         state = state.with_redis(redis);
     }
-    herald_server::serve_all(listeners, internal, state.clone(), shutdown).await?;
+    herald_server::serve_all(listeners, internal, tls, state.clone(), shutdown).await?;
     state.hub.shutdown().await;
     tracing::info!("shutdown complete");
     if let Some(sqlite) = sqlite {

@@ -17,6 +17,14 @@ fn keys_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/keys")
 }
 
+/// The settings `flag`'s sample needs beside it.
+fn companion(flag: &str) -> Vec<(String, String)> {
+    match flag {
+        "tls-key" => vec![("tls-cert".into(), keys_dir().join("tls-cert.pem").display().to_string())],
+        _ => Vec::new(),
+    }
+}
+
 /// A value valid for `flag`, and what `--check-config` prints once it took
 /// effect (never printed with the defaults: checked).
 fn sample(flag: &str) -> Option<(String, String)> {
@@ -24,6 +32,15 @@ fn sample(flag: &str) -> Option<(String, String)> {
     match flag {
         "listen" => pair("127.0.0.1:9123", "127.0.0.1:9123,"),
         "internal-listen" => pair("127.0.0.1:9124", "127.0.0.1:9124,"),
+        // A certificate and its key in one file: --tls-cert alone suffices.
+        "tls-cert" => {
+            let file = keys_dir().join("tls-combined.pem");
+            Some((file.display().to_string(), format!("cert: {file:?},")))
+        }
+        "tls-key" => {
+            let key = keys_dir().join("tls-key.pem");
+            Some((key.display().to_string(), format!("key: {key:?},")))
+        }
         "data-dir" => pair("some/where/data", "data_dir: \"some/where/data\","),
         "memory" => pair("true", "store: Memory,"),
         "sqlite-synchronous" => pair("normal", "sqlite_synchronous: Normal,"),
@@ -153,11 +170,24 @@ fn every_setting_in_help_is_accepted_as_a_flag_a_variable_and_a_file_key() {
         let Some((value, shown)) = sample(flag) else { panic!("give --{flag} a sample value in `sample`") };
         assert!(!baseline.contains(&shown), "--{flag}: `{shown}` is printed with the defaults already");
 
-        let as_flag = checked(&[&format!("--{flag}={value}")], &[], dir.path());
+        // A setting that takes effect only beside another one.
+        let companion = companion(flag);
+        let companion_flag = companion.iter().map(|(f, v)| format!("--{f}={v}")).collect::<Vec<_>>();
+        let companion_variables: Vec<(String, String)> = companion
+            .iter()
+            .map(|(f, v)| (format!("HERALD_{}", f.to_uppercase().replace('-', "_")), v.clone()))
+            .collect();
+        let companion_lines: String = companion.iter().map(|(f, v)| toml_line(f, v, false)).collect();
+
+        let flag_args: Vec<String> = [format!("--{flag}={value}")].into_iter().chain(companion_flag).collect();
+        let as_flag = checked(&flag_args.iter().map(String::as_str).collect::<Vec<_>>(), &[], dir.path());
         assert!(as_flag.contains(&shown), "--{flag}={value} did not print `{shown}`:\n{as_flag}");
-        let as_variable = checked(&[], &[(&variable, &value)], dir.path());
+        let mut variables: Vec<(&str, &str)> =
+            companion_variables.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        variables.push((&variable, &value));
+        let as_variable = checked(&[], &variables, dir.path());
         assert!(as_variable.contains(&shown), "{variable}={value} did not print `{shown}`:\n{as_variable}");
-        std::fs::write(&file, toml_line(flag, &value, *list)).unwrap();
+        std::fs::write(&file, toml_line(flag, &value, *list) + &companion_lines).unwrap();
         let in_file = checked(&["--config", file.to_str().unwrap()], &[], dir.path());
         assert!(in_file.contains(&shown), "`{flag}` in a config file did not print `{shown}`:\n{in_file}");
         walked += 1;

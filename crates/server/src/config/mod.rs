@@ -65,6 +65,8 @@ pub struct Config {
     pub listen: Vec<SocketAddr>,
     /// Address for /metrics and /admin alone; `None` serves them publicly.
     pub internal_listen: Option<SocketAddr>,
+    /// HTTPS on the `listen` addresses, from these files (checked).
+    pub tls: Option<crate::tls::TlsFiles>,
     /// Data directory (database, generated key).
     pub data_dir: PathBuf,
     /// Where events are kept (`--store`, or `--memory`).

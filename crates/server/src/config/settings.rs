@@ -59,6 +59,14 @@ pub struct Settings {
     /// Serve /metrics and /admin on this address only, off the public listener.
     #[arg(long, env = "HERALD_INTERNAL_LISTEN", value_name = "ADDR")]
     pub internal_listen: Option<String>,
+    /// Serve HTTPS with this certificate (PEM: the certificate, then its
+    /// chain); reloaded when the file changes or on SIGHUP.
+    #[arg(long, env = "HERALD_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<String>,
+    /// The private key of --tls-cert (PEM); default: read from the
+    /// --tls-cert file itself.
+    #[arg(long, env = "HERALD_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<String>,
     /// Keep events in memory only (lost at exit).
     #[arg(long, env = "HERALD_MEMORY", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL",
           default_value = "false")]

@@ -73,6 +73,25 @@ impl TokenConfig {
     }
 }
 
+/// The certificate files, loaded once to check them: a bad file stops the
+/// start with the others' problems, not at the first connection.
+fn tls_files(p: &mut Problems, s: &Settings) -> Option<crate::tls::TlsFiles> {
+    let cert = s.tls_cert.as_deref().filter(|v| !v.is_empty());
+    let key = s.tls_key.as_deref().filter(|v| !v.is_empty());
+    let files = match (cert, key) {
+        (None, None) => return None,
+        (None, Some(_)) => {
+            p.errors.push("--tls-key needs --tls-cert, the certificate it belongs to".into());
+            return None;
+        }
+        (Some(cert), key) => crate::tls::TlsFiles { cert: cert.into(), key: key.unwrap_or(cert).into() },
+    };
+    if let Err(problem) = files.load() {
+        p.errors.push(problem);
+    }
+    Some(files)
+}
+
 fn token_config(p: &mut Problems, s: &TokenSettings) -> TokenConfig {
     let secret = s.jwt_secret.clone().filter(|v| !v.is_empty());
     let jwt_key = match (&secret, &s.jwt_public_key) {
@@ -132,6 +151,7 @@ impl Config {
         }
         let internal_listen =
             s.internal_listen.as_deref().map(|text| p.value("internal_listen", text, parse_listen).unwrap_or(nowhere));
+        let tls = tls_files(&mut p, s);
         let token = token_config(&mut p, &s.token);
         let mut public_subscribe = Vec::new();
         for text in &s.public_subscribe {
@@ -217,6 +237,7 @@ impl Config {
         let config = Self {
             listen,
             internal_listen,
+            tls,
             data_dir,
             store,
             redis,

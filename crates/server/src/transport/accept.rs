@@ -15,8 +15,15 @@ use crate::{
     state::AppState,
 };
 
-/// Accepts connections within the connection bound until shutdown.
-pub(super) async fn accept_loop(listener: TcpListener, router: Router, state: AppState, streams: StreamTasks) {
+/// Accepts connections within the connection bound until shutdown; with
+/// `tls`, each begins with a TLS handshake.
+pub(super) async fn accept_loop(
+    listener: TcpListener,
+    router: Router,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    state: AppState,
+    streams: StreamTasks,
+) {
     let tasks = &state.tasks;
     loop {
         let (stream, peer) = tokio::select! {
@@ -40,7 +47,16 @@ pub(super) async fn accept_loop(listener: TcpListener, router: Router, state: Ap
             continue;
         };
         metrics::counter!("herald_connections_opened_total").increment(1);
-        tasks.spawn(connection::handle(stream, peer, router.clone(), state.clone(), permit, streams.clone()));
+        match &tls {
+            // HTTPS connections are served by hyper, HTTP/1.1 streams too:
+            // the hand-written stream path speaks to a plain socket.
+            Some(tls) => {
+                tasks.spawn(connection::handle_tls(stream, peer, router.clone(), state.clone(), permit, tls.clone()))
+            }
+            None => {
+                tasks.spawn(connection::handle(stream, peer, router.clone(), state.clone(), permit, streams.clone()))
+            }
+        };
     }
 }
 

@@ -79,18 +79,53 @@ pub(super) async fn handle(
             return;
         }
         // Boxed: only connections that need hyper carry its state.
-        FirstRequest::Other(read) => Box::pin(with_hyper(stream, read, head_deadline, peer, router, state)).await,
+        FirstRequest::Other(read) => {
+            Box::pin(with_hyper(stream, read, false, head_deadline, peer, router, state)).await
+        }
         FirstRequest::Gone(reason) => reason,
     };
     drop(permit);
     reason.record();
 }
 
-/// Runs a connection with hyper; `read` is what was read of it already,
-/// and `head_deadline` when the head begun there must be whole.
-async fn with_hyper(
+/// Handles one accepted HTTPS connection: the TLS handshake, within the
+/// head deadline, then HTTP/1.1 or HTTP/2 (as ALPN chose) through hyper.
+pub(super) async fn handle_tls(
     stream: TcpStream,
+    peer: SocketAddr,
+    router: Router,
+    state: AppState,
+    permit: ConnectionPermit,
+    acceptor: tokio_rustls::TlsAcceptor,
+) {
+    let head_deadline = deadline::after(Instant::now(), state.config.header_timeout);
+    let shutdown = state.shutdown.clone();
+    let handshake = tokio::time::timeout_at(head_deadline, acceptor.accept(stream));
+    let reason = tokio::select! {
+        accepted = handshake => match accepted {
+            Ok(Ok(tls)) => {
+                let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
+                Box::pin(with_hyper(tls, Vec::new(), h2, head_deadline, peer, router, state)).await
+            }
+            Ok(Err(error)) => {
+                tracing::debug!(%peer, %error, "TLS handshake failed");
+                ConnectionClose::Error
+            }
+            Err(_) => ConnectionClose::Error,
+        },
+        () = shutdown.cancelled() => ConnectionClose::Shutdown,
+    };
+    drop(permit);
+    reason.record();
+}
+
+/// Runs a connection with hyper; `read` is what was read of it already,
+/// `h2` whether TLS chose HTTP/2 for it, and `head_deadline` when the head
+/// begun there must be whole.
+async fn with_hyper<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    stream: S,
     read: Vec<u8>,
+    h2: bool,
     head_deadline: Instant,
     peer: SocketAddr,
     router: Router,
@@ -135,8 +170,8 @@ async fn with_hyper(
         .timer(TokioTimer::new())
         .keep_alive_interval(deadline::bounded(config.idle_timeout))
         .keep_alive_timeout(deadline::bounded(config.stall_timeout));
-    let heads =
-        (!read.starts_with(H2_PREFACE)).then(|| Heads::new(&activity, config.header_timeout, head_deadline, &read));
+    let heads = (!h2 && !read.starts_with(H2_PREFACE))
+        .then(|| Heads::new(&activity, config.header_timeout, head_deadline, &read));
     let writes = WriteStall::new(config.stall_timeout, stalled.clone());
     let io = TokioIo::new(GuardedSocket { stream, unread: read, consumed: 0, heads, writes });
     let connection = builder.serve_connection_with_upgrades(io, service);
@@ -337,8 +372,8 @@ impl Heads {
 /// The socket as hyper sees it: writes under the stall guard; reads start
 /// with the bytes read before hyper took it over, and fail once an HTTP/1.1
 /// head is overdue.
-struct GuardedSocket {
-    stream: TcpStream,
+struct GuardedSocket<S> {
+    stream: S,
     unread: Vec<u8>,
     consumed: usize,
     /// `None` for HTTP/2, whose requests are frames.
@@ -346,7 +381,7 @@ struct GuardedSocket {
     writes: WriteStall,
 }
 
-impl AsyncRead for GuardedSocket {
+impl<S: AsyncRead + Unpin> AsyncRead for GuardedSocket<S> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         if self.consumed < self.unread.len() && buf.remaining() > 0 {
             let n = buf.remaining().min(self.unread.len() - self.consumed);
@@ -374,7 +409,7 @@ impl AsyncRead for GuardedSocket {
     }
 }
 
-impl AsyncWrite for GuardedSocket {
+impl<S: AsyncWrite + Unpin> AsyncWrite for GuardedSocket<S> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let result = Pin::new(&mut self.stream).poll_write(cx, buf);
         self.writes.guard(cx, result)

@@ -40,14 +40,14 @@ use stream_runtime::StreamTasks;
 /// token), and waits, at most `--shutdown-grace`, for every task the state's
 /// tracker holds. The hub is the caller's, to start before and shut after.
 pub(crate) async fn run(
-    listeners: Vec<(TcpListener, Router)>,
+    listeners: Vec<(TcpListener, Router, Option<tokio_rustls::TlsAcceptor>)>,
     state: &AppState,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let tasks = &state.tasks;
     let (streams, stream_runtime) = StreamTasks::start(tasks.clone())?;
-    for (listener, router) in listeners {
-        tasks.spawn(accept::accept_loop(listener, router, state.clone(), streams.clone()));
+    for (listener, router, tls) in listeners {
+        tasks.spawn(accept::accept_loop(listener, router, tls, state.clone(), streams.clone()));
     }
     shutdown.await;
     tracing::info!("shutting down: ending streams, finishing in-flight requests");

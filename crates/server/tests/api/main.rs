@@ -18,6 +18,7 @@ mod bad_input;
 mod batch;
 mod browser;
 mod cli;
+mod https;
 mod idempotency;
 mod limits;
 mod publish;

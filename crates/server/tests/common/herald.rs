@@ -58,7 +58,7 @@ pub struct Herald {
     pub child: Child,
     /// Where it listens.
     pub addr: SocketAddr,
-    /// `http://` and that address.
+    /// `http://` (or `https://`) and that address.
     pub base: String,
     /// Every line it printed so far (its log and its errors), by a thread.
     pub log: Arc<Mutex<Vec<String>>>,
@@ -123,13 +123,15 @@ impl Herald {
                 let _ = child.wait();
                 panic!("herald did not say where it listens; output:\n{}", log.lock().unwrap().join("\n"));
             };
-            if let Some(at) = line.find("listening on http://") {
-                let rest = &line[at + "listening on http://".len()..];
+            if let Some(at) = line.find("listening on ") {
+                let rest = &line[at + "listening on ".len()..];
                 let end = rest.find(|c: char| c.is_whitespace() || c == '\u{1b}').unwrap_or(rest.len());
-                break rest[..end].parse::<SocketAddr>().expect("listen address in the log");
+                let (scheme, addr) = rest[..end].split_once("://").expect("a URL in the log");
+                break (scheme.to_owned(), addr.parse::<SocketAddr>().expect("listen address in the log"));
             }
         };
-        Self { child, addr, base: format!("http://{addr}"), log }
+        let (scheme, addr) = addr;
+        Self { child, addr, base: format!("{scheme}://{addr}"), log }
     }
 
     /// The URL of `path` on it.

@@ -1,0 +1,173 @@
+//! HTTPS from certificate files (`--tls-cert`, `--tls-key`): loaded and
+//! checked at start, with errors that name the flag, the file and what is
+//! wrong; reloaded without a restart when the files change or on SIGHUP.
+//! A reload only changes what new connections are offered: connections
+//! already open keep the certificate they were made with.
+
+use std::{
+    io,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use parking_lot::RwLock;
+use rustls::{
+    ServerConfig,
+    crypto::ring,
+    pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject as _},
+    server::{ClientHello, ResolvesServerCert},
+    sign::CertifiedKey,
+};
+use tokio_util::sync::CancellationToken;
+
+/// How often the files are checked for a change.
+const WATCH_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Where the certificate chain and its key are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// PEM: the certificate, then the chain.
+    pub cert: PathBuf,
+    /// PEM: the private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+impl TlsFiles {
+    /// The certificate chain and key, checked: every problem is said with
+    /// the flag and file that hold it.
+    pub fn load(&self) -> Result<Arc<CertifiedKey>, String> {
+        let cert_text = read(&self.cert, "--tls-cert")?;
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_text)
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("--tls-cert {}: not valid PEM ({e})", self.cert.display()))?;
+        if chain.is_empty() {
+            return Err(format!(
+                "--tls-cert {}: holds no PEM certificate (a `-----BEGIN CERTIFICATE-----` block)",
+                self.cert.display()
+            ));
+        }
+        let key_text = read(&self.key, "--tls-key")?;
+        let key = PrivateKeyDer::from_pem_slice(&key_text).map_err(|e| {
+            format!(
+                "--tls-key {}: holds no PEM private key (a `-----BEGIN PRIVATE KEY-----` block, or RSA or EC) ({e})",
+                self.key.display()
+            )
+        })?;
+        let provider = ring::default_provider();
+        let certified = CertifiedKey::from_der(chain, key, &provider).map_err(|e| {
+            format!(
+                "--tls-key {} does not go with the certificate in --tls-cert {} ({e})",
+                self.key.display(),
+                self.cert.display()
+            )
+        })?;
+        Ok(Arc::new(certified))
+    }
+
+    /// When either file last changed, if both can be read.
+    fn modified(&self) -> Option<(SystemTime, SystemTime)> {
+        let at = |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
+        Some((at(&self.cert)?, at(&self.key)?))
+    }
+}
+
+fn read(path: &Path, flag: &str) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => format!("{flag} {}: no such file", path.display()),
+        _ => format!("{flag} {}: cannot read it ({e})", path.display()),
+    })
+}
+
+/// The certificate new connections get: swapped by a reload.
+#[derive(Debug)]
+pub struct Certificates {
+    current: RwLock<Arc<CertifiedKey>>,
+}
+
+impl ResolvesServerCert for Certificates {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(Arc::clone(&self.current.read()))
+    }
+}
+
+/// The TLS side of a listener: its configuration (ALPN `h2`, then
+/// `http/1.1`) and the certificates it offers.
+#[derive(Debug, Clone)]
+pub struct Tls {
+    /// For the acceptor.
+    pub config: Arc<ServerConfig>,
+    certificates: Arc<Certificates>,
+    files: TlsFiles,
+}
+
+impl Tls {
+    /// Loads `files` (see [`TlsFiles::load`]).
+    pub fn new(files: TlsFiles) -> Result<Self, String> {
+        let certificates = Arc::new(Certificates { current: RwLock::new(files.load()?) });
+        let mut config = ServerConfig::builder_with_provider(Arc::new(ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("TLS: {e}"))?
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::clone(&certificates) as Arc<dyn ResolvesServerCert>);
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(Self { config: Arc::new(config), certificates, files })
+    }
+
+    /// Loads the files again; on failure keeps the certificate in use.
+    pub fn reload(&self) -> Result<(), String> {
+        let fresh = self.files.load()?;
+        *self.certificates.current.write() = fresh;
+        Ok(())
+    }
+
+    /// Reloads whenever the files change (checked every
+    /// [`WATCH_INTERVAL`]) or the process gets SIGHUP, until `stop`.
+    pub async fn watch(self, stop: CancellationToken) {
+        let mut seen = self.files.modified();
+        let mut hangups = hangups();
+        let mut tick = tokio::time::interval(WATCH_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let asked = tokio::select! {
+                () = stop.cancelled() => return,
+                _ = tick.tick() => false,
+                Some(()) = next_hangup(&mut hangups) => true,
+            };
+            let now = self.files.modified();
+            if !asked && now == seen {
+                continue;
+            }
+            seen = now;
+            match self.reload() {
+                Ok(()) => tracing::info!(cert = %self.files.cert.display(), "TLS certificate reloaded"),
+                // A renewal may write one file before the other: the next
+                // change of either is tried again.
+                Err(error) => tracing::error!("TLS certificate not reloaded, the one in use stays: {error}"),
+            }
+        }
+    }
+}
+
+#[cfg(unix)]
+fn hangups() -> Option<tokio::signal::unix::Signal> {
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok()
+}
+
+#[cfg(unix)]
+async fn next_hangup(hangups: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
+    match hangups {
+        Some(signal) => signal.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(not(unix))]
+fn hangups() -> Option<()> {
+    None
+}
+
+#[cfg(not(unix))]
+async fn next_hangup(_: &mut Option<()>) -> Option<()> {
+    std::future::pending().await
+}

@@ -1,0 +1,249 @@
+//! HTTPS from certificate files, made here by `openssl` under test
+//! authorities: HTTP/2 and HTTP/1.1 chosen by ALPN, events streamed over
+//! both, a renewed certificate served without a restart while a stream
+//! stays open, and each bad file's error. The client is `curl`, which
+//! shares no code with Herald.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+};
+
+use tokio::io::{AsyncBufReadExt as _, BufReader, Lines};
+
+use super::*;
+
+/// Runs `openssl` with `args` in `dir`.
+fn openssl(dir: &Path, args: &[&str]) {
+    let output = Command::new("openssl").args(args).current_dir(dir).output().expect("run openssl");
+    assert!(output.status.success(), "openssl {args:?}: {}", show(&output.stderr));
+}
+
+/// A certificate authority `NAME.pem` (key `NAME.key`) in `dir`.
+fn authority(dir: &Path, name: &str) -> PathBuf {
+    let (key, cert) = (format!("{name}.key"), format!("{name}.pem"));
+    let subject = format!("/CN=Herald test authority {name}");
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            &cert,
+            "-days",
+            "3650",
+            "-subj",
+            &subject,
+        ],
+    );
+    dir.join(cert)
+}
+
+/// A certificate for `localhost` and 127.0.0.1 signed by authority `ca`:
+/// `NAME.pem` and its key `NAME.key` in `dir`.
+fn certificate(dir: &Path, ca: &str, name: &str) -> (PathBuf, PathBuf) {
+    let (key, csr, cert) = (format!("{name}.key"), format!("{name}.csr"), format!("{name}.pem"));
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+            "-subj",
+            "/CN=localhost",
+        ],
+    );
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &format!("{ca}.pem"),
+            "-CAkey",
+            &format!("{ca}.key"),
+            "-CAcreateserial",
+            "-out",
+            &cert,
+            "-days",
+            "3650",
+            "-extfile",
+            "server.ext",
+        ],
+    );
+    (dir.join(cert), dir.join(key))
+}
+
+/// `curl` with `args`: its exit status and what it printed.
+fn curl(args: &[&str]) -> (bool, String) {
+    let output = Command::new("curl").args(["-sS", "--max-time", "10"]).args(args).output().expect("run curl");
+    (output.status.success(), format!("{}{}", show(&output.stdout), show(&output.stderr)))
+}
+
+/// `path` on `herald` by name, as a browser would ask for it.
+fn localhost(herald: &Herald, path: &str) -> String {
+    format!("https://localhost:{}{path}", herald.addr.port())
+}
+
+/// Publishes `data` to topic `t` over HTTPS, trusting `ca`.
+fn publish_over_tls(herald: &Herald, ca: &Path, token: &str, data: &str) {
+    let body = json!({ "data": data }).to_string();
+    let auth = format!("Authorization: Bearer {token}");
+    let url = localhost(herald, "/topics/t/events");
+    let ca = ca.to_str().unwrap();
+    let (ok, out) = curl(&["--cacert", ca, "-H", &auth, "-H", "Content-Type: application/json", "-d", &body, &url]);
+    assert!(ok && out.contains("\"id\""), "publish: {out}");
+}
+
+/// An event stream read by `curl -N`.
+struct CurlStream {
+    _child: tokio::process::Child,
+    lines: Lines<BufReader<tokio::process::ChildStdout>>,
+}
+
+impl CurlStream {
+    /// Opens topic `t` with `version` (`--http2` or `--http1.1`), trusting
+    /// `ca`; returns once the stream is open.
+    async fn open(herald: &Herald, ca: &Path, token: &str, version: &str) -> Self {
+        let mut child = tokio::process::Command::new("curl")
+            .args(["-sSN", version, "--cacert", ca.to_str().unwrap(), "-H"])
+            .arg(format!("Authorization: Bearer {token}"))
+            .arg(localhost(herald, "/topics/t/events"))
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("run curl");
+        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut stream = Self { _child: child, lines };
+        stream.line_with(": herald stream open").await;
+        stream
+    }
+
+    /// Reads up to the line that holds `needle`.
+    async fn line_with(&mut self, needle: &str) -> String {
+        within(WAIT, needle, async {
+            loop {
+                let line = self.lines.next_line().await.unwrap().expect("the stream ended");
+                if line.contains(needle) {
+                    return line;
+                }
+            }
+        })
+        .await
+    }
+}
+
+#[tokio::test]
+async fn https_speaks_http2_and_http1_by_alpn_and_streams_events_over_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = authority(dir.path(), "ca");
+    let (cert, key) = certificate(dir.path(), "ca", "server");
+    let herald = Herald::start(
+        dir.path(),
+        &["--memory", "--tls-cert", cert.to_str().unwrap(), "--tls-key", key.to_str().unwrap()],
+    );
+    assert!(herald.base.starts_with("https://"), "{}", herald.base);
+    let token = sign_hs256(&claims(json!({})), SECRET);
+    for (flag, version) in [("--http2", "2"), ("--http1.1", "1.1")] {
+        let url = localhost(&herald, "/healthz");
+        let (ok, out) =
+            curl(&[flag, "--cacert", ca.to_str().unwrap(), "-o", "/dev/null", "-w", "%{http_version}", &url]);
+        assert!(ok, "{out}");
+        assert_eq!(out, version, "ALPN chose the version asked for");
+
+        let mut stream = CurlStream::open(&herald, &ca, &token, flag).await;
+        publish_over_tls(&herald, &ca, &token, &format!("over {flag}"));
+        assert_eq!(stream.line_with("data:").await, format!("data: over {flag}"));
+    }
+    // Plain HTTP on the HTTPS port is refused, not answered in clear.
+    let plain = format!("http://{}/healthz", herald.addr);
+    let (ok, _) = curl(&[&plain]);
+    assert!(!ok, "plain HTTP to the HTTPS listener");
+}
+
+#[tokio::test]
+async fn a_renewed_certificate_is_served_without_a_restart_and_open_streams_stay() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = authority(dir.path(), "first");
+    let (cert, key) = certificate(dir.path(), "first", "server");
+    let herald = Herald::start(
+        dir.path(),
+        &["--memory", "--tls-cert", cert.to_str().unwrap(), "--tls-key", key.to_str().unwrap()],
+    );
+    let token = sign_hs256(&claims(json!({})), SECRET);
+    let mut open = CurlStream::open(&herald, &first, &token, "--http2").await;
+
+    // Renewed under another authority, with a new key, written over the
+    // files the way a renewal job does: the key first, then the certificate.
+    let second = authority(dir.path(), "second");
+    let (new_cert, new_key) = certificate(dir.path(), "second", "renewed");
+    std::fs::copy(&new_key, &key).unwrap();
+    std::fs::copy(&new_cert, &cert).unwrap();
+    let url = localhost(&herald, "/healthz");
+    within(WAIT, "the renewed certificate", async {
+        while !curl(&["--cacert", second.to_str().unwrap(), &url]).0 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    let (ok, out) = curl(&["--cacert", first.to_str().unwrap(), &url]);
+    assert!(!ok, "the old certificate is no longer offered: {out}");
+    assert!(herald.output().contains("TLS certificate reloaded"), "{}", herald.output());
+
+    publish_over_tls(&herald, &second, &token, "after the renewal");
+    assert_eq!(open.line_with("data:").await, "data: after the renewal", "the stream opened before goes on");
+}
+
+#[test]
+fn bad_certificate_files_stop_the_start_and_say_what_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    authority(dir.path(), "ca");
+    let (cert, key) = certificate(dir.path(), "ca", "server");
+    let (_, other_key) = certificate(dir.path(), "ca", "other");
+    let not_pem = dir.path().join("not.pem");
+    std::fs::write(&not_pem, "just some text\n").unwrap();
+    let missing = dir.path().join("missing.pem");
+    let path = |p: &Path| p.to_str().unwrap().to_owned();
+    let cases: [(Vec<String>, String); 5] = [
+        (vec!["--tls-cert".into(), path(&missing)], format!("--tls-cert {}: no such file", missing.display())),
+        (vec!["--tls-cert".into(), path(&not_pem), "--tls-key".into(), path(&key)], "holds no PEM certificate".into()),
+        (vec!["--tls-cert".into(), path(&cert)], format!("--tls-key {}: holds no PEM private key", cert.display())),
+        (
+            vec!["--tls-cert".into(), path(&cert), "--tls-key".into(), path(&other_key)],
+            format!("--tls-key {} does not go with the certificate in --tls-cert", other_key.display()),
+        ),
+        (vec!["--tls-key".into(), path(&key)], "--tls-key needs --tls-cert".into()),
+    ];
+    for (args, expected) in cases {
+        let output = herald_command()
+            .args(["serve", "--memory", "--listen", "127.0.0.1:0", "--jwt-secret", SECRET])
+            .args(&args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(1), "{args:?}");
+        let stderr = show(&output.stderr);
+        assert!(stderr.contains(&expected), "{args:?}: expected `{expected}` in:\n{stderr}");
+    }
+}
