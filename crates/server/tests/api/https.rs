@@ -1,8 +1,9 @@
 //! HTTPS from certificate files, made here by `openssl` under test
 //! authorities: HTTP/2 and HTTP/1.1 chosen by ALPN, events streamed over
 //! both, a renewed certificate served without a restart while a stream
-//! stays open, and each bad file's error. The client is `curl`, which
-//! shares no code with Herald.
+//! stays open, each bad file's error, and headless Chromium opening twenty
+//! `EventSource`s over one HTTP/2 connection (six over HTTP/1.1). The
+//! clients are `curl` and Chromium, which share no code with Herald.
 
 use std::{
     path::{Path, PathBuf},
@@ -246,4 +247,78 @@ fn bad_certificate_files_stop_the_start_and_say_what_is_wrong() {
         let stderr = show(&output.stderr);
         assert!(stderr.contains(&expected), "{args:?}: expected `{expected}` in:\n{stderr}");
     }
+}
+
+/// How many of `count` EventSources one Chromium page has open after a
+/// while, over what protocol, and how many get the event then published to
+/// each (`tests/browser/many_streams.mjs`), against the server at `base`.
+async fn chromium_many_streams(base: &str, count: usize) -> (usize, String, usize) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/many_streams.mjs");
+    assert!(Path::new("/usr/bin/chromium").exists(), "chromium is missing: run scripts/install-test-deps");
+    let mut node = tokio::process::Command::new("node")
+        .arg(&script)
+        .env("HERALD_URL", base)
+        .env("COUNT", count.to_string())
+        .env("WAIT_MS", "2000")
+        .env_remove("https_proxy")
+        .env_remove("HTTPS_PROXY")
+        .env_remove("http_proxy")
+        .env_remove("HTTP_PROXY")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("run node: run scripts/install-test-deps");
+    let mut lines = BufReader::new(node.stdout.take().unwrap()).lines();
+    let limit = Duration::from_secs(90);
+    let first = within(limit, "many_streams.mjs to open its sources", lines.next_line()).await.unwrap();
+    let first = first.unwrap_or_else(|| panic!("many_streams.mjs printed nothing"));
+    let mut words = first.split_whitespace().skip(1);
+    let opened: usize = words.next().and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("{first}"));
+    let protocol = words.next().unwrap_or_default().to_owned();
+    let auth = format!("Authorization: Bearer {}", sign_hs256(&claims(json!({})), SECRET));
+    for i in 0..count {
+        let url = format!("{base}/topics/many.{i}/events");
+        let (ok, out) = curl(&["-k", "-H", &auth, "-H", "Content-Type: application/json", "-d", "{\"data\": 1}", &url]);
+        assert!(ok && out.contains("\"id\""), "publish: {out}");
+    }
+    let mut stdin = node.stdin.take().unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut stdin, b"published\n").await.unwrap();
+    let last = within(limit, "many_streams.mjs to count", lines.next_line()).await.unwrap().unwrap_or_default();
+    let received = last.strip_prefix("received ").and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("{last}"));
+    let status = within(limit, "node to exit", node.wait()).await.unwrap();
+    assert!(status.success(), "many_streams.mjs: {status}");
+    (opened, protocol, received)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_opens_twenty_event_sources_over_one_http2_connection_but_only_six_over_http1() {
+    let dir = tempfile::tempdir().unwrap();
+    authority(dir.path(), "ca");
+    let (cert, key) = certificate(dir.path(), "ca", "server");
+    let public = ["--public-subscribe", "many.*", "--memory"];
+    let tls = ["--tls-cert", cert.to_str().unwrap(), "--tls-key", key.to_str().unwrap()];
+    let https = Herald::start(&dir.path().join("https"), &[&public[..], &tls[..]].concat());
+    let plain = Herald::start(&dir.path().join("plain"), &public);
+    // Connections the server accepted so far (this request's included).
+    let connections = |herald: &Herald| {
+        let (ok, text) = curl(&["-k", &format!("https://localhost:{}/metrics", herald.addr.port())]);
+        assert!(ok, "{text}");
+        let line = text.lines().find(|l| l.starts_with("herald_connections_opened_total")).unwrap_or_default();
+        line.split_whitespace().last().and_then(|n| n.parse::<f64>().ok()).unwrap_or(0.0)
+    };
+
+    let base = format!("https://localhost:{}", https.addr.port());
+    let before = connections(&https);
+    let (opened, protocol, received) = chromium_many_streams(&base, 20).await;
+    assert_eq!((opened, protocol.as_str(), received), (20, "h2", 20), "all twenty, over HTTP/2");
+    // The page and its twenty streams came over one connection (the test's
+    // own requests to /metrics and to publish are the others).
+    let page_connections = connections(&https) - before - 20.0 - 1.0;
+    assert!(page_connections <= 1.0, "the page used {page_connections} connections");
+
+    let (opened, protocol, received) = chromium_many_streams(&plain.base, 20).await;
+    assert_eq!(protocol, "http/1.1");
+    assert_eq!(opened, 6, "a browser opens six HTTP/1.1 connections per site; the page's other sources wait");
+    assert_eq!(received, 6, "the six open sources got their events");
 }
