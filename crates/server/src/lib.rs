@@ -15,6 +15,7 @@ pub mod config;
 pub mod error;
 pub mod event_stream;
 pub mod extract;
+mod https_redirect;
 pub mod mercure;
 pub mod metrics;
 mod ops;
@@ -82,29 +83,44 @@ pub async fn serve(
     state: AppState,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
-    serve_all(vec![listener], None, None, state, shutdown).await
+    let listeners = Listeners { public: vec![listener], internal: None, redirect: Vec::new(), tls: None };
+    serve_all(listeners, state, shutdown).await
 }
 
-/// Runs the API on each of `public` (over HTTPS with `tls`), and `/metrics`
-/// and `/admin` on `internal` when given, with the hub's upkeep, until
-/// `shutdown` completes; then drains them all. The hub stays open: shut it
-/// down once this returns.
+/// Where a server listens, and how.
+#[derive(Debug)]
+pub struct Listeners {
+    /// Each serves the API (over HTTPS with `tls`); at least one.
+    pub public: Vec<tokio::net::TcpListener>,
+    /// Serves `/metrics` and `/admin` alone, in plain HTTP.
+    pub internal: Option<tokio::net::TcpListener>,
+    /// Plain HTTP that redirects to HTTPS on the first public listener.
+    pub redirect: Vec<tokio::net::TcpListener>,
+    /// The certificate of the public listeners.
+    pub tls: Option<tls::Tls>,
+}
+
+/// Runs the API on `listeners` with the hub's upkeep until `shutdown`
+/// completes; then drains them all. The hub stays open: shut it down once
+/// this returns.
 pub async fn serve_all(
-    public: Vec<tokio::net::TcpListener>,
-    internal: Option<tokio::net::TcpListener>,
-    tls: Option<tls::Tls>,
+    listeners: Listeners,
     state: AppState,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
+    let Listeners { public, internal, redirect, tls } = listeners;
     let api = app(state.clone());
     let acceptor = tls.as_ref().map(|tls| tokio_rustls::TlsAcceptor::from(std::sync::Arc::clone(&tls.config)));
     if let Some(tls) = tls {
         state.tasks.spawn(tls.watch(state.shutdown.clone()));
     }
+    let https_port = public.first().map(|l| l.local_addr()).transpose()?.map_or(443, |a| a.port());
     let mut listeners: Vec<_> = public.into_iter().map(|listener| (listener, api.clone(), acceptor.clone())).collect();
     if let Some(internal) = internal {
         listeners.push((internal, ops_app(state.clone()), None));
     }
+    let redirecting = https_redirect::router(https_port);
+    listeners.extend(redirect.into_iter().map(|listener| (listener, redirecting.clone(), None)));
     state.tasks.spawn(sweep::sweep(state.clone()));
     transport::run(listeners, &state, shutdown).await
 }

@@ -132,6 +132,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
     for address in &config.listen {
         listeners.push(bind(*address, "--listen").await?);
     }
+    let mut redirect = Vec::with_capacity(config.redirect_listen.len());
+    for address in &config.redirect_listen {
+        redirect.push(bind(*address, "--listen http://").await?);
+    }
     let internal = match config.internal_listen {
         Some(address) => Some(bind(address, "--internal-listen").await?),
         None => None,
@@ -179,6 +183,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
     if config.mercure.enabled {
         tracing::info!("Mercure door on {scheme}://{address}{}", herald_server::mercure::PATH);
     }
+    for listener in &redirect {
+        tracing::info!("redirecting to HTTPS from http://{}", listener.local_addr()?);
+    }
     match &internal {
         Some(internal) => {
             tracing::info!("metrics and dashboard on http://{}/metrics and /admin", internal.local_addr()?);
@@ -193,7 +200,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
     if let Some(redis) = redis {
         state = state.with_redis(redis);
     }
-    herald_server::serve_all(listeners, internal, tls, state.clone(), shutdown).await?;
+    let listeners = herald_server::Listeners { public: listeners, internal, redirect, tls };
+    herald_server::serve_all(listeners, state.clone(), shutdown).await?;
     state.hub.shutdown().await;
     tracing::info!("shutdown complete");
     if let Some(sqlite) = sqlite {

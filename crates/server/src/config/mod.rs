@@ -63,6 +63,9 @@ pub enum JwtKey {
 pub struct Config {
     /// Addresses to listen on, each serving the whole API (at least one).
     pub listen: Vec<SocketAddr>,
+    /// Plain HTTP addresses that redirect every request to HTTPS
+    /// (`--listen http://ADDR` beside `--tls-cert`).
+    pub redirect_listen: Vec<SocketAddr>,
     /// Address for /metrics and /admin alone; `None` serves them publicly.
     pub internal_listen: Option<SocketAddr>,
     /// HTTPS on the `listen` addresses, from these files (checked).

@@ -52,7 +52,8 @@ pub struct Settings {
     #[command(flatten)]
     pub mercure: super::mercure::MercureSettings,
     /// Addresses to listen on, IP:PORT or HOST:PORT (repeat the flag, or
-    /// separate them with commas).
+    /// separate them with commas). With --tls-cert they serve HTTPS, except
+    /// those written http://ADDR, which redirect to HTTPS.
     #[arg(long, env = "HERALD_LISTEN", value_name = "ADDR", value_delimiter = ',', num_args = 1..,
           default_value = defaults::LISTEN)]
     pub listen: Vec<String>,

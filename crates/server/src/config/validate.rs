@@ -144,14 +144,29 @@ impl Config {
         let mut p = Problems::default();
         // Never served: an invalid address is an error.
         let nowhere = SocketAddr::from(([127, 0, 0, 1], 0));
-        let listen: Vec<SocketAddr> =
-            s.listen.iter().map(|text| p.value("listen", text, parse_listen).unwrap_or(nowhere)).collect();
+        let tls = tls_files(&mut p, s);
+        let (mut listen, mut redirect_listen) = (Vec::new(), Vec::new());
+        for text in &s.listen {
+            let (scheme, address) = match text.trim().split_once("://") {
+                Some((scheme, rest)) => (Some(scheme.to_ascii_lowercase()), rest.trim_end_matches('/')),
+                None => (None, text.as_str()),
+            };
+            let address = p.value("listen", address, parse_listen).unwrap_or(nowhere);
+            match (scheme.as_deref(), &tls) {
+                (None, _) | (Some("https"), Some(_)) => listen.push(address),
+                (Some("http"), None) => listen.push(address),
+                (Some("http"), Some(_)) => redirect_listen.push(address),
+                (Some("https"), None) => p.errors.push(format!("--listen {text}: HTTPS needs --tls-cert")),
+                (Some(other), _) => {
+                    p.errors.push(format!("--listen {text}: `{other}://` is neither http:// nor https://"))
+                }
+            }
+        }
         if listen.is_empty() {
-            p.errors.push("--listen: give at least one address to listen on, like 0.0.0.0:8080".into());
+            p.errors.push("--listen: give at least one address to serve on, like 0.0.0.0:8080".into());
         }
         let internal_listen =
             s.internal_listen.as_deref().map(|text| p.value("internal_listen", text, parse_listen).unwrap_or(nowhere));
-        let tls = tls_files(&mut p, s);
         let token = token_config(&mut p, &s.token);
         let mut public_subscribe = Vec::new();
         for text in &s.public_subscribe {
@@ -237,6 +252,7 @@ impl Config {
         let config = Self {
             listen,
             internal_listen,
+            redirect_listen,
             tls,
             data_dir,
             store,

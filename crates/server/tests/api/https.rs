@@ -322,3 +322,55 @@ async fn chromium_opens_twenty_event_sources_over_one_http2_connection_but_only_
     assert_eq!(opened, 6, "a browser opens six HTTP/1.1 connections per site; the page's other sources wait");
     assert_eq!(received, 6, "the six open sources got their events");
 }
+
+#[tokio::test]
+async fn a_plain_http_listener_beside_https_redirects_every_request_to_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = authority(dir.path(), "ca");
+    let (cert, key) = certificate(dir.path(), "ca", "server");
+    let herald = Herald::start(
+        dir.path(),
+        &[
+            "--memory",
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+            "--listen",
+            "http://127.0.0.1:0",
+        ],
+    );
+    let output = within(WAIT, "the redirecting listener's log line", async {
+        loop {
+            let output = herald.output();
+            if output.contains("redirecting to HTTPS from http://") {
+                return output;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let plain = output.split("redirecting to HTTPS from http://").nth(1).unwrap();
+    let plain: std::net::SocketAddr =
+        plain.split(|c: char| c.is_whitespace() || c == '\u{1b}').next().unwrap().parse().unwrap();
+    let port = herald.addr.port();
+
+    let url = format!("http://localhost:{}/topics/a/events?last_event_id=x", plain.port());
+    let (ok, out) = curl(&["-o", "/dev/null", "-w", "%{http_code} %{redirect_url}", &url]);
+    assert!(ok, "{out}");
+    assert_eq!(out, format!("308 https://localhost:{port}/topics/a/events?last_event_id=x"));
+    // A client that follows it ends on HTTPS.
+    let healthz = format!("http://localhost:{}/healthz", plain.port());
+    let (ok, out) = curl(&["-L", "--cacert", ca.to_str().unwrap(), "-w", " %{scheme}", &healthz]);
+    assert!(ok, "{out}");
+    assert!(out.ends_with(" HTTPS") || out.ends_with(" https"), "{out}");
+
+    // Without a certificate, https:// is refused.
+    let refused = herald_command()
+        .args(["serve", "--memory", "--jwt-secret", SECRET, "--listen", "https://127.0.0.1:0"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(show(&refused.stderr).contains("--listen https://127.0.0.1:0: HTTPS needs --tls-cert"));
+}
