@@ -1,6 +1,7 @@
 //! HTTPS from certificate files (`--tls-cert`, `--tls-key`): loaded and
 //! checked at start, with errors that name the flag, the file and what is
-//! wrong; reloaded without a restart when the files change or on SIGHUP.
+//! wrong (and a warning for one that expired); reloaded without a restart
+//! when the files change or on SIGHUP.
 //! A reload only changes what new connections are offered: connections
 //! already open keep the certificate they were made with.
 
@@ -55,14 +56,33 @@ impl TlsFiles {
             )
         })?;
         let provider = ring::default_provider();
-        let certified = CertifiedKey::from_der(chain, key, &provider).map_err(|e| {
-            format!(
-                "--tls-key {} does not go with the certificate in --tls-cert {} ({e})",
+        let certified = CertifiedKey::from_der(chain, key, &provider).map_err(|e| match e {
+            rustls::Error::InconsistentKeys(_) => format!(
+                "--tls-key {} does not go with the certificate in --tls-cert {}",
                 self.key.display(),
                 self.cert.display()
-            )
+            ),
+            rustls::Error::General(_) => format!("--tls-key {}: the key cannot be used ({e})", self.key.display()),
+            _ => format!("--tls-cert {}: the certificate cannot be used ({e})", self.cert.display()),
         })?;
         Ok(Arc::new(certified))
+    }
+
+    /// What is wrong with a certificate that loads but that clients will
+    /// refuse now: it expired, or is not valid yet. A warning, not an error:
+    /// its renewal may be on the way.
+    pub fn validity_warning(&self, certified: &CertifiedKey) -> Option<String> {
+        let (_, parsed) = x509_parser::parse_x509_certificate(certified.cert.first()?.as_ref()).ok()?;
+        let validity = parsed.validity();
+        let now = x509_parser::time::ASN1Time::now();
+        let cert = self.cert.display();
+        if validity.not_after < now {
+            Some(format!("--tls-cert {cert}: the certificate expired on {}; clients refuse it", validity.not_after))
+        } else if now < validity.not_before {
+            Some(format!("--tls-cert {cert}: the certificate is not valid before {}", validity.not_before))
+        } else {
+            None
+        }
     }
 
     /// When either file last changed, if both can be read.
@@ -104,7 +124,11 @@ pub struct Tls {
 impl Tls {
     /// Loads `files` (see [`TlsFiles::load`]).
     pub fn new(files: TlsFiles) -> Result<Self, String> {
-        let certificates = Arc::new(Certificates { current: RwLock::new(files.load()?) });
+        let certified = files.load()?;
+        if let Some(warning) = files.validity_warning(&certified) {
+            tracing::warn!("{warning}");
+        }
+        let certificates = Arc::new(Certificates { current: RwLock::new(certified) });
         let mut config = ServerConfig::builder_with_provider(Arc::new(ring::default_provider()))
             .with_safe_default_protocol_versions()
             .map_err(|e| format!("TLS: {e}"))?
@@ -117,6 +141,9 @@ impl Tls {
     /// Loads the files again; on failure keeps the certificate in use.
     pub fn reload(&self) -> Result<(), String> {
         let fresh = self.files.load()?;
+        if let Some(warning) = self.files.validity_warning(&fresh) {
+            tracing::warn!("{warning}");
+        }
         *self.certificates.current.write() = fresh;
         Ok(())
     }

@@ -374,3 +374,52 @@ async fn a_plain_http_listener_beside_https_redirects_every_request_to_it() {
     assert_eq!(refused.status.code(), Some(1));
     assert!(show(&refused.stderr).contains("--listen https://127.0.0.1:0: HTTPS needs --tls-cert"));
 }
+
+#[tokio::test]
+async fn an_expired_certificate_starts_with_a_warning_that_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    authority(dir.path(), "ca");
+    certificate(dir.path(), "ca", "server");
+    // Re-signed with a validity that ended long ago (`openssl ca` takes dates).
+    std::fs::write(
+        dir.path().join("ca.cnf"),
+        "[ca]\ndefault_ca = test\n[test]\ndatabase = index.txt\nnew_certs_dir = .\nserial = serial\n\
+         default_md = sha256\npolicy = any\n[any]\ncommonName = supplied\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("index.txt"), "").unwrap();
+    std::fs::write(dir.path().join("serial"), "01\n").unwrap();
+    openssl(
+        dir.path(),
+        &[
+            "ca",
+            "-batch",
+            "-config",
+            "ca.cnf",
+            "-cert",
+            "ca.pem",
+            "-keyfile",
+            "ca.key",
+            "-in",
+            "server.csr",
+            "-out",
+            "expired.pem",
+            "-startdate",
+            "20000101000000Z",
+            "-enddate",
+            "20010101000000Z",
+            "-notext",
+            "-extfile",
+            "server.ext",
+        ],
+    );
+    let (cert, key) = (dir.path().join("expired.pem"), dir.path().join("server.key"));
+    let herald = Herald::start(
+        dir.path(),
+        &["--memory", "--tls-cert", cert.to_str().unwrap(), "--tls-key", key.to_str().unwrap()],
+    );
+    let expected = format!("--tls-cert {}: the certificate expired on", cert.display());
+    let output = herald.output();
+    assert!(output.contains(&expected) && output.contains("WARN"), "{output}");
+    assert!(output.contains("2001"), "the date it expired: {output}");
+}
