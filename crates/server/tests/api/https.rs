@@ -6,95 +6,15 @@
 //! clients are `curl` and Chromium, which share no code with Herald.
 
 use std::{
-    path::{Path, PathBuf},
+    path::Path,
     process::{Command, Stdio},
 };
+
+use common::certs::{authority, certificate, openssl};
 
 use tokio::io::{AsyncBufReadExt as _, BufReader, Lines};
 
 use super::*;
-
-/// Runs `openssl` with `args` in `dir`.
-fn openssl(dir: &Path, args: &[&str]) {
-    let output = Command::new("openssl").args(args).current_dir(dir).output().expect("run openssl");
-    assert!(output.status.success(), "openssl {args:?}: {}", show(&output.stderr));
-}
-
-/// A certificate authority `NAME.pem` (key `NAME.key`) in `dir`.
-fn authority(dir: &Path, name: &str) -> PathBuf {
-    let (key, cert) = (format!("{name}.key"), format!("{name}.pem"));
-    let subject = format!("/CN=Herald test authority {name}");
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &key,
-            "-out",
-            &cert,
-            "-days",
-            "3650",
-            "-subj",
-            &subject,
-        ],
-    );
-    dir.join(cert)
-}
-
-/// A certificate for `localhost` and 127.0.0.1 signed by authority `ca`:
-/// `NAME.pem` and its key `NAME.key` in `dir`.
-fn certificate(dir: &Path, ca: &str, name: &str) -> (PathBuf, PathBuf) {
-    let (key, csr, cert) = (format!("{name}.key"), format!("{name}.csr"), format!("{name}.pem"));
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &key,
-            "-out",
-            &csr,
-            "-subj",
-            "/CN=localhost",
-        ],
-    );
-    std::fs::write(
-        dir.join("server.ext"),
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            &csr,
-            "-CA",
-            &format!("{ca}.pem"),
-            "-CAkey",
-            &format!("{ca}.key"),
-            "-CAcreateserial",
-            "-out",
-            &cert,
-            "-days",
-            "3650",
-            "-extfile",
-            "server.ext",
-        ],
-    );
-    (dir.join(cert), dir.join(key))
-}
 
 /// `curl` with `args`: its exit status and what it printed.
 fn curl(args: &[&str]) -> (bool, String) {

@@ -179,73 +179,12 @@ async fn when_a_node_is_killed_its_clients_resume_and_retry_on_another_exactly_o
     assert_eq!(retained(b, "orders").await, want.len() as u64 + 1);
 }
 
-/// A certificate authority and a certificate it signed for 127.0.0.1, made
-/// with the `openssl` command in `dir`: (CA, certificate, key) paths.
-fn test_certificates(dir: &std::path::Path) -> (String, String, String) {
-    let path = |name: &str| dir.join(name).display().to_string();
-    let openssl = |args: &[&str]| {
-        let output = std::process::Command::new("openssl").args(args).output().expect("run openssl");
-        assert!(output.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&output.stderr));
-    };
-    let (ca, ca_key, cert, key, request) =
-        (path("ca.pem"), path("ca.key"), path("redis.pem"), path("redis.key"), path("redis.csr"));
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-days",
-        "1",
-        "-subj",
-        "/CN=Herald test CA",
-        "-keyout",
-        &ca_key,
-        "-out",
-        &ca,
-    ]);
-    openssl(&[
-        "req",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-subj",
-        "/CN=127.0.0.1",
-        "-keyout",
-        &key,
-        "-out",
-        &request,
-    ]);
-    let extensions = path("san.ext");
-    std::fs::write(&extensions, "subjectAltName=IP:127.0.0.1\n").expect("write extensions");
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        &request,
-        "-CA",
-        &ca,
-        "-CAkey",
-        &ca_key,
-        "-CAcreateserial",
-        "-days",
-        "1",
-        "-extfile",
-        &extensions,
-        "-out",
-        &cert,
-    ]);
-    (ca, cert, key)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_share_topics_through_redis_over_tls() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let (ca, cert, key) = test_certificates(dir.path());
+    let ca = common::certs::authority(dir.path(), "ca");
+    let (cert, key) = common::certs::certificate(dir.path(), "ca", "redis");
+    let [ca, cert, key] = [ca, cert, key].map(|path| path.display().to_string());
     let tls_port = common::redis::free_port().to_string();
     let tls = [
         "--tls-port",

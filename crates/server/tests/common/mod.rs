@@ -7,6 +7,7 @@
 
 #![allow(dead_code)]
 
+pub mod certs;
 mod herald;
 pub mod redis;
 
