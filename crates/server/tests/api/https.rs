@@ -343,3 +343,97 @@ async fn an_expired_certificate_starts_with_a_warning_that_says_so() {
     assert!(output.contains(&expected) && output.contains("WARN"), "{output}");
     assert!(output.contains("2001"), "the date it expired: {output}");
 }
+
+/// An HTTP/2 client over TLS (ALPN `h2`) to `herald`, trusting `ca`; its
+/// connection is driven by a task of its own. Written with `h2` and
+/// `tokio-rustls`, not with Herald's code.
+async fn h2_over_tls(herald: &Herald, ca: &Path) -> h2::client::SendRequest<bytes::Bytes> {
+    use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject as _};
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from_pem_file(ca).unwrap()).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = TcpStream::connect(herald.addr).await.unwrap();
+    let tls = connector.connect(ServerName::try_from("localhost").unwrap(), tcp).await.unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(b"h2".as_slice()));
+    let (client, connection) = within(WAIT, "the HTTP/2 handshake", h2::client::handshake(tls)).await.unwrap();
+    tokio::spawn(connection);
+    within(WAIT, "the HTTP/2 connection", client.ready()).await.unwrap()
+}
+
+#[tokio::test]
+async fn over_http2_the_per_ip_limit_counts_streams_and_a_refused_one_leaves_the_connection_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = authority(dir.path(), "ca");
+    let (cert, key) = certificate(dir.path(), "ca", "server");
+    let herald = Herald::start(
+        dir.path(),
+        &[
+            "--memory",
+            "--max-streams-per-ip",
+            "3",
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    let token = sign_hs256(&claims(json!({})), SECRET);
+    let mut client = h2_over_tls(&herald, &ca).await;
+    let request = |method: &str, path: &str| {
+        axum::http::Request::builder()
+            .method(method)
+            .uri(format!("https://localhost:{}{path}", herald.addr.port()))
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", "application/json")
+            .body(())
+            .unwrap()
+    };
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        let (response, _) = client.send_request(request("GET", "/topics/t/events"), true).unwrap();
+        let response = within(WAIT, "a stream's head", response).await.unwrap();
+        assert_eq!(response.status(), 200);
+        open.push(response.into_body());
+    }
+    let (refused, _) = client.send_request(request("GET", "/topics/t/events"), true).unwrap();
+    let refused = within(WAIT, "the fourth stream's head", refused).await.unwrap();
+    assert_eq!(refused.status(), 429, "a fourth stream from this address is over the limit of 3");
+
+    // The same connection goes on: a publish on it reaches the three.
+    let (published, mut body) = client.send_request(request("POST", "/topics/t/events"), false).unwrap();
+    body.send_data(bytes::Bytes::from_static(br#"{"data": "to all three"}"#), true).unwrap();
+    assert_eq!(within(WAIT, "the publish", published).await.unwrap().status(), 201);
+    for stream in &mut open {
+        let text = within(WAIT, "the event", async {
+            let mut text = String::new();
+            while !text.contains("data: to all three") {
+                let data = stream.data().await.expect("the stream goes on").unwrap();
+                stream.flow_control().release_capacity(data.len()).unwrap();
+                text.push_str(&String::from_utf8_lossy(&data));
+            }
+            text
+        })
+        .await;
+        assert!(text.contains("data: to all three"), "{text}");
+    }
+
+    // A stream that ends gives its place back.
+    drop(open.pop());
+    within(WAIT, "a place for a new stream", async {
+        loop {
+            let (response, _) = client.send_request(request("GET", "/topics/t/events"), true).unwrap();
+            if response.await.unwrap().status() == 200 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+}
