@@ -14,6 +14,7 @@
 mod compare;
 mod grip_origin;
 mod http;
+mod idle_tls;
 mod payload;
 mod procstat;
 mod publisher;
@@ -57,6 +58,8 @@ enum Command {
     Publish(Box<RunArgs>),
     /// Herald (memory, SQLite) against Nchan and Pushpin, scenario by scenario.
     Compare(Box<compare::CompareArgs>),
+    /// Idle event streams over HTTPS (HTTP/1.1 or HTTP/2): server memory per stream.
+    IdleTls(Box<idle_tls::IdleTlsArgs>),
     /// A GRIP origin for Pushpin: holds every `GET /…/CHANNEL` as a stream on CHANNEL (started by `compare`).
     #[command(hide = true)]
     GripOrigin {
@@ -320,6 +323,12 @@ fn main() -> ExitCode {
         Command::Publish(args) => run_command(args, true),
         Command::Compare(args) => compare::main(args),
         Command::GripOrigin { listen } => grip_origin::serve(*listen).map(|()| true),
+        Command::IdleTls(args) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|runtime| runtime.block_on(idle_tls::run((**args).clone())))
+            .map(|()| true),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
