@@ -48,11 +48,15 @@ pub(super) async fn accept_loop(
         };
         metrics::counter!("herald_connections_opened_total").increment(1);
         match &tls {
-            // HTTPS connections are served by hyper, HTTP/1.1 streams too:
-            // the hand-written stream path speaks to a plain socket.
-            Some(tls) => {
-                tasks.spawn(connection::handle_tls(stream, peer, router.clone(), state.clone(), permit, tls.clone()))
-            }
+            Some(tls) => tasks.spawn(connection::handle_tls(
+                stream,
+                peer,
+                router.clone(),
+                state.clone(),
+                permit,
+                tls.clone(),
+                streams.clone(),
+            )),
             None => {
                 tasks.spawn(connection::handle(stream, peer, router.clone(), state.clone(), permit, streams.clone()))
             }

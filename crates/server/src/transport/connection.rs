@@ -73,7 +73,8 @@ pub(super) async fn handle(
             // Moved to the streams' runtime: the socket re-registers with its reactor.
             let Ok(stream) = stream.into_std() else { return ConnectionClose::Error.record() };
             let (stall_timeout, shutdown) = (state.config.stall_timeout, state.shutdown.clone());
-            let stream = h1_stream::serve(stream, peer, request, router, stall_timeout, shutdown, permit);
+            let open = move || TcpStream::from_std(stream);
+            let stream = h1_stream::serve(open, peer, request, router, stall_timeout, shutdown, permit);
             let task = streams.tracker.track_future(stream);
             streams.runtime.spawn(task);
             return;
@@ -89,7 +90,9 @@ pub(super) async fn handle(
 }
 
 /// Handles one accepted HTTPS connection: the TLS handshake, within the
-/// head deadline, then HTTP/1.1 or HTTP/2 (as ALPN chose) through hyper.
+/// head deadline; then HTTP/2 (as ALPN chose) through hyper, or HTTP/1.1
+/// as a plain connection is (an event stream on the hand-written path,
+/// anything else through hyper).
 pub(super) async fn handle_tls(
     stream: TcpStream,
     peer: SocketAddr,
@@ -97,16 +100,31 @@ pub(super) async fn handle_tls(
     state: AppState,
     permit: ConnectionPermit,
     acceptor: tokio_rustls::TlsAcceptor,
+    streams: StreamTasks,
 ) {
     let head_deadline = deadline::after(Instant::now(), state.config.header_timeout);
     let shutdown = state.shutdown.clone();
     let handshake = tokio::time::timeout_at(head_deadline, acceptor.accept(stream));
     let reason = tokio::select! {
         accepted = handshake => match accepted {
-            Ok(Ok(tls)) => {
-                let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
-                Box::pin(with_hyper(tls, Vec::new(), h2, head_deadline, peer, router, state)).await
+            Ok(Ok(tls)) if tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice()) => {
+                Box::pin(with_hyper(tls, Vec::new(), true, head_deadline, peer, router, state)).await
             }
+            Ok(Ok(mut tls)) => match h1_stream::read_first(&mut tls, head_deadline, &shutdown).await {
+                // As a plain stream is, on the hand-written path; its socket
+                // stays with this runtime's reactor.
+                FirstRequest::Stream(request) => {
+                    let (stall_timeout, shutdown) = (state.config.stall_timeout, state.shutdown.clone());
+                    let stream = h1_stream::serve(move || Ok(tls), peer, request, router, stall_timeout, shutdown, permit);
+                    let task = streams.tracker.track_future(stream);
+                    streams.runtime.spawn(task);
+                    return;
+                }
+                FirstRequest::Other(read) => {
+                    Box::pin(with_hyper(tls, read, false, head_deadline, peer, router, state)).await
+                }
+                FirstRequest::Gone(reason) => reason,
+            },
             Ok(Err(error)) => {
                 tracing::debug!(%peer, %error, "TLS handshake failed");
                 ConnectionClose::Error

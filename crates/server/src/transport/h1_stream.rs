@@ -30,8 +30,7 @@ use axum::{
 use bytes::Bytes;
 use http_body::Body as _;
 use tokio::{
-    io::{AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _},
-    net::TcpStream,
+    io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, ReadBuf},
     time::Instant,
 };
 use tokio_util::sync::CancellationToken;
@@ -61,8 +60,8 @@ pub(super) enum FirstRequest {
 }
 
 /// Reads the first request head, by `deadline`, unless the server shuts down first.
-pub(super) async fn read_first(
-    stream: &mut TcpStream,
+pub(super) async fn read_first<S: AsyncRead + Unpin>(
+    stream: &mut S,
     deadline: Instant,
     shutdown: &CancellationToken,
 ) -> FirstRequest {
@@ -146,35 +145,41 @@ fn is_stream_route(target: &str) -> bool {
     })
 }
 
-/// Answers one event-stream request on `socket`, then closes the connection
-/// and records why it closed. Runs on the streams' runtime, the socket moved
-/// there from the accepting one; `permit` counts the connection until then.
-pub(super) fn serve(
-    socket: std::net::TcpStream,
+/// Answers one event-stream request on the connection `open` gives (a plain
+/// socket moved to the streams' runtime, or a TLS one), then closes it and
+/// records why it closed; `permit` counts the connection until then.
+pub(super) fn serve<S, F>(
+    open: F,
     peer: SocketAddr,
     request: Box<Request<Body>>,
     router: Router,
     stall_timeout: Duration,
     shutdown: CancellationToken,
     permit: ConnectionPermit,
-) -> impl Future<Output = ()> + Send + 'static {
+) -> impl Future<Output = ()> + Send + 'static
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    F: FnOnce() -> io::Result<S> + Send + 'static,
+{
     let stalled = Stalled::default();
     // Boxed, and made here: the request, the router's future and the
     // arguments only they need stay out of the stream's task, which an open
     // stream keeps for its whole life.
     let answer = Box::pin(answer(*request, peer, stalled.clone(), router));
-    respond(socket, answer, stalled, stall_timeout, shutdown, permit)
+    respond(open, answer, stalled, stall_timeout, shutdown, permit)
 }
 
-async fn respond(
-    socket: std::net::TcpStream,
+async fn respond<S: AsyncRead + AsyncWrite + Unpin>(
+    open: impl FnOnce() -> io::Result<S>,
     answer: Pin<Box<impl Future<Output = Answer>>>,
     stalled: Stalled,
     stall_timeout: Duration,
     shutdown: CancellationToken,
     _permit: ConnectionPermit,
 ) {
-    let Ok(mut stream) = TcpStream::from_std(socket) else { return ConnectionClose::Error.record() };
+    // Opened here, on the runtime that runs the stream: a plain socket
+    // registers with its reactor.
+    let Ok(mut stream) = open() else { return ConnectionClose::Error.record() };
     let answer = answer.await;
     let mut out = Writer { stream: &mut stream, writes: WriteStall::new(stall_timeout, stalled) };
     let result = match answer {
@@ -229,9 +234,9 @@ async fn answer(mut request: Request<Body>, peer: SocketAddr, stalled: Stalled, 
 ///
 /// Written without `select!`: this future lives inside every open stream's
 /// task, and a task's size is rounded up to 128 bytes.
-async fn pump(out: &mut Writer<'_>, mut body: Body) -> io::Result<()> {
+async fn pump<S: AsyncRead + AsyncWrite + Unpin>(out: &mut Writer<'_, S>, mut body: Body) -> io::Result<()> {
     loop {
-        let next = std::future::poll_fn(|cx| poll_data(&mut body, out.stream, cx)).await?;
+        let next = std::future::poll_fn(|cx| poll_data(&mut body, &mut *out.stream, cx)).await?;
         let Some(data) = next else {
             return out.write(&mut [IoSlice::new(b"0\r\n\r\n")]).await;
         };
@@ -243,7 +248,11 @@ async fn pump(out: &mut Writer<'_>, mut body: Body) -> io::Result<()> {
 
 /// The body's next data (`None` once it ends), noticing meanwhile a
 /// client that hangs up, at once rather than at the next write.
-fn poll_data(body: &mut Body, stream: &TcpStream, cx: &mut Context<'_>) -> Poll<io::Result<Option<Bytes>>> {
+fn poll_data<S: AsyncRead + Unpin>(
+    body: &mut Body,
+    stream: &mut S,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<Option<Bytes>>> {
     loop {
         match Pin::new(&mut *body).poll_frame(cx) {
             Poll::Ready(None) => return Poll::Ready(Ok(None)),
@@ -254,16 +263,13 @@ fn poll_data(body: &mut Body, stream: &TcpStream, cx: &mut Context<'_>) -> Poll<
             },
             Poll::Pending => {}
         }
-        ready!(stream.poll_read_ready(cx))?;
         let mut discard = [0u8; 256];
-        match stream.try_read(&mut discard) {
-            Ok(0) => return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into())),
-            // Sent something (it has no business to): ignored. Or nothing
-            // after all: readiness is cleared. Either way, poll again.
-            Ok(_) => {}
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
-            Err(error) => return Poll::Ready(Err(error)),
+        let mut read = ReadBuf::new(&mut discard);
+        ready!(Pin::new(&mut *stream).poll_read(cx, &mut read))?;
+        if read.filled().is_empty() {
+            return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into()));
         }
+        // Sent something (it has no business to): ignored; poll again.
     }
 }
 
@@ -277,12 +283,12 @@ fn chunk_size(len: usize, buf: &mut [u8; 20]) -> &[u8] {
 }
 
 /// The socket, with writes that fail once they make no progress for the stall timeout.
-struct Writer<'a> {
-    stream: &'a mut TcpStream,
+struct Writer<'a, S> {
+    stream: &'a mut S,
     writes: WriteStall,
 }
 
-impl Writer<'_> {
+impl<S: AsyncWrite + Unpin> Writer<'_, S> {
     async fn write(&mut self, mut slices: &mut [IoSlice<'_>]) -> io::Result<()> {
         std::future::poll_fn(|cx| {
             while !slices.is_empty() {
@@ -292,7 +298,9 @@ impl Writer<'_> {
                     written => IoSlice::advance_slices(&mut slices, written),
                 }
             }
-            Poll::Ready(Ok(()))
+            // TLS keeps what it encrypted until flushed; a plain socket has nothing to flush.
+            let flushed = Pin::new(&mut *self.stream).poll_flush(cx);
+            self.writes.guard(cx, flushed)
         })
         .await
     }

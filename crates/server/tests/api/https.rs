@@ -96,6 +96,15 @@ async fn https_speaks_http2_and_http1_by_alpn_and_streams_events_over_both() {
         let mut stream = CurlStream::open(&herald, &ca, &token, flag).await;
         publish_over_tls(&herald, &ca, &token, &format!("over {flag}"));
         assert_eq!(stream.line_with("data:").await, format!("data: over {flag}"));
+        // A client that goes away is noticed: its stream closes.
+        drop(stream);
+        let metrics = localhost(&herald, "/metrics");
+        within(WAIT, "the stream to close", async {
+            while !curl(&["--cacert", ca.to_str().unwrap(), &metrics]).1.contains("herald_streams_open 0") {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+        .await;
     }
     // Plain HTTP on the HTTPS port is refused, not answered in clear.
     let plain = format!("http://{}/healthz", herald.addr);
