@@ -72,12 +72,8 @@ pub(super) async fn handle(
         FirstRequest::Stream(request) => {
             // Moved to the streams' runtime: the socket re-registers with its reactor.
             let Ok(stream) = stream.into_std() else { return ConnectionClose::Error.record() };
-            let (stall_timeout, shutdown) = (state.config.stall_timeout, state.shutdown.clone());
             let open = move || TcpStream::from_std(stream);
-            let stream = h1_stream::serve(open, peer, request, router, stall_timeout, shutdown, permit);
-            let task = streams.tracker.track_future(stream);
-            streams.runtime.spawn(task);
-            return;
+            return spawn_stream(&streams, open, peer, request, router, &state, permit);
         }
         // Boxed: only connections that need hyper carry its state.
         FirstRequest::Other(read) => {
@@ -87,6 +83,25 @@ pub(super) async fn handle(
     };
     drop(permit);
     reason.record();
+}
+
+/// Serves an event stream on the connection `open` gives, as a task of the
+/// streams' runtime.
+fn spawn_stream<S, F>(
+    streams: &StreamTasks,
+    open: F,
+    peer: SocketAddr,
+    request: Box<axum::http::Request<Body>>,
+    router: Router,
+    state: &AppState,
+    permit: ConnectionPermit,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    F: FnOnce() -> io::Result<S> + Send + 'static,
+{
+    let (stall_timeout, shutdown) = (state.config.stall_timeout, state.shutdown.clone());
+    let stream = h1_stream::serve(open, peer, request, router, stall_timeout, shutdown, permit);
+    streams.runtime.spawn(streams.tracker.track_future(stream));
 }
 
 /// Handles one accepted HTTPS connection: the TLS handshake, within the
@@ -114,11 +129,7 @@ pub(super) async fn handle_tls(
                 // As a plain stream is, on the hand-written path; its socket
                 // stays with this runtime's reactor.
                 FirstRequest::Stream(request) => {
-                    let (stall_timeout, shutdown) = (state.config.stall_timeout, state.shutdown.clone());
-                    let stream = h1_stream::serve(move || Ok(tls), peer, request, router, stall_timeout, shutdown, permit);
-                    let task = streams.tracker.track_future(stream);
-                    streams.runtime.spawn(task);
-                    return;
+                    return spawn_stream(&streams, move || Ok(tls), peer, request, router, &state, permit);
                 }
                 FirstRequest::Other(read) => {
                     Box::pin(with_hyper(tls, read, false, head_deadline, peer, router, state)).await

@@ -16,6 +16,23 @@ use tokio::io::{AsyncBufReadExt as _, BufReader, Lines};
 
 use super::*;
 
+/// Herald serving HTTPS (memory store, with `extra` flags) under a test
+/// authority: the authority's certificate, for the clients to trust.
+struct Https {
+    herald: Herald,
+    ca: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+fn https_herald(extra: &[&str]) -> Https {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = authority(dir.path(), "ca");
+    let (cert, key) = certificate(dir.path(), "ca", "server");
+    let tls = ["--memory", "--tls-cert", cert.to_str().unwrap(), "--tls-key", key.to_str().unwrap()];
+    let herald = Herald::start(dir.path(), &[&tls[..], extra].concat());
+    Https { herald, ca, _dir: dir }
+}
+
 /// `curl` with `args`: its exit status and what it printed.
 fn curl(args: &[&str]) -> (bool, String) {
     let output = Command::new("curl").args(["-sS", "--max-time", "10"]).args(args).output().expect("run curl");
@@ -77,13 +94,7 @@ impl CurlStream {
 
 #[tokio::test]
 async fn https_speaks_http2_and_http1_by_alpn_and_streams_events_over_both() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = authority(dir.path(), "ca");
-    let (cert, key) = certificate(dir.path(), "ca", "server");
-    let herald = Herald::start(
-        dir.path(),
-        &["--memory", "--tls-cert", cert.to_str().unwrap(), "--tls-key", key.to_str().unwrap()],
-    );
+    let Https { herald, ca, _dir } = https_herald(&[]);
     assert!(herald.base.starts_with("https://"), "{}", herald.base);
     let token = sign_hs256(&claims(json!({})), SECRET);
     for (flag, version) in [("--http2", "2"), ("--http1.1", "1.1")] {
@@ -254,21 +265,7 @@ async fn chromium_opens_twenty_event_sources_over_one_http2_connection_but_only_
 
 #[tokio::test]
 async fn a_plain_http_listener_beside_https_redirects_every_request_to_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = authority(dir.path(), "ca");
-    let (cert, key) = certificate(dir.path(), "ca", "server");
-    let herald = Herald::start(
-        dir.path(),
-        &[
-            "--memory",
-            "--tls-cert",
-            cert.to_str().unwrap(),
-            "--tls-key",
-            key.to_str().unwrap(),
-            "--listen",
-            "http://127.0.0.1:0",
-        ],
-    );
+    let Https { herald, ca, _dir: dir } = https_herald(&["--listen", "http://127.0.0.1:0"]);
     let output = within(WAIT, "the redirecting listener's log line", async {
         loop {
             let output = herald.output();
@@ -378,21 +375,7 @@ async fn h2_over_tls(herald: &Herald, ca: &Path) -> h2::client::SendRequest<byte
 
 #[tokio::test]
 async fn over_http2_the_per_ip_limit_counts_streams_and_a_refused_one_leaves_the_connection_open() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = authority(dir.path(), "ca");
-    let (cert, key) = certificate(dir.path(), "ca", "server");
-    let herald = Herald::start(
-        dir.path(),
-        &[
-            "--memory",
-            "--max-streams-per-ip",
-            "3",
-            "--tls-cert",
-            cert.to_str().unwrap(),
-            "--tls-key",
-            key.to_str().unwrap(),
-        ],
-    );
+    let Https { herald, ca, _dir } = https_herald(&["--max-streams-per-ip", "3"]);
     let token = sign_hs256(&claims(json!({})), SECRET);
     let mut client = h2_over_tls(&herald, &ca).await;
     let request = |method: &str, path: &str| {
