@@ -429,3 +429,37 @@ async fn over_http2_the_per_ip_limit_counts_streams_and_a_refused_one_leaves_the
     })
     .await;
 }
+
+#[tokio::test]
+async fn at_shutdown_https_streams_over_http2_end_with_a_reconnect_comment_and_the_process_exits_0() {
+    let Https { mut herald, ca, _dir } = https_herald(&["--shutdown-grace", "3s"]);
+    let token = sign_hs256(&claims(json!({})), SECRET);
+    let mut client = h2_over_tls(&herald, &ca).await;
+    let request = axum::http::Request::builder()
+        .uri(format!("https://localhost:{}/topics/t/events", herald.addr.port()))
+        .header("authorization", format!("Bearer {token}"))
+        .body(())
+        .unwrap();
+    let (response, _) = client.send_request(request, true).unwrap();
+    let response = within(WAIT, "the stream's head", response).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    // Its opening comment first, so the stream is surely open.
+    let first = within(WAIT, "the opening", body.data()).await.unwrap().unwrap();
+    body.flow_control().release_capacity(first.len()).unwrap();
+
+    herald.terminate();
+    let rest = within(WAIT, "the stream to end", async {
+        let mut rest = String::new();
+        while let Some(data) = body.data().await {
+            let data = data.unwrap();
+            body.flow_control().release_capacity(data.len()).unwrap();
+            rest.push_str(&String::from_utf8_lossy(&data));
+        }
+        rest
+    })
+    .await;
+    assert!(rest.contains(": server shutting down; reconnect"), "{rest:?}");
+    let status = herald.wait_exit(Duration::from_secs(6)).await;
+    assert_eq!(status.code(), Some(0), "output:\n{}", herald.output());
+}
