@@ -250,17 +250,7 @@ async fn an_http2_stream_whose_window_stays_shut_is_cut_alone_and_counted_as_lag
     // The first is read as far as its window lets the server send, and its
     // window is never opened again.
     server.publish_data("h2.shut", &"x".repeat(2000)).await;
-    let ended = within(WAIT, "the stream with a shut window to be cut", async {
-        loop {
-            match shut.data().await {
-                Some(Ok(_)) => {}
-                Some(Err(error)) => return Some(error),
-                None => return None,
-            }
-        }
-    })
-    .await;
-    let error = ended.expect("the stream was reset, not ended as if complete");
+    let error = h2_until_cut(&mut shut).await.expect("the stream was reset, not ended as if complete");
     assert!(error.is_reset(), "{error}");
     // Its neighbour on the same connection still gets events.
     let id = server.publish_data("h2.open", "still here").await;

@@ -350,10 +350,11 @@ async fn an_expired_certificate_starts_with_a_warning_that_says_so() {
     assert!(output.contains("2001"), "the date it expired: {output}");
 }
 
-/// An HTTP/2 client over TLS (ALPN `h2`) to `herald`, trusting `ca`; its
-/// connection is driven by a task of its own. Written with `h2` and
+/// An HTTP/2 client over TLS (ALPN `h2`) to `herald`, trusting `ca`, whose
+/// streams have `window` bytes of flow-control window; its connection is
+/// driven by a task of its own. Written with `h2` and
 /// `tokio-rustls`, not with Herald's code.
-async fn h2_over_tls(herald: &Herald, ca: &Path) -> h2::client::SendRequest<bytes::Bytes> {
+async fn h2_over_tls(herald: &Herald, ca: &Path, window: u32) -> h2::client::SendRequest<bytes::Bytes> {
     use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject as _};
     let mut roots = rustls::RootCertStore::empty();
     roots.add(CertificateDer::from_pem_file(ca).unwrap()).unwrap();
@@ -368,7 +369,8 @@ async fn h2_over_tls(herald: &Herald, ca: &Path) -> h2::client::SendRequest<byte
     let tcp = TcpStream::connect(herald.addr).await.unwrap();
     let tls = connector.connect(ServerName::try_from("localhost").unwrap(), tcp).await.unwrap();
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(b"h2".as_slice()));
-    let (client, connection) = within(WAIT, "the HTTP/2 handshake", h2::client::handshake(tls)).await.unwrap();
+    let handshake = h2::client::Builder::new().initial_window_size(window).handshake(tls);
+    let (client, connection) = within(WAIT, "the HTTP/2 handshake", handshake).await.unwrap();
     tokio::spawn(connection);
     within(WAIT, "the HTTP/2 connection", client.ready()).await.unwrap()
 }
@@ -377,7 +379,7 @@ async fn h2_over_tls(herald: &Herald, ca: &Path) -> h2::client::SendRequest<byte
 async fn over_http2_the_per_ip_limit_counts_streams_and_a_refused_one_leaves_the_connection_open() {
     let Https { herald, ca, _dir } = https_herald(&["--max-streams-per-ip", "3"]);
     let token = sign_hs256(&claims(json!({})), SECRET);
-    let mut client = h2_over_tls(&herald, &ca).await;
+    let mut client = h2_over_tls(&herald, &ca, 65_535).await;
     let request = |method: &str, path: &str| {
         axum::http::Request::builder()
             .method(method)
@@ -434,7 +436,7 @@ async fn over_http2_the_per_ip_limit_counts_streams_and_a_refused_one_leaves_the
 async fn at_shutdown_https_streams_over_http2_end_with_a_reconnect_comment_and_the_process_exits_0() {
     let Https { mut herald, ca, _dir } = https_herald(&["--shutdown-grace", "3s"]);
     let token = sign_hs256(&claims(json!({})), SECRET);
-    let mut client = h2_over_tls(&herald, &ca).await;
+    let mut client = h2_over_tls(&herald, &ca, 65_535).await;
     let request = axum::http::Request::builder()
         .uri(format!("https://localhost:{}/topics/t/events", herald.addr.port()))
         .header("authorization", format!("Bearer {token}"))
@@ -462,4 +464,56 @@ async fn at_shutdown_https_streams_over_http2_end_with_a_reconnect_comment_and_t
     assert!(rest.contains(": server shutting down; reconnect"), "{rest:?}");
     let status = herald.wait_exit(Duration::from_secs(6)).await;
     assert_eq!(status.code(), Some(0), "output:\n{}", herald.output());
+}
+
+#[tokio::test]
+async fn over_http2_a_stream_whose_window_stays_shut_is_cut_alone() {
+    let Https { herald, ca, _dir } =
+        https_herald(&["--stall-timeout", "1s", "--heartbeat", "200ms", "--idle-timeout", "1s"]);
+    let token = sign_hs256(&claims(json!({})), SECRET);
+    // One connection, two streams, each with a 256-byte window.
+    let mut client = h2_over_tls(&herald, &ca, 256).await;
+    let get = |topic: &str| {
+        axum::http::Request::builder()
+            .uri(format!("https://localhost:{}/topics/{topic}/events", herald.addr.port()))
+            .header("authorization", format!("Bearer {token}"))
+            .body(())
+            .unwrap()
+    };
+    let (shut, _) = client.send_request(get("shut"), true).unwrap();
+    let (open, _) = client.send_request(get("t"), true).unwrap();
+    let mut shut = within(WAIT, "the first stream", shut).await.unwrap().into_body();
+    let mut open = within(WAIT, "the second stream", open).await.unwrap().into_body();
+    // The first is read as far as its window lets the server send, and its
+    // window is never opened again.
+    let auth = format!("Authorization: Bearer {token}");
+    let big = json!({ "data": "x".repeat(2000) }).to_string();
+    let url = localhost(&herald, "/topics/shut/events");
+    let (ok, out) = curl(&[
+        "--cacert",
+        ca.to_str().unwrap(),
+        "-H",
+        &auth,
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        &big,
+        &url,
+    ]);
+    assert!(ok, "{out}");
+    let error = h2_until_cut(&mut shut).await.expect("the stream was reset, not ended as if complete");
+    assert!(error.is_reset(), "{error}");
+    // Its neighbour on the same connection still gets events.
+    publish_over_tls(&herald, &ca, &token, "still here");
+    let mut seen = String::new();
+    within(WAIT, "the event on the other stream", async {
+        while !seen.contains("data: still here") {
+            let data = open.data().await.expect("the other stream is open").expect("and healthy");
+            open.flow_control().release_capacity(data.len()).unwrap();
+            seen.push_str(&String::from_utf8_lossy(&data));
+        }
+    })
+    .await;
+    let (_, metrics) = curl(&["--cacert", ca.to_str().unwrap(), &localhost(&herald, "/metrics")]);
+    assert!(metrics.contains("herald_streams_closed_total{reason=\"lagged\"} 1"), "{metrics}");
 }

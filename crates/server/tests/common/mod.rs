@@ -53,6 +53,22 @@ pub async fn within<T>(limit: Duration, what: &str, future: impl Future<Output =
     }
 }
 
+/// Reads an HTTP/2 stream whose window is never opened again until the
+/// server cuts it (the stall guard), within [`WAIT`]: the reset, or `None`
+/// if it ended as if complete.
+pub async fn h2_until_cut(body: &mut h2::RecvStream) -> Option<h2::Error> {
+    within(WAIT, "the stream with a shut window to be cut", async {
+        loop {
+            match body.data().await {
+                Some(Ok(_)) => {}
+                Some(Err(error)) => return Some(error),
+                None => return None,
+            }
+        }
+    })
+    .await
+}
+
 /// A test configuration: the defaults of `Config::for_tests`, with short
 /// timeouts so that a shutdown never waits long.
 pub fn test_config() -> Config {
