@@ -36,10 +36,9 @@ pub struct IdleTlsArgs {
     /// Streams to open.
     #[arg(long, short = 'n', default_value_t = 5000)]
     streams: usize,
-    /// `h1`: one TLS connection per stream; `h2`: --per-connection streams on
-    /// each; `plain`: one plain HTTP/1.1 connection per stream, to compare.
-    #[arg(long, default_value = "h2")]
-    protocol: String,
+    /// How streams are opened.
+    #[arg(long, value_enum, default_value_t = Protocol::H2)]
+    protocol: Protocol,
     /// Streams per HTTP/2 connection.
     #[arg(long, default_value_t = 100)]
     per_connection: usize,
@@ -51,6 +50,17 @@ pub struct IdleTlsArgs {
     hold_secs: u64,
 }
 
+/// How `idle-tls` opens its streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Protocol {
+    /// One TLS connection per stream, HTTP/1.1.
+    H1,
+    /// --per-connection streams on each TLS connection, HTTP/2.
+    H2,
+    /// One plain HTTP/1.1 connection per stream, to compare.
+    Plain,
+}
+
 /// Runs `idle-tls` and prints `IDLE_TLS protocol=… streams=… rss_per_stream_B=…`.
 pub async fn run(args: IdleTlsArgs) -> anyhow::Result<()> {
     let pids = [args.server_pid];
@@ -58,20 +68,20 @@ pub async fn run(args: IdleTlsArgs) -> anyhow::Result<()> {
     let connector = connector(&args)?;
     let mut held: Vec<Box<dyn std::any::Any + Send>> = Vec::new();
     let mut opened = 0;
-    match args.protocol.as_str() {
-        "h1" => {
+    match args.protocol {
+        Protocol::H1 => {
             for _ in 0..args.streams {
                 held.push(Box::new(open_h1(&args, tls(&args, &connector).await?).await?));
                 opened += 1;
             }
         }
-        "plain" => {
+        Protocol::Plain => {
             for _ in 0..args.streams {
                 held.push(Box::new(open_h1(&args, TcpStream::connect(args.addr).await?).await?));
                 opened += 1;
             }
         }
-        "h2" => {
+        Protocol::H2 => {
             while opened < args.streams {
                 let streams = args.per_connection.min(args.streams - opened);
                 let (client, bodies) = open_h2(&args, &connector, streams).await?;
@@ -79,7 +89,6 @@ pub async fn run(args: IdleTlsArgs) -> anyhow::Result<()> {
                 opened += streams;
             }
         }
-        other => bail!("--protocol {other}: h1, h2 or plain"),
     }
     tokio::time::sleep(Duration::from_secs(args.hold_secs)).await;
     let after = procstat::sample(&pids);
@@ -87,7 +96,7 @@ pub async fn run(args: IdleTlsArgs) -> anyhow::Result<()> {
     let per_stream = grown / u64::try_from(opened.max(1)).unwrap_or(1);
     println!(
         "IDLE_TLS protocol={} streams={opened} connections={} rss_before_B={} rss_after_B={} rss_per_stream_B={per_stream}",
-        args.protocol,
+        format!("{:?}", args.protocol).to_lowercase(),
         held.len(),
         before.rss_bytes,
         after.rss_bytes
@@ -105,7 +114,7 @@ fn connector(args: &IdleTlsArgs) -> anyhow::Result<TlsConnector> {
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    config.alpn_protocols = vec![if args.protocol == "h2" { b"h2".to_vec() } else { b"http/1.1".to_vec() }];
+    config.alpn_protocols = vec![if args.protocol == Protocol::H2 { b"h2".to_vec() } else { b"http/1.1".to_vec() }];
     Ok(TlsConnector::from(Arc::new(config)))
 }
 

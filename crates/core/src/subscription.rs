@@ -309,8 +309,8 @@ impl Subscription {
         self.cursor = upto;
         self.subscriber.handed_through.store(upto, Ordering::Relaxed);
         for event in events.iter() {
-            // Pointer comparisons, nearly always: a step's events are of few topics.
-            if self.to_rearm.last() != Some(&event.topic) && !self.to_rearm.contains(&event.topic) {
+            // A step's events are of few topics, and names compare by pointer first.
+            if !self.to_rearm.contains(&event.topic) {
                 self.to_rearm.push(event.topic.clone());
             }
         }

@@ -101,7 +101,7 @@ fn read(path: &Path, flag: &str) -> Result<Vec<u8>, String> {
 
 /// The certificate new connections get: swapped by a reload.
 #[derive(Debug)]
-pub struct Certificates {
+struct Certificates {
     current: RwLock<Arc<CertifiedKey>>,
 }
 

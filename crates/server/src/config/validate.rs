@@ -153,8 +153,7 @@ impl Config {
             };
             let address = p.value("listen", address, parse_listen).unwrap_or(nowhere);
             match (scheme.as_deref(), &tls) {
-                (None, _) | (Some("https"), Some(_)) => listen.push(address),
-                (Some("http"), None) => listen.push(address),
+                (None, _) | (Some("https"), Some(_)) | (Some("http"), None) => listen.push(address),
                 (Some("http"), Some(_)) => redirect_listen.push(address),
                 (Some("https"), None) => p.errors.push(format!("--listen {text}: HTTPS needs --tls-cert")),
                 (Some(other), _) => {
