@@ -112,7 +112,7 @@ pub async fn serve_all(
     let api = app(state.clone());
     let acceptor = tls.as_ref().map(|tls| tokio_rustls::TlsAcceptor::from(std::sync::Arc::clone(&tls.config)));
     if let Some(tls) = tls {
-        state.tasks.spawn(tls.watch(state.shutdown.clone()));
+        state.tasks.spawn(tls.keep_current(state.shutdown.clone()));
     }
     let https_port = public.first().map(|l| l.local_addr()).transpose()?.map_or(443, |a| a.port());
     let mut listeners: Vec<_> = public.into_iter().map(|listener| (listener, api.clone(), acceptor.clone())).collect();

@@ -12,6 +12,7 @@ use herald_server::{
     config::{JwtKey, Settings, StoreKind, TokenConfig, TokenSettings, defaults, parse_args, parse_duration},
     secret,
     store::{Durability, RedisSettings, RedisStore, SqliteStore},
+    tls::TlsSource,
 };
 use jsonwebtoken::{Algorithm, EncodingKey};
 
@@ -126,7 +127,16 @@ async fn run(config: Config) -> anyhow::Result<()> {
     survive_file_size_limit();
     // Bound before anything is written: a start that cannot listen leaves no
     // data dir, database or secret behind.
-    let tls = config.tls.clone().map(herald_server::tls::Tls::new).transpose().map_err(anyhow::Error::msg)?;
+    // Every TLS client and server Herald makes uses ring, whatever else the
+    // build's crates enable.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let tls = config.tls.clone().map(|source| herald_server::tls::Tls::new(source, &config.data_dir));
+    let tls = tls.transpose().map_err(anyhow::Error::msg)?;
+    if matches!(config.tls, Some(TlsSource::Acme(_))) && !config.listen.iter().any(|a| a.port() == 443) {
+        tracing::warn!(
+            "ACME CAs validate on port 443: no --listen address is on it, so forward port 443 to one that is"
+        );
+    }
     let scheme = if tls.is_some() { "https" } else { "http" };
     let mut listeners = Vec::with_capacity(config.listen.len());
     for address in &config.listen {

@@ -184,6 +184,11 @@ fn describe() {
         Unit::Bytes,
         "Size on disk of the SQLite store (herald.db, -wal and -shm); absent with another store."
     );
+    describe_gauge!(
+        "herald_tls_certificate_expiry_timestamp_seconds",
+        Unit::Seconds,
+        "With HTTPS: when the certificate new connections get expires (Unix time); absent until there is one."
+    );
     describe_counter!("herald_mercure_updates_total", "With --mercure: updates published through the Mercure door.");
     describe_gauge!("herald_redis_up", "With --store redis://: 1 while the feed and the writer's session are live.");
     describe_gauge!(

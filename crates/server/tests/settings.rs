@@ -21,6 +21,9 @@ fn keys_dir() -> PathBuf {
 fn companion(flag: &str) -> Vec<(String, String)> {
     match flag {
         "tls-key" => vec![("tls-cert".into(), keys_dir().join("tls-cert.pem").display().to_string())],
+        "acme-email" | "acme-directory" | "acme-directory-ca" => {
+            vec![("acme-domain".into(), "events.example.com".into())]
+        }
         _ => Vec::new(),
     }
 }
@@ -40,6 +43,14 @@ fn sample(flag: &str) -> Option<(String, String)> {
         "tls-key" => {
             let key = keys_dir().join("tls-key.pem");
             Some((key.display().to_string(), format!("key: {key:?},")))
+        }
+        "acme-domain" => pair("Events.Example.com", "\"events.example.com\","),
+        "acme-email" => pair("ops@example.com", "\"ops@example.com\","),
+        "acme-directory" => pair("https://ca.example.com/dir", "\"https://ca.example.com/dir\","),
+        // Any certificate will do as the root to trust.
+        "acme-directory-ca" => {
+            let file = keys_dir().join("tls-cert.pem");
+            Some((file.display().to_string(), format!("{file:?},")))
         }
         "data-dir" => pair("some/where/data", "data_dir: \"some/where/data\","),
         "memory" => pair("true", "store: Memory,"),

@@ -64,13 +64,15 @@ pub struct Config {
     /// Addresses to listen on, each serving the whole API (at least one).
     pub listen: Vec<SocketAddr>,
     /// Plain HTTP addresses that redirect every request to HTTPS
-    /// (`--listen http://ADDR` beside `--tls-cert`).
+    /// (`--listen http://ADDR` beside `--tls-cert` or `--acme-domain`).
     pub redirect_listen: Vec<SocketAddr>,
     /// Address for /metrics and /admin alone; `None` serves them publicly.
     pub internal_listen: Option<SocketAddr>,
-    /// HTTPS on the `listen` addresses, from these files (checked).
-    pub tls: Option<crate::tls::TlsFiles>,
-    /// Data directory (database, generated key).
+    /// HTTPS on the `listen` addresses, with a certificate from files
+    /// (checked) or from an ACME CA.
+    pub tls: Option<crate::tls::TlsSource>,
+    /// Data directory (database, generated key, ACME account and
+    /// certificates).
     pub data_dir: PathBuf,
     /// Where events are kept (`--store`, or `--memory`).
     pub store: StoreKind,

@@ -68,6 +68,24 @@ pub struct Settings {
     /// --tls-cert file itself.
     #[arg(long, env = "HERALD_TLS_KEY", value_name = "FILE")]
     pub tls_key: Option<String>,
+    /// Serve HTTPS with a certificate from an ACME CA (Let's Encrypt by
+    /// default) for this name (repeat the flag, or separate names with
+    /// commas); obtained and renewed by TLS-ALPN-01 on port 443, kept in
+    /// --data-dir.
+    #[arg(long, env = "HERALD_ACME_DOMAIN", value_name = "NAME", value_delimiter = ',')]
+    pub acme_domain: Vec<String>,
+    /// The contact address the ACME CA may write to about the certificates
+    /// (expiry, problems).
+    #[arg(long, env = "HERALD_ACME_EMAIL", value_name = "EMAIL")]
+    pub acme_email: Option<String>,
+    /// The ACME CA's directory URL [default: Let's Encrypt's production
+    /// directory].
+    #[arg(long, env = "HERALD_ACME_DIRECTORY", value_name = "URL")]
+    pub acme_directory: Option<String>,
+    /// Trust this root certificate (PEM) for the ACME directory's HTTPS,
+    /// for a private ACME CA; default: the system's roots.
+    #[arg(long, env = "HERALD_ACME_DIRECTORY_CA", value_name = "FILE")]
+    pub acme_directory_ca: Option<String>,
     /// Keep events in memory only (lost at exit).
     #[arg(long, env = "HERALD_MEMORY", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL",
           default_value = "false")]

@@ -3,12 +3,14 @@
 
 use std::{
     net::{IpAddr, SocketAddr},
-    path::PathBuf,
+    path::{Path, PathBuf},
     time::Duration,
 };
 
 use herald_core::{HubConfig, Retention, RingLimits, TopicPattern, TopicRetention};
 use jsonwebtoken::Algorithm;
+
+use crate::tls::{AcmeSettings, LETS_ENCRYPT, TlsFiles, TlsSource};
 
 use super::{
     Config, JwtKey, MercureConfig, MercureKey, RedisOptions, RedisUrl, Secret, Settings, StoreKind, TokenConfig,
@@ -73,23 +75,101 @@ impl TokenConfig {
     }
 }
 
-/// The certificate files, loaded once to check them: a bad file stops the
-/// start with the others' problems, not at the first connection.
-fn tls_files(p: &mut Problems, s: &Settings) -> Option<crate::tls::TlsFiles> {
-    let cert = s.tls_cert.as_deref().filter(|v| !v.is_empty());
-    let key = s.tls_key.as_deref().filter(|v| !v.is_empty());
+/// Where HTTPS gets its certificate, if it is served. The files are loaded
+/// once to check them: a bad file stops the start with the others'
+/// problems, not at the first connection.
+fn tls_source(p: &mut Problems, s: &Settings) -> Option<TlsSource> {
+    let (cert, key) = (given(&s.tls_cert), given(&s.tls_key));
+    let acme = acme_settings(p, s);
     let files = match (cert, key) {
-        (None, None) => return None,
+        (None, None) => None,
         (None, Some(_)) => {
             p.errors.push("--tls-key needs --tls-cert, the certificate it belongs to".into());
-            return None;
+            None
         }
-        (Some(cert), key) => crate::tls::TlsFiles { cert: cert.into(), key: key.unwrap_or(cert).into() },
+        (Some(cert), key) => Some(TlsFiles { key: key.unwrap_or_else(|| cert.clone()).into(), cert: cert.into() }),
     };
-    if let Err(problem) = files.load() {
+    match (files, acme) {
+        (Some(_), Some(_)) => {
+            p.errors.push(
+                "--tls-cert and --acme-domain exclude each other: the certificate comes from files or from ACME".into(),
+            );
+            None
+        }
+        (Some(files), None) => {
+            if let Err(problem) = files.load() {
+                p.errors.push(problem);
+            }
+            Some(TlsSource::Files(files))
+        }
+        (None, acme) => acme.map(TlsSource::Acme),
+    }
+}
+
+/// The ACME settings, if `--acme-domain` names any; the other `--acme-*`
+/// flags need it.
+fn acme_settings(p: &mut Problems, s: &Settings) -> Option<AcmeSettings> {
+    let (email, directory, directory_ca) =
+        (given(&s.acme_email), given(&s.acme_directory), given(&s.acme_directory_ca));
+    let mut domains: Vec<String> = Vec::new();
+    for text in s.acme_domain.iter().map(|d| d.trim()).filter(|d| !d.is_empty()) {
+        match acme_domain(text) {
+            Ok(name) if !domains.contains(&name) => domains.push(name),
+            Ok(_) => {}
+            Err(problem) => p.errors.push(format!("--acme-domain {text}: {problem}")),
+        }
+    }
+    if domains.is_empty() {
+        for (flag, value) in
+            [("--acme-email", &email), ("--acme-directory", &directory), ("--acme-directory-ca", &directory_ca)]
+        {
+            if value.is_some() {
+                p.errors.push(format!("{flag} needs --acme-domain, the names to get a certificate for"));
+            }
+        }
+        return None;
+    }
+    if domains.len() > MAX_ACME_DOMAINS {
+        p.errors
+            .push(format!("--acme-domain: {} names; one certificate holds at most {MAX_ACME_DOMAINS}", domains.len()));
+    }
+    if let Some(email) = &email {
+        let (user, host) = email.split_once('@').unwrap_or_default();
+        if user.is_empty() || !host.contains('.') || email.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            p.errors.push(format!("--acme-email {email}: not an email address like ops@example.com"));
+        }
+    }
+    let directory = directory.unwrap_or_else(|| LETS_ENCRYPT.to_owned());
+    if !directory.starts_with("https://") {
+        p.errors.push(format!("--acme-directory {directory}: an ACME directory is an https:// URL"));
+    }
+    if let Some(Err(problem)) = directory_ca.as_deref().map(|ca| AcmeSettings::directory_root(Path::new(ca))) {
         p.errors.push(problem);
     }
-    Some(files)
+    Some(AcmeSettings { domains, email, directory, directory_ca: directory_ca.map(PathBuf::from) })
+}
+
+/// A flag's value, unless it is empty.
+fn given(value: &Option<String>) -> Option<String> {
+    value.as_deref().map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned)
+}
+
+/// Most names one ACME certificate holds (Let's Encrypt's limit).
+const MAX_ACME_DOMAINS: usize = 100;
+
+/// `text` as the lowercase DNS name a TLS-ALPN-01 validation can prove.
+fn acme_domain(text: &str) -> Result<String, &'static str> {
+    if text.starts_with("*.") {
+        return Err("a wildcard needs the DNS-01 challenge; Herald proves names by TLS-ALPN-01, so list each name");
+    }
+    if text.parse::<IpAddr>().is_ok() {
+        return Err("an IP address, not a DNS name: ACME CAs issue certificates for names");
+    }
+    let name = text.trim_end_matches('.').to_ascii_lowercase();
+    match rustls::pki_types::DnsName::try_from(name.as_str()) {
+        Ok(_) if name.contains('.') => Ok(name),
+        _ => Err("not a DNS name like events.example.com"),
+    }
 }
 
 fn token_config(p: &mut Problems, s: &TokenSettings) -> TokenConfig {
@@ -144,7 +224,7 @@ impl Config {
         let mut p = Problems::default();
         // Never served: an invalid address is an error.
         let nowhere = SocketAddr::from(([127, 0, 0, 1], 0));
-        let tls = tls_files(&mut p, s);
+        let tls = tls_source(&mut p, s);
         let (mut listen, mut redirect_listen) = (Vec::new(), Vec::new());
         for text in &s.listen {
             let (scheme, address) = match text.trim().split_once("://") {
@@ -152,10 +232,12 @@ impl Config {
                 None => (None, text.as_str()),
             };
             let address = p.value("listen", address, parse_listen).unwrap_or(nowhere);
-            match (scheme.as_deref(), &tls) {
-                (None, _) | (Some("https"), Some(_)) | (Some("http"), None) => listen.push(address),
-                (Some("http"), Some(_)) => redirect_listen.push(address),
-                (Some("https"), None) => p.errors.push(format!("--listen {text}: HTTPS needs --tls-cert")),
+            match (scheme.as_deref(), tls.is_some()) {
+                (None, _) | (Some("https"), true) | (Some("http"), false) => listen.push(address),
+                (Some("http"), true) => redirect_listen.push(address),
+                (Some("https"), false) => {
+                    p.errors.push(format!("--listen {text}: HTTPS needs --tls-cert or --acme-domain"))
+                }
                 (Some(other), _) => {
                     p.errors.push(format!("--listen {text}: `{other}://` is neither http:// nor https://"))
                 }

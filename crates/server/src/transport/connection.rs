@@ -125,6 +125,11 @@ pub(super) async fn handle_tls(
             Ok(Ok(tls)) if tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice()) => {
                 Box::pin(with_hyper(tls, Vec::new(), true, head_deadline, peer, router, state)).await
             }
+            // An ACME CA's validator: it is done once it saw the challenge
+            // certificate, and goes.
+            Ok(Ok(tls)) if tls.get_ref().1.alpn_protocol() == Some(crate::tls::ACME_TLS_ALPN) => {
+                ConnectionClose::ClientGone
+            }
             Ok(Ok(mut tls)) => match h1_stream::read_first(&mut tls, head_deadline, &shutdown).await {
                 // As a plain stream is, on the hand-written path; its socket
                 // stays with this runtime's reactor.

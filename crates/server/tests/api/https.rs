@@ -16,6 +16,8 @@ use tokio::io::{AsyncBufReadExt as _, BufReader, Lines};
 
 use super::*;
 
+mod acme;
+
 /// Herald serving HTTPS (memory store, with `extra` flags) under a test
 /// authority: the authority's certificate, for the clients to trust.
 struct Https {
@@ -46,11 +48,16 @@ fn localhost(herald: &Herald, path: &str) -> String {
 
 /// Publishes `data` to topic `t` over HTTPS, trusting `ca`.
 fn publish_over_tls(herald: &Herald, ca: &Path, token: &str, data: &str) {
+    publish_at(&localhost(herald, "/topics/t/events"), &[], ca, token, data);
+}
+
+/// Publishes `data` at `url`, with `extra` curl flags, trusting `ca`.
+fn publish_at(url: &str, extra: &[&str], ca: &Path, token: &str, data: &str) {
     let body = json!({ "data": data }).to_string();
     let auth = format!("Authorization: Bearer {token}");
-    let url = localhost(herald, "/topics/t/events");
     let ca = ca.to_str().unwrap();
-    let (ok, out) = curl(&["--cacert", ca, "-H", &auth, "-H", "Content-Type: application/json", "-d", &body, &url]);
+    let args = [&["--cacert", ca, "-H", &auth, "-H", "Content-Type: application/json", "-d", &body][..], extra, &[url]];
+    let (ok, out) = curl(&args.concat());
     assert!(ok && out.contains("\"id\""), "publish: {out}");
 }
 
@@ -64,10 +71,16 @@ impl CurlStream {
     /// Opens topic `t` with `version` (`--http2` or `--http1.1`), trusting
     /// `ca`; returns once the stream is open.
     async fn open(herald: &Herald, ca: &Path, token: &str, version: &str) -> Self {
+        Self::open_at(&localhost(herald, "/topics/t/events"), &[], ca, token, version).await
+    }
+
+    /// As [`CurlStream::open`], at `url`, with `extra` curl flags.
+    async fn open_at(url: &str, extra: &[&str], ca: &Path, token: &str, version: &str) -> Self {
         let mut child = tokio::process::Command::new("curl")
             .args(["-sSN", version, "--cacert", ca.to_str().unwrap(), "-H"])
             .arg(format!("Authorization: Bearer {token}"))
-            .arg(localhost(herald, "/topics/t/events"))
+            .args(extra)
+            .arg(url)
             .stdout(Stdio::piped())
             .kill_on_drop(true)
             .spawn()

@@ -9,6 +9,7 @@
 
 pub mod certs;
 mod herald;
+pub mod pebble;
 pub mod redis;
 
 // Each test binary uses a part of these.

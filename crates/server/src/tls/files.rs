@@ -2,8 +2,6 @@
 //! checked at start, with errors that name the flag, the file and what is
 //! wrong (and a warning for one that expired); reloaded without a restart
 //! when the files change or on SIGHUP.
-//! A reload only changes what new connections are offered: connections
-//! already open keep the certificate they were made with.
 
 use std::{
     io,
@@ -12,15 +10,14 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use parking_lot::RwLock;
 use rustls::{
-    ServerConfig,
     crypto::ring,
     pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject as _},
-    server::{ClientHello, ResolvesServerCert},
     sign::CertifiedKey,
 };
 use tokio_util::sync::CancellationToken;
+
+use super::{Certificates, Validity, rfc3339};
 
 /// How often the files are checked for a change.
 const WATCH_INTERVAL: Duration = Duration::from_secs(2);
@@ -72,14 +69,14 @@ impl TlsFiles {
     /// refuse now: it expired, or is not valid yet. A warning, not an error:
     /// its renewal may be on the way.
     pub fn validity_warning(&self, certified: &CertifiedKey) -> Option<String> {
-        let (_, parsed) = x509_parser::parse_x509_certificate(certified.cert.first()?.as_ref()).ok()?;
-        let validity = parsed.validity();
-        let now = x509_parser::time::ASN1Time::now();
+        let validity = Validity::of(certified)?;
+        let now = SystemTime::now();
         let cert = self.cert.display();
         if validity.not_after < now {
-            Some(format!("--tls-cert {cert}: the certificate expired on {}; clients refuse it", validity.not_after))
+            let expired = rfc3339(validity.not_after);
+            Some(format!("--tls-cert {cert}: the certificate expired on {expired}; clients refuse it"))
         } else if now < validity.not_before {
-            Some(format!("--tls-cert {cert}: the certificate is not valid before {}", validity.not_before))
+            Some(format!("--tls-cert {cert}: the certificate is not valid before {}", rfc3339(validity.not_before)))
         } else {
             None
         }
@@ -99,59 +96,22 @@ fn read(path: &Path, flag: &str) -> Result<Vec<u8>, String> {
     })
 }
 
-/// The certificate new connections get: swapped by a reload.
-#[derive(Debug)]
-struct Certificates {
-    current: RwLock<Arc<CertifiedKey>>,
-}
-
-impl ResolvesServerCert for Certificates {
-    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(Arc::clone(&self.current.read()))
-    }
-}
-
-/// The TLS side of a listener: its configuration (ALPN `h2`, then
-/// `http/1.1`) and the certificates it offers.
-#[derive(Debug, Clone)]
-pub struct Tls {
-    /// For the acceptor.
-    pub config: Arc<ServerConfig>,
-    certificates: Arc<Certificates>,
-    files: TlsFiles,
-}
-
-impl Tls {
-    /// Loads `files` (see [`TlsFiles::load`]).
-    pub fn new(files: TlsFiles) -> Result<Self, String> {
-        let certified = files.load()?;
-        if let Some(warning) = files.validity_warning(&certified) {
+impl TlsFiles {
+    /// Loads the files again and offers them to new connections; on
+    /// failure keeps the certificate in use.
+    fn reload(&self, certificates: &Certificates) -> Result<(), String> {
+        let fresh = self.load()?;
+        if let Some(warning) = self.validity_warning(&fresh) {
             tracing::warn!("{warning}");
         }
-        let certificates = Arc::new(Certificates { current: RwLock::new(certified) });
-        let mut config = ServerConfig::builder_with_provider(Arc::new(ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .map_err(|e| format!("TLS: {e}"))?
-            .with_no_client_auth()
-            .with_cert_resolver(Arc::clone(&certificates) as Arc<dyn ResolvesServerCert>);
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        Ok(Self { config: Arc::new(config), certificates, files })
-    }
-
-    /// Loads the files again; on failure keeps the certificate in use.
-    pub fn reload(&self) -> Result<(), String> {
-        let fresh = self.files.load()?;
-        if let Some(warning) = self.files.validity_warning(&fresh) {
-            tracing::warn!("{warning}");
-        }
-        *self.certificates.current.write() = fresh;
+        certificates.install(fresh);
         Ok(())
     }
 
     /// Reloads whenever the files change (checked every
     /// [`WATCH_INTERVAL`]) or the process gets SIGHUP, until `stop`.
-    pub async fn watch(self, stop: CancellationToken) {
-        let mut seen = self.files.modified();
+    pub(super) async fn watch(self, certificates: &Certificates, stop: CancellationToken) {
+        let mut seen = self.modified();
         let mut hangups = hangups();
         let mut tick = tokio::time::interval(WATCH_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -161,13 +121,13 @@ impl Tls {
                 _ = tick.tick() => false,
                 Some(()) = next_hangup(&mut hangups) => true,
             };
-            let now = self.files.modified();
+            let now = self.modified();
             if !asked && now == seen {
                 continue;
             }
             seen = now;
-            match self.reload() {
-                Ok(()) => tracing::info!(cert = %self.files.cert.display(), "TLS certificate reloaded"),
+            match self.reload(certificates) {
+                Ok(()) => tracing::info!(cert = %self.cert.display(), "TLS certificate reloaded"),
                 // A renewal may write one file before the other: the next
                 // change of either is tried again.
                 Err(error) => tracing::error!("TLS certificate not reloaded, the one in use stays: {error}"),
