@@ -2,7 +2,10 @@
 //! authorities: HTTP/2 and HTTP/1.1 chosen by ALPN, events streamed over
 //! both, a renewed certificate served without a restart while a stream
 //! stays open, each bad file's error, and headless Chromium opening twenty
-//! `EventSource`s over one HTTP/2 connection (six over HTTP/1.1). The
+//! `EventSource`s over one HTTP/2 connection (six over HTTP/1.1). Streams
+//! over HTTP/2 keep what they have over HTTP/1.1: exact resume, heartbeats,
+//! token expiry, limits per stream, shutdown, the stall cut. Certificates
+//! from an ACME CA are in `acme`. The
 //! clients are `curl` and Chromium, which share no code with Herald.
 
 use std::{
@@ -529,4 +532,69 @@ async fn over_http2_a_stream_whose_window_stays_shut_is_cut_alone() {
     .await;
     let (_, metrics) = curl(&["--cacert", ca.to_str().unwrap(), &localhost(&herald, "/metrics")]);
     assert!(metrics.contains("herald_streams_closed_total{reason=\"lagged\"} 1"), "{metrics}");
+}
+
+/// Reads `body` until what it gave contains `needle`; all of it.
+async fn h2_text_until(body: &mut h2::RecvStream, text: &mut String, needle: &str) {
+    within(WAIT, needle, async {
+        while !text.contains(needle) {
+            let data = body.data().await.expect("the stream goes on").unwrap();
+            body.flow_control().release_capacity(data.len()).unwrap();
+            text.push_str(&String::from_utf8_lossy(&data));
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn over_http2_streams_resume_exactly_get_heartbeats_and_end_when_their_token_expires() {
+    let Https { herald, ca, _dir } = https_herald(&["--heartbeat", "1s"]);
+    let token = sign_hs256(&claims(json!({})), SECRET);
+    let mut client = h2_over_tls(&herald, &ca, 65_535).await;
+    let open = |client: &mut h2::client::SendRequest<bytes::Bytes>, token: &str, last_id: Option<&str>| {
+        let mut request = axum::http::Request::builder()
+            .uri(format!("https://localhost:{}/topics/t/events", herald.addr.port()))
+            .header("authorization", format!("Bearer {token}"));
+        if let Some(id) = last_id {
+            request = request.header("last-event-id", id);
+        }
+        let (response, _) = client.send_request(request.body(()).unwrap(), true).unwrap();
+        async move {
+            let response = within(WAIT, "the stream's head", response).await.unwrap();
+            assert_eq!(response.status(), 200);
+            response.into_body()
+        }
+    };
+    let mut first = open(&mut client, &token, None).await;
+    let mut text = String::new();
+    h2_text_until(&mut first, &mut text, ": herald stream open").await;
+    for i in 1..=3 {
+        publish_over_tls(&herald, &ca, &token, &format!("event {i}"));
+    }
+    h2_text_until(&mut first, &mut text, "data: event 3").await;
+    let ids: Vec<&str> = text.lines().filter_map(|line| line.strip_prefix("id: ")).collect();
+    assert_eq!(ids.len(), 3, "{text}");
+
+    // Resumed after the first event on the same connection, with a token
+    // that expires in two seconds: exactly the two after it, heartbeats
+    // while idle, then the end.
+    let short = sign_hs256(&claims(json!({ "exp": now() + 2 })), SECRET);
+    let mut resumed = open(&mut client, &short, Some(ids[0])).await;
+    let mut again = String::new();
+    h2_text_until(&mut resumed, &mut again, "data: event 3").await;
+    assert!(!again.contains("data: event 1") && again.contains("data: event 2"), "{again}");
+    h2_text_until(&mut resumed, &mut again, "\n:\n").await;
+    h2_text_until(&mut resumed, &mut again, "event: herald.expired").await;
+    let rest = within(WAIT, "the end of the expired stream", async {
+        let mut rest = String::new();
+        while let Some(data) = resumed.data().await {
+            rest.push_str(&String::from_utf8_lossy(&data.unwrap()));
+        }
+        rest
+    })
+    .await;
+    assert!(again.contains("token_expired") || rest.contains("token_expired"), "{again}{rest}");
+    // The first stream, with its own token, goes on over the connection.
+    publish_over_tls(&herald, &ca, &token, "event 4");
+    h2_text_until(&mut first, &mut text, "data: event 4").await;
 }
