@@ -4,9 +4,9 @@
 //! stays open, each bad file's error, and headless Chromium opening twenty
 //! `EventSource`s over one HTTP/2 connection (six over HTTP/1.1). Streams
 //! over HTTP/2 keep what they have over HTTP/1.1: exact resume, heartbeats,
-//! token expiry, limits per stream, shutdown, the stall cut. Certificates
-//! from an ACME CA are in `acme`. The
-//! clients are `curl` and Chromium, which share no code with Herald.
+//! token expiry, limits per stream, shutdown, the stall cut. The clients
+//! are `curl`, Chromium, and `h2` over `tokio-rustls`, which share no code
+//! with Herald. Certificates from an ACME CA are tested in `acme`.
 
 use std::{
     path::Path,
