@@ -24,8 +24,9 @@ pub mod limits;
 mod request_body;
 mod stall;
 mod stream_runtime;
+mod tls_stream;
 
-use std::future::Future;
+use std::{future::Future, sync::Arc};
 
 use axum::Router;
 use tokio::net::TcpListener;
@@ -40,7 +41,7 @@ use stream_runtime::StreamTasks;
 /// token), and waits, at most `--shutdown-grace`, for every task the state's
 /// tracker holds. The hub is the caller's, to start before and shut after.
 pub(crate) async fn run(
-    listeners: Vec<(TcpListener, Router, Option<tokio_rustls::TlsAcceptor>)>,
+    listeners: Vec<(TcpListener, Router, Option<Arc<rustls::ServerConfig>>)>,
     state: &AppState,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
