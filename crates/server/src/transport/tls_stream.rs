@@ -12,8 +12,10 @@
 //! - `plaintext` holds decrypted bytes the reader has not taken. It is only
 //!   filled from `incoming`, so it is bounded by it.
 //! - `outgoing` holds TLS bytes not yet sent, in the order rustls made them.
-//!   Writes wait while `MAX_UNSENT` or more are unsent, and so do reads: a
-//!   peer that does not read cannot make it grow by asking for key updates.
+//!   Writes wait while `MAX_UNSENT` or more are unsent. What reading adds
+//!   (a key update's reply, alerts) rustls bounds: it holds one key update
+//!   reply at a time and ends a connection that misbehaves more than a few
+//!   times.
 //! - What rustls queues on its own (the handshake, a key update, an alert)
 //!   is sent before the stream waits for the peer, and by a flush.
 //! - Errors are `io::Error`s: rustls's `InvalidData` (after a best-effort
@@ -48,8 +50,9 @@ const READ_SIZE: usize = 8 * 1024;
 /// rustls's buffered connection does by default.
 const MAX_UNSENT: usize = 64 * 1024;
 /// Small slices of a vectored write (a chunk's size line, its data, its
-/// CRLF) are joined into one record up to this size.
-const JOIN_SIZE: usize = 4 * 1024;
+/// CRLF; HTTP/2 frames) are joined into records of up to this size: one
+/// full record, as rustls's buffered connection makes them.
+const JOIN_SIZE: usize = 16 * 1024;
 
 /// A server-side TLS stream over `IO`, after its handshake ([`accept`]).
 pub(super) struct TlsStream<IO> {
@@ -74,7 +77,7 @@ pub(super) async fn accept<IO: AsyncRead + AsyncWrite + Unpin>(
     io: IO,
     config: Arc<ServerConfig>,
 ) -> io::Result<TlsStream<IO>> {
-    let conn = UnbufferedServerConnection::new(config).map_err(|error| io::Error::other(error))?;
+    let conn = UnbufferedServerConnection::new(config).map_err(io::Error::other)?;
     let mut stream = TlsStream {
         io,
         conn: Box::new(conn),
@@ -279,34 +282,37 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> TlsStream<IO> {
             return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
         }
         ready!(self.poll_room(cx))?;
-        let mut budget = MAX_UNSENT - self.outgoing.len();
+        let budget = MAX_UNSENT - self.outgoing.len();
         if let [single] = slices {
             let data = &single[..single.len().min(budget)];
             self.run_or_alert(cx, Job::Encrypt(data))?;
             return self.poll_started(cx, data.len());
         }
-        let mut joined = [0u8; JOIN_SIZE];
-        let (mut in_joined, mut taken) = (0, 0);
+        let total = slices.iter().map(|slice| slice.len()).sum::<usize>().min(budget);
+        let mut joined = Vec::new();
+        let mut taken = 0;
         for slice in slices {
-            let data = &slice[..slice.len().min(budget)];
-            if in_joined + data.len() > JOIN_SIZE && in_joined > 0 {
-                self.run_or_alert(cx, Job::Encrypt(&joined[..in_joined]))?;
-                in_joined = 0;
+            let data = &slice[..slice.len().min(budget - taken)];
+            if !joined.is_empty() && joined.len() + data.len() > JOIN_SIZE {
+                self.run_or_alert(cx, Job::Encrypt(&joined))?;
+                joined.clear();
             }
-            if data.len() <= JOIN_SIZE {
-                joined[in_joined..in_joined + data.len()].copy_from_slice(data);
-                in_joined += data.len();
-            } else {
+            if data.len() > JOIN_SIZE {
+                // Large enough for records of its own: encrypted where it is.
                 self.run_or_alert(cx, Job::Encrypt(data))?;
+            } else {
+                if joined.capacity() == 0 {
+                    joined.reserve(JOIN_SIZE.min(total - taken));
+                }
+                joined.extend_from_slice(data);
             }
             taken += data.len();
-            budget -= data.len();
-            if budget == 0 {
+            if taken == budget {
                 break;
             }
         }
-        if in_joined > 0 {
-            self.run_or_alert(cx, Job::Encrypt(&joined[..in_joined]))?;
+        if !joined.is_empty() {
+            self.run_or_alert(cx, Job::Encrypt(&joined))?;
         }
         self.poll_started(cx, taken)
     }
@@ -341,9 +347,11 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for TlsStream<IO> {
                 }
                 continue;
             }
-            // Before waiting for the peer, what rustls queued goes out; a peer
-            // that does not read is not read from either.
-            ready!(this.poll_room(cx))?;
+            // Before waiting for the peer, what rustls queued goes out (or
+            // starts to: the socket wakes this task when it takes more).
+            if let Poll::Ready(Err(error)) = this.poll_send(cx) {
+                return Poll::Ready(Err(error));
+            }
             ready!(this.poll_fill(cx))?;
         }
     }
