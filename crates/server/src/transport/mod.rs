@@ -10,6 +10,8 @@
 //!   request opens an event stream; `h1_response` encodes its heads.
 //! - `h2_stream`: HTTP/2 streams, each cut alone when its window stays shut.
 //! - `stall`: the stall guard both paths use, and how a body learns of it.
+//! - `tls_stream`: HTTPS connections' TLS, whose buffers are freed when
+//!   empty, so an idle stream holds none.
 //! - `request_body`, `deadline`, `limits`, `stream_runtime`,
 //!   `connection_close`: what those share.
 
