@@ -505,6 +505,14 @@ mod tests {
     /// `localhost` (made by `openssl`), offering `alpn`; and a client
     /// configuration that trusts it.
     fn configs(alpn: &[&[u8]]) -> (Arc<ServerConfig>, ClientConfig) {
+        configs_with(alpn, rustls::DEFAULT_VERSIONS)
+    }
+
+    /// [`configs`], with a client that speaks only `versions` of TLS.
+    fn configs_with(
+        alpn: &[&[u8]],
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> (Arc<ServerConfig>, ClientConfig) {
         let dir = tempfile::tempdir().unwrap();
         let output = Command::new("openssl")
             .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"])
@@ -527,7 +535,7 @@ mod tests {
         let mut roots = RootCertStore::empty();
         roots.add(cert).unwrap();
         let client = ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
+            .with_protocol_versions(versions)
             .unwrap()
             .with_root_certificates(roots)
             .with_no_client_auth();
@@ -574,6 +582,23 @@ mod tests {
         within("the response", client.read_exact(&mut response)).await.unwrap();
         assert_eq!(&response, b"HTTP/1.1 200 OK\r\n\r\n");
         assert!(is_idle(&server), "after an exchange");
+    }
+
+    #[tokio::test]
+    async fn a_tls_1_2_client_is_served_too() {
+        let (server_config, mut tls12) = configs_with(&[b"h2", b"http/1.1"], &[&rustls::version::TLS12]);
+        tls12.alpn_protocols = vec![b"h2".to_vec()];
+        let (mut client, mut server) = pair(16 * 1024, tls12, server_config).await;
+        assert_eq!(client.get_ref().1.protocol_version(), Some(rustls::ProtocolVersion::TLSv1_2));
+        assert_eq!(server.alpn_protocol(), Some(b"h2".as_slice()));
+        client.write_all(b"ping").await.unwrap();
+        client.flush().await.unwrap();
+        let mut got = [0u8; 4];
+        within("the client's data", server.read_exact(&mut got)).await.unwrap();
+        server.write_all(b"pong").await.unwrap();
+        server.flush().await.unwrap();
+        within("the server's data", client.read_exact(&mut got)).await.unwrap();
+        assert_eq!(&got, b"pong");
     }
 
     /// A pattern that shows a lost, repeated or reordered byte.
