@@ -1,7 +1,7 @@
 //! The accept loop: accepts connections within the connection bound until
 //! the server shuts down; a connection over the bound is answered 503.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use axum::{Router, response::IntoResponse as _};
 use tokio::{
@@ -20,7 +20,7 @@ use crate::{
 pub(super) async fn accept_loop(
     listener: TcpListener,
     router: Router,
-    tls: Option<tokio_rustls::TlsAcceptor>,
+    tls: Option<Arc<rustls::ServerConfig>>,
     state: AppState,
     streams: StreamTasks,
 ) {
@@ -54,7 +54,7 @@ pub(super) async fn accept_loop(
                 router.clone(),
                 state.clone(),
                 permit,
-                tls.clone(),
+                Arc::clone(tls),
                 streams.clone(),
             )),
             None => {

@@ -55,6 +55,7 @@ use super::{
     request_body,
     stall::{StallReport, Stalled, WriteStall},
     stream_runtime::StreamTasks,
+    tls_stream,
 };
 use crate::state::AppState;
 
@@ -114,15 +115,15 @@ pub(super) async fn handle_tls(
     router: Router,
     state: AppState,
     permit: ConnectionPermit,
-    acceptor: tokio_rustls::TlsAcceptor,
+    tls_config: Arc<rustls::ServerConfig>,
     streams: StreamTasks,
 ) {
     let head_deadline = deadline::after(Instant::now(), state.config.header_timeout);
     let shutdown = state.shutdown.clone();
-    let handshake = tokio::time::timeout_at(head_deadline, acceptor.accept(stream));
+    let handshake = tokio::time::timeout_at(head_deadline, tls_stream::accept(stream, tls_config));
     let reason = tokio::select! {
         accepted = handshake => match accepted {
-            Ok(Ok(tls)) if tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice()) => {
+            Ok(Ok(tls)) if tls.alpn_protocol() == Some(b"h2".as_slice()) => {
                 Box::pin(with_hyper(tls, Vec::new(), true, head_deadline, peer, router, state)).await
             }
             // An ACME CA's validator: it is done once it saw the challenge

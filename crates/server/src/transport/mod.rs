@@ -10,6 +10,8 @@
 //!   request opens an event stream; `h1_response` encodes its heads.
 //! - `h2_stream`: HTTP/2 streams, each cut alone when its window stays shut.
 //! - `stall`: the stall guard both paths use, and how a body learns of it.
+//! - `tls_stream`: HTTPS connections' TLS, whose buffers are freed when
+//!   empty, so an idle stream holds none.
 //! - `request_body`, `deadline`, `limits`, `stream_runtime`,
 //!   `connection_close`: what those share.
 
@@ -24,8 +26,9 @@ pub mod limits;
 mod request_body;
 mod stall;
 mod stream_runtime;
+mod tls_stream;
 
-use std::future::Future;
+use std::{future::Future, sync::Arc};
 
 use axum::Router;
 use tokio::net::TcpListener;
@@ -40,7 +43,7 @@ use stream_runtime::StreamTasks;
 /// token), and waits, at most `--shutdown-grace`, for every task the state's
 /// tracker holds. The hub is the caller's, to start before and shut after.
 pub(crate) async fn run(
-    listeners: Vec<(TcpListener, Router, Option<tokio_rustls::TlsAcceptor>)>,
+    listeners: Vec<(TcpListener, Router, Option<Arc<rustls::ServerConfig>>)>,
     state: &AppState,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
