@@ -128,7 +128,7 @@ pub(super) async fn handle_tls(
             }
             // An ACME CA's validator: it is done once it saw the challenge
             // certificate, and goes.
-            Ok(Ok(tls)) if tls.get_ref().1.alpn_protocol() == Some(crate::tls::ACME_TLS_ALPN) => {
+            Ok(Ok(tls)) if tls.alpn_protocol() == Some(crate::tls::ACME_TLS_ALPN) => {
                 ConnectionClose::ClientGone
             }
             Ok(Ok(mut tls)) => match h1_stream::read_first(&mut tls, head_deadline, &shutdown).await {
