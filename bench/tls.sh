@@ -12,6 +12,8 @@
 #   fanout = FANOUT_EVENTS events (default 20,000) as fast as they are
 #            acknowledged: deliveries/s, every event checked;
 #   paced  = 1,000 events/s for PACED_SECONDS (default 10): latency.
+# The subscribers run on CLIENT_THREADS runtime threads (default 1), the
+# publishers on one of their own.
 # Publishers speak the streams' scheme: plain HTTP/1.1 to the plain server,
 # HTTPS/1.1 to the HTTPS one (a Herald with --tls-cert serves HTTPS on every
 # --listen address; a plain one beside it would only redirect). The table
@@ -26,6 +28,7 @@ FANOUT_EVENTS=${FANOUT_EVENTS:-20000}
 PACED_SECONDS=${PACED_SECONDS:-10}
 SUBSCRIBERS=${SUBSCRIBERS:-1000}
 IDLE=${IDLE:-1}
+CLIENT_THREADS=${CLIENT_THREADS:-1}
 TRANSPORTS=${TRANSPORTS:-plain h1 h2}
 SECRET=herald-bench-tls-secret-at-least-32-bytes
 cargo build --release -p herald-server -p herald-bench
@@ -95,7 +98,7 @@ run_case() {
     local url=$base/topics/bench/events
     # The tool stops itself at --timeout; `timeout` is the backstop.
     if ! HERALD_BENCH_TOKEN=$token timeout 200 "$bin/herald-bench" run -u "$url" -p "$url" --ca "$work/ca.pem" \
-        --transport "$transport" -n "$SUBSCRIBERS" -k 8 "${load[@]}" --id-order --settle 1s \
+        --transport "$transport" --threads "$CLIENT_THREADS" -n "$SUBSCRIBERS" -k 8 "${load[@]}" --id-order --settle 1s \
         --timeout 150s --drain-timeout 30s --server-pid "$pid" --label "$case $transport $rep" --quiet \
         --json "$out/$case-$transport-$rep.json" >"$work/run.txt"; then
         cat "$work/run.txt" >&2
