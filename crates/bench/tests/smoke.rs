@@ -206,7 +206,10 @@ fn assert_runs_deliver_every_event_once(herald: &Herald, runs: &[Vec<&str>]) {
             assert_eq!(delivery[check], 0, "{check} with {args:?}");
         }
         assert!(ok && report["ok"] == true, "the run failed: {}", report["errors"]);
-        assert!(report["server"]["cpu_seconds"].as_f64().unwrap() > 0.0);
+        // The server was sampled. Its CPU comes in 10 ms ticks: a fast
+        // (release) run of 200 events may cost none.
+        assert!(report["server"]["peak_rss_bytes"].as_u64().unwrap() > 0);
+        assert!(report["server"]["cpu_seconds"].as_f64().unwrap() >= 0.0);
     }
 }
 
