@@ -2,8 +2,6 @@
 //! HTTP/1.1 stream per connection, or HTTPS with many HTTP/2 streams on
 //! each connection. `run` and `idle-tls` take the same choice.
 
-use crate::tls::Alpn;
-
 /// The transport of the subscribers' streams.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -25,15 +23,6 @@ impl Transport {
     /// Whether it runs over TLS.
     pub fn is_tls(self) -> bool {
         self != Self::Plain
-    }
-
-    /// The protocol to ask for by ALPN, over TLS.
-    pub fn alpn(self) -> Option<Alpn> {
-        match self {
-            Self::Plain => None,
-            Self::H1 => Some(Alpn::Http1),
-            Self::H2 => Some(Alpn::H2),
-        }
     }
 
     /// Its name on the command line and in reports.
