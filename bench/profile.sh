@@ -5,9 +5,12 @@
 #   bench/profile.sh fanout            # N=1,000 subscribers, max-rate publishes, --memory
 #   bench/profile.sh publish           # no subscribers, K=32 publishers, --memory
 #   STORE=sqlite bench/profile.sh publish
+#   TRANSPORT=h2 bench/profile.sh fanout   # over HTTPS: h1 or h2 (herald-bench run --transport)
 #
 # Needs `perf` (Debian: apt-get install -y linux-perf) and the release
-# binaries (cargo build --release -p herald-server -p herald-bench).
+# binaries (cargo build --release -p herald-server -p herald-bench, in
+# CARGO_TARGET_DIR if set). For call graphs, build herald with
+# RUSTFLAGS="-C force-frame-pointers=yes" and point HERALD= at it.
 # Loopback only; the server is stopped (by its pid) on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,27 +20,39 @@ store=${STORE:-memory}
 port=${PORT:-18950}
 out=${OUT:-/tmp/herald-perf-$scenario-$store}
 secret=profile-secret-of-at-least-32-bytes-long
-herald=${HERALD:-target/release/herald}
-bench=target/release/herald-bench
+transport=${TRANSPORT:-plain}
+herald=${HERALD:-${CARGO_TARGET_DIR:-target}/release/herald}
+bench=${CARGO_TARGET_DIR:-target}/release/herald-bench
 
 work=$(mktemp -d)
-store_args=(--memory)
+store_args=(--memory --retention-events 100000)
 if [[ $store == sqlite ]]; then store_args=(--data-dir "$work/data"); fi
+scheme=http tls=() client_tls=()
+if [[ $transport != plain ]]; then
+    key=(-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes)
+    openssl req -x509 "${key[@]}" -keyout "$work/ca.key" -out "$work/ca.pem" -days 1 -subj "/CN=profile CA" 2>/dev/null
+    openssl req "${key[@]}" -keyout "$work/server.key" -out "$work/server.csr" -subj /CN=localhost 2>/dev/null
+    printf "subjectAltName=DNS:localhost\nextendedKeyUsage=serverAuth\n" >"$work/server.ext"
+    openssl x509 -req -in "$work/server.csr" -CA "$work/ca.pem" -CAkey "$work/ca.key" -CAcreateserial \
+        -out "$work/server.pem" -days 1 -extfile "$work/server.ext" 2>/dev/null
+    scheme=https tls=(--tls-cert "$work/server.pem" --tls-key "$work/server.key")
+    client_tls=(--ca "$work/ca.pem" --transport "$transport")
+fi
 
 "$herald" serve --listen "127.0.0.1:$port" "${store_args[@]}" --jwt-secret "$secret" --log warn \
-    --max-connections 19000 --max-streams-per-ip 19000 &
+    --max-connections 19000 --max-streams-per-ip 19000 "${tls[@]}" &
 pid=$!
 trap 'kill -TERM $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$work"' EXIT
 for _ in $(seq 100); do
-    curl -fsS "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break
+    curl -fsS --cacert "$work/ca.pem" "$scheme://localhost:$port/healthz" >/dev/null 2>&1 && break
     sleep 0.1
 done
 token=$("$herald" token --sub profile --publish '*' --subscribe '*' --jwt-secret "$secret")
-url="http://127.0.0.1:$port/topics/bench/events"
+url="$scheme://localhost:$port/topics/bench/events"
 
 case $scenario in
-    fanout) args=(run -u "$url" -p "$url" -n 1000 -m ${M:-4000} -k ${K:-16}) ;;
-    publish) args=(publish -p "$url" -m 40000 -k 32) ;;
+    fanout) args=(run -u "$url" -p "$url" "${client_tls[@]}" -n 1000 -m ${M:-4000} -k ${K:-16}) ;;
+    publish) args=(publish -p "$url" "${client_tls[@]}" -m 40000 -k 32) ;;
     *) echo "unknown scenario $scenario (fanout, publish)" >&2; exit 2 ;;
 esac
 

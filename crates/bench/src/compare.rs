@@ -23,6 +23,7 @@ use crate::{
     report::Report,
     run::{BodyFormat, RunConfig},
     run_blocking,
+    transport::Transport,
     url::UrlTemplate,
 };
 
@@ -239,6 +240,9 @@ impl Scenario {
         Ok(RunConfig {
             label,
             sub_url: (subscribers > 0).then(|| UrlTemplate::parse(&endpoints.sub_url)).transpose()?,
+            transport: Transport::Plain,
+            streams_per_connection: 1,
+            tls: None,
             subscribers,
             topics: 1,
             pub_url: Some(UrlTemplate::parse(pub_url)?),

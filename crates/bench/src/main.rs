@@ -3,7 +3,8 @@
 //!
 //! - `herald-bench run`: N subscribers, M events at rate R over K publishing
 //!   connections; every delivery is checked (a missing or duplicated event
-//!   fails the run) and timed (publish → receive latency).
+//!   fails the run) and timed (publish → receive latency). Streams over
+//!   plain HTTP/1.1, HTTPS/1.1 or HTTPS/2 (`--transport`).
 //! - `herald-bench publish`: publishers only (acks/s), single events or
 //!   JSON batches to `POST /publish`.
 //! - `herald-bench compare`: Herald (memory and SQLite) against Nchan and
@@ -12,7 +13,11 @@
 //! Loopback targets only; every run has a deadline.
 
 mod compare;
+mod connect;
+mod event_counter;
 mod grip_origin;
+mod h1_stream;
+mod h2_stream;
 mod http;
 mod idle_tls;
 mod payload;
@@ -23,9 +28,11 @@ mod run;
 mod sse;
 mod subscriber;
 mod tally;
+mod tls;
+mod transport;
 mod url;
 
-use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -33,6 +40,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::{
     report::Report,
     run::{BodyFormat, RunConfig},
+    tls::TlsClient,
+    transport::Transport,
     url::UrlTemplate,
 };
 
@@ -75,6 +84,20 @@ pub struct RunArgs {
     /// Subscribe URL; `{i}` becomes the subscriber's topic index (see --topics).
     #[arg(long, short = 'u', value_name = "URL")]
     url: Option<String>,
+    /// What carries the streams: `plain` HTTP/1.1 (http:// URL), HTTPS `h1`
+    /// (one connection a stream) or HTTPS `h2` (--streams-per-connection a
+    /// connection) [default: from the URL's scheme: plain, or h1 for https://].
+    #[arg(long, value_enum)]
+    transport: Option<Transport>,
+    /// Streams per HTTP/2 connection (as a browser's EventSources of one site share one).
+    #[arg(long, default_value_t = 100)]
+    streams_per_connection: usize,
+    /// The authority that signed the server's certificate (PEM), for https:// URLs.
+    #[arg(long, value_name = "FILE")]
+    ca: Option<PathBuf>,
+    /// The name to check the server's certificate against [default: the URL's host].
+    #[arg(long)]
+    server_name: Option<String>,
     /// Subscribers (N).
     #[arg(long, short = 'n', default_value_t = 100)]
     subscribers: usize,
@@ -232,6 +255,24 @@ impl RunArgs {
         if !(self.rate >= 0.0 && self.rate.is_finite()) {
             bail!("--rate must be 0 or more");
         }
+        let transport = match (self.transport, sub_url.as_ref().map(UrlTemplate::is_tls)) {
+            (None, tls) => Transport::for_scheme(tls.unwrap_or(false)),
+            (Some(transport), Some(tls)) if transport.is_tls() != tls => bail!(
+                "--transport {} needs an {} subscribe URL",
+                transport.name(),
+                if transport.is_tls() { "https://" } else { "http://" }
+            ),
+            (Some(transport), _) => transport,
+        };
+        if self.streams_per_connection == 0 {
+            bail!("--streams-per-connection must be at least 1");
+        }
+        let any_tls = sub_url.iter().chain(&pub_url).any(UrlTemplate::is_tls);
+        let tls = match (&self.ca, any_tls) {
+            (Some(ca), true) => Some(Arc::new(TlsClient::new(ca, self.server_name.as_deref())?)),
+            (None, true) => bail!("https:// URLs need --ca, the authority that signed the server's certificate"),
+            (_, false) => None,
+        };
         let topics = match self.topics {
             Some(0) => bail!("--topics must be at least 1"),
             Some(t) => t,
@@ -250,6 +291,9 @@ impl RunArgs {
         Ok(RunConfig {
             label: self.label.clone(),
             sub_url,
+            transport,
+            streams_per_connection: self.streams_per_connection,
+            tls,
             subscribers,
             topics,
             pub_url,
@@ -369,5 +413,28 @@ mod tests {
                 .unwrap();
         assert_eq!(config.topics, 7);
         assert_eq!(config.sub_headers, "Authorization: Bearer T\r\n");
+        assert_eq!(config.transport, Transport::Plain);
+    }
+
+    #[test]
+    fn the_transport_agrees_with_the_scheme() {
+        let args = |extra: &[&str]| {
+            let mut argv = vec!["herald-bench", "run", "-m", "0"];
+            argv.extend_from_slice(extra);
+            match Cli::parse_from(argv).command {
+                Command::Run(args) => args.config(false).map(|c| c.transport).map_err(|e| e.to_string()),
+                _ => unreachable!(),
+            }
+        };
+        let https = "https://localhost:1/t";
+        let error = args(&["-u", https, "--transport", "plain"]).unwrap_err();
+        assert!(error.contains("needs an http:// subscribe URL"), "{error}");
+        let error = args(&["-u", "http://127.0.0.1:1/t", "--transport", "h2"]).unwrap_err();
+        assert!(error.contains("needs an https:// subscribe URL"), "{error}");
+        let error = args(&["-u", https, "--transport", "h2"]).unwrap_err();
+        assert!(error.contains("need --ca"), "{error}");
+        assert_eq!(args(&["-u", "http://127.0.0.1:1/t"]), Ok(Transport::Plain));
+        let error = args(&["-u", https, "--transport", "h2", "--streams-per-connection", "0"]).unwrap_err();
+        assert!(error.contains("at least 1"), "{error}");
     }
 }

@@ -1,5 +1,6 @@
-//! Publishers: K keep-alive HTTP/1.1 connections, each sending one request
-//! at a time and reading the whole answer before the next.
+//! Publishers: K keep-alive HTTP/1.1 connections (plain, or TLS for an
+//! `https://` publish URL), each sending one request at a time and reading
+//! the whole answer before the next.
 
 use std::{
     fmt::Write as _,
@@ -9,13 +10,14 @@ use std::{
 };
 
 use hdrhistogram::Histogram;
-use tokio::{io::AsyncWriteExt as _, net::TcpStream};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::{
+    connect::{Dialer, HttpConnection},
     http::{self, BodyDecoder},
     payload::{self, Payload},
     run::{BodyFormat, Shared, new_histogram},
-    subscriber::connect,
+    tls::Alpn,
     url::{Target, UrlTemplate},
 };
 
@@ -40,6 +42,8 @@ pub struct PublishPlan {
     pub payload_size: usize,
     /// Extra header lines, each ending in CRLF.
     pub headers: String,
+    /// Opens the connections (with the TLS client, for `https://`).
+    pub dialer: Dialer,
 }
 
 impl PublishPlan {
@@ -73,7 +77,7 @@ pub async fn run(plan: Arc<PublishPlan>, shared: Arc<Shared>, start: Instant) ->
         failures: Vec::new(),
         connections: 0,
     };
-    let mut conn = Connection { target: plan.url.expand(0), stream: None, buf: Vec::with_capacity(4096), requests: 0 };
+    let mut conn = Connection::new(plan.url.expand(0));
     let mut body = String::new();
     let mut request = Vec::new();
     let requests = plan.requests();
@@ -95,13 +99,13 @@ pub async fn run(plan: Arc<PublishPlan>, shared: Arc<Shared>, start: Instant) ->
         let count = batch.min(plan.events - first);
         let target = build(&plan, &shared, first, count, &mut body, &mut request);
         if target.addr != conn.target.addr {
-            conn = Connection { target, stream: None, buf: Vec::with_capacity(4096), requests: 0 };
+            conn = Connection::new(target);
         }
         let sent = Instant::now();
         let answer = tokio::select! {
             biased;
             () = shared.cancel.cancelled() => break,
-            answer = conn.send(&request, &mut result.connections) => answer,
+            answer = conn.send(&plan.dialer, &request, &mut result.connections) => answer,
         };
         match answer {
             Ok(status) if (200..300).contains(&status) => {
@@ -219,30 +223,34 @@ fn pushpin_item(body: &mut String, channel: &str, payload: Payload, payload_size
 /// One keep-alive connection.
 struct Connection {
     target: Target,
-    stream: Option<TcpStream>,
+    stream: Option<HttpConnection>,
     buf: Vec<u8>,
     /// Requests answered on the current stream.
     requests: u64,
 }
 
 impl Connection {
+    fn new(target: Target) -> Self {
+        Self { target, stream: None, buf: Vec::with_capacity(4096), requests: 0 }
+    }
+
     /// Sends `request` and reads the answer; the status code. A request that
     /// got no byte of answer on a reused connection (the server closed it
     /// while idle) is sent once more on a fresh one.
-    async fn send(&mut self, request: &[u8], connections: &mut u64) -> anyhow::Result<u16> {
+    async fn send(&mut self, dialer: &Dialer, request: &[u8], connections: &mut u64) -> anyhow::Result<u16> {
         let reused = self.stream.is_some() && self.requests > 0;
-        match self.try_send(request, connections).await {
+        match self.try_send(dialer, request, connections).await {
             Err(SendError::NoAnswer(_)) if reused => {
                 self.stream = None;
-                self.try_send(request, connections).await.map_err(SendError::into_anyhow)
+                self.try_send(dialer, request, connections).await.map_err(SendError::into_anyhow)
             }
             other => other.map_err(SendError::into_anyhow),
         }
     }
 
-    async fn try_send(&mut self, request: &[u8], connections: &mut u64) -> Result<u16, SendError> {
+    async fn try_send(&mut self, dialer: &Dialer, request: &[u8], connections: &mut u64) -> Result<u16, SendError> {
         if self.stream.is_none() {
-            let stream = connect(self.target.addr, None, None).await.map_err(SendError::Other)?;
+            let stream = dialer.dial(&self.target, Alpn::Http1).await.map_err(SendError::Other)?;
             *connections += 1;
             self.stream = Some(stream);
             self.requests = 0;
@@ -266,7 +274,7 @@ impl Connection {
             if let Some(parsed) = http::parse_head(&self.buf).map_err(SendError::Other)? {
                 break parsed;
             }
-            let n = read(stream, &mut chunk).await.map_err(|e| answer_error(got_bytes, e))?;
+            let n = stream.read(&mut chunk).await.map_err(|e| answer_error(got_bytes, e))?;
             if n == 0 {
                 return Err(answer_error(got_bytes, io::Error::from(io::ErrorKind::UnexpectedEof)));
             }
@@ -278,7 +286,7 @@ impl Connection {
         let used = decoder.feed(&self.buf, &mut |_| {}).map_err(SendError::Other)?;
         self.buf.drain(..used);
         while !decoder.is_done() {
-            let n = read(stream, &mut chunk).await.map_err(|e| SendError::Other(e.into()))?;
+            let n = stream.read(&mut chunk).await.map_err(|e| SendError::Other(e.into()))?;
             if n == 0 {
                 if matches!(decoder, BodyDecoder::UntilClose) {
                     return Ok((head.status, true));
@@ -289,16 +297,6 @@ impl Connection {
             self.buf.extend_from_slice(&chunk[used..n]);
         }
         Ok((head.status, head.close))
-    }
-}
-
-async fn read(stream: &mut TcpStream, buf: &mut [u8]) -> io::Result<usize> {
-    loop {
-        stream.readable().await?;
-        match stream.try_read(buf) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            other => return other,
-        }
     }
 }
 

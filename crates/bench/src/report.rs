@@ -5,7 +5,7 @@ use std::fmt::{self, Write as _};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::run::BodyFormat;
+use crate::{run::BodyFormat, transport::Transport};
 
 /// The result of one run.
 #[derive(Debug, Clone, Serialize)]
@@ -20,6 +20,10 @@ pub struct Report {
     pub timed_out: bool,
     /// Subscribe URL template.
     pub sub_url: Option<String>,
+    /// What carried the subscribers' streams.
+    pub transport: Transport,
+    /// Streams per connection, over HTTP/2.
+    pub streams_per_connection: Option<usize>,
     /// Publish URL template.
     pub pub_url: Option<String>,
     /// Subscribers asked for.
@@ -233,6 +237,15 @@ pub fn bytes(v: f64) -> String {
 }
 
 impl Report {
+    /// The transport, as a reader would name it.
+    fn transport_text(&self) -> String {
+        match (self.transport, self.streams_per_connection) {
+            (Transport::Plain, _) => "HTTP/1.1".into(),
+            (Transport::H1, _) => "HTTPS/1.1".into(),
+            (Transport::H2, per) => format!("HTTPS/2 ({} streams a connection)", per.unwrap_or(1)),
+        }
+    }
+
     /// The human table.
     pub fn table(&self) -> String {
         let mut rows: Vec<(&str, String)> = Vec::new();
@@ -241,8 +254,13 @@ impl Report {
             rows.push((
                 "subscribers",
                 format!(
-                    "{} of {} connected ({} failed) in {:.2} s; per stream {}",
-                    c.connected, self.subscribers, c.failed, c.seconds, c.latency
+                    "{} of {} connected ({} failed) over {} in {:.2} s; per stream {}",
+                    c.connected,
+                    self.subscribers,
+                    c.failed,
+                    self.transport_text(),
+                    c.seconds,
+                    c.latency
                 ),
             ));
         }

@@ -19,11 +19,15 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    connect::Dialer,
+    h2_stream::H2Connection,
     procstat::{self, ProcSample},
     publisher::{self, PublishPlan, PublisherResult},
     report::{ConnectStats, DeliveryStats, Latency, PublishStats, Report, ServerStats},
-    subscriber::{self, SubscriberResult, SubscriberSpec},
+    subscriber::{self, Carrier, SubscriberResult, SubscriberSpec},
     tally::Tally,
+    tls::TlsClient,
+    transport::Transport,
     url::{UrlTemplate, spread_source},
 };
 
@@ -49,6 +53,12 @@ pub struct RunConfig {
     pub label: String,
     /// Subscribe URL (`{i}` = topic index of the subscriber).
     pub sub_url: Option<UrlTemplate>,
+    /// What carries the subscribers' streams (it agrees with the URL's scheme).
+    pub transport: Transport,
+    /// Subscribers sharing one connection over HTTP/2.
+    pub streams_per_connection: usize,
+    /// The TLS client, when a URL is `https://`.
+    pub tls: Option<Arc<TlsClient>>,
     /// Subscribers (N).
     pub subscribers: usize,
     /// Topics the subscribers and events are spread over.
@@ -132,6 +142,27 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// The state of a run that opens at most `connect_concurrency` streams at once.
+    pub fn new(connect_concurrency: usize) -> Self {
+        Self {
+            clock: Instant::now(),
+            nonce: nonce(),
+            cancel: CancellationToken::new(),
+            connect_slots: Semaphore::new(connect_concurrency.max(1)),
+            connected: AtomicUsize::new(0),
+            connect_failed: AtomicUsize::new(0),
+            completed: AtomicUsize::new(0),
+            delivered: AtomicU64::new(0),
+            last_delivery_us: AtomicU64::new(0),
+            next_request: AtomicU64::new(0),
+            finished_requests: AtomicU64::new(0),
+            acked_events: AtomicU64::new(0),
+            last_ack_us: AtomicU64::new(0),
+            delivery_latency: Mutex::new(new_histogram()),
+            connect_latency: Mutex::new(new_histogram()),
+        }
+    }
+
     /// µs since the run's clock started.
     pub fn now_us(&self) -> u64 {
         u64::try_from(self.clock.elapsed().as_micros()).unwrap_or(u64::MAX)
@@ -151,23 +182,7 @@ fn nonce() -> u32 {
 
 /// Runs the benchmark described by `config`.
 pub async fn execute(config: RunConfig) -> Report {
-    let shared = Arc::new(Shared {
-        clock: Instant::now(),
-        nonce: nonce(),
-        cancel: CancellationToken::new(),
-        connect_slots: Semaphore::new(config.connect_concurrency.max(1)),
-        connected: AtomicUsize::new(0),
-        connect_failed: AtomicUsize::new(0),
-        completed: AtomicUsize::new(0),
-        delivered: AtomicU64::new(0),
-        last_delivery_us: AtomicU64::new(0),
-        next_request: AtomicU64::new(0),
-        finished_requests: AtomicU64::new(0),
-        acked_events: AtomicU64::new(0),
-        last_ack_us: AtomicU64::new(0),
-        delivery_latency: Mutex::new(new_histogram()),
-        connect_latency: Mutex::new(new_histogram()),
-    });
+    let shared = Arc::new(Shared::new(config.connect_concurrency));
     let deadline = shared.clock + config.timeout;
     let server_pids = procstat::with_children(&config.server_pids);
     let server_before = procstat::sample(&server_pids);
@@ -181,6 +196,9 @@ pub async fn execute(config: RunConfig) -> Report {
     let headers: Arc<str> = config.sub_headers.clone().into();
     let mut expected_total = 0u64;
     let spread = config.subscribers_per_ip > 0 && subscribers > config.subscribers_per_ip;
+    let streams_per_h2_connection = config.streams_per_connection.max(1);
+    // The HTTP/2 connection the next subscribers share.
+    let mut h2_connection: Option<Arc<H2Connection>> = None;
     if let Some(url) = &config.sub_url {
         for i in 0..subscribers {
             let topic = i % config.topics.max(1);
@@ -195,17 +213,31 @@ pub async fn execute(config: RunConfig) -> Report {
             } else {
                 None
             };
-            let spec = SubscriberSpec {
-                target: url.expand(topic),
-                source,
-                recv_buffer: config.recv_buffer,
-                headers: Arc::clone(&headers),
+            let dialer = Dialer { source, recv_buffer: config.recv_buffer, tls: config.tls.clone() };
+            let carrier = match config.transport {
+                Transport::Plain | Transport::H1 => Carrier::Own { dialer, headers: Arc::clone(&headers) },
+                Transport::H2 => {
+                    if i % streams_per_h2_connection == 0 {
+                        match H2Connection::new(url.expand(topic), dialer, &config.sub_headers) {
+                            Ok(connection) => h2_connection = Some(Arc::new(connection)),
+                            Err(error) => {
+                                errors.push(format!("{error:#}"));
+                                break;
+                            }
+                        }
+                    }
+                    let Some(connection) = &h2_connection else { break };
+                    Carrier::Shared(Arc::clone(connection))
+                }
             };
+            let spec = SubscriberSpec { target: url.expand(topic), carrier };
             let tally = Tally::new(topic, config.topics, config.events, config.id_order);
             expected_total += tally.expected();
             subscriber_tasks.push(tokio::spawn(subscriber::run(spec, tally, Arc::clone(&shared))));
         }
     }
+    // Each stream holds its connection: the last one gone closes it.
+    drop(h2_connection);
     let spawned = subscriber_tasks.len();
     while shared.connected.load(Ordering::Relaxed) + shared.connect_failed.load(Ordering::Relaxed) < spawned
         && Instant::now() < deadline
@@ -237,6 +269,7 @@ pub async fn execute(config: RunConfig) -> Report {
             body: config.body,
             payload_size: config.payload_size,
             headers: config.pub_headers.clone(),
+            dialer: Dialer { source: None, recv_buffer: None, tls: config.tls.clone() },
         })
     });
     // Publishers get a thread of their own: queued behind a thousand busy
@@ -347,6 +380,8 @@ pub async fn execute(config: RunConfig) -> Report {
         errors,
         timed_out,
         sub_url: config.sub_url.as_ref().map(|u| u.as_str().to_owned()),
+        transport: config.transport,
+        streams_per_connection: (config.transport == Transport::H2).then_some(streams_per_h2_connection),
         pub_url: config.pub_url.as_ref().map(|u| u.as_str().to_owned()),
         subscribers,
         topics: config.topics,

@@ -1,51 +1,48 @@
-//! One SSE subscriber: a raw TCP connection, a hand-written GET, and a
-//! streaming parse of the response (dechunk → SSE lines → payload → tally).
+//! One SSE subscriber, whatever carries its stream: open it (within the
+//! run's bound on connection attempts in flight, retrying what a busy
+//! loopback throws), count it as connected or failed, then count its events
+//! until the run ends.
 //!
-//! Reads go into one buffer per thread, so an idle subscriber costs its
-//! socket, its task and a few small vectors: 15,000 of them fit easily.
+//! An idle subscriber costs its socket (or its share of an HTTP/2
+//! connection), its task and a few small vectors: 15,000 of them fit easily.
 
 use std::{
-    cell::RefCell,
     io,
-    net::{IpAddr, SocketAddr},
     sync::{Arc, atomic::Ordering},
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, bail};
-use socket2::{Domain, Protocol, Socket, Type};
-use tokio::{io::AsyncWriteExt as _, net::TcpStream};
+use h2::RecvStream;
 
 use crate::{
-    http::{self, BodyDecoder},
-    payload,
-    run::Shared,
-    sse::SseParser,
-    tally::{Tally, Verdict},
-    url::Target,
+    connect::Dialer, event_counter::EventCounter, h1_stream::H1Stream, h2_stream, h2_stream::H2Connection, run::Shared,
+    tally::Tally, url::Target,
 };
-
-/// Bytes read per `read` call (one buffer per runtime thread).
-const READ_BUFFER: usize = 64 << 10;
 
 /// Connection attempts before a subscriber gives up.
 const CONNECT_ATTEMPTS: u32 = 4;
 
-thread_local! {
-    static READ_BUF: RefCell<Vec<u8>> = RefCell::new(vec![0; READ_BUFFER]);
-}
-
-/// How to open one subscriber's connection.
-#[derive(Debug, Clone)]
+/// How to open one subscriber's stream.
 pub struct SubscriberSpec {
     /// Where and what to GET.
     pub target: Target,
-    /// The source address to bind, when subscribers are spread over several.
-    pub source: Option<IpAddr>,
-    /// `SO_RCVBUF` to set before connecting.
-    pub recv_buffer: Option<usize>,
-    /// Extra header lines, each ending in CRLF.
-    pub headers: Arc<str>,
+    /// What carries the stream.
+    pub carrier: Carrier,
+}
+
+/// What carries a subscriber's stream.
+pub enum Carrier {
+    /// HTTP/1.1 on a connection of its own (plain or TLS), with these extra
+    /// header lines (each ending in CRLF).
+    Own { dialer: Dialer, headers: Arc<str> },
+    /// A stream on an HTTP/2 connection shared with other subscribers.
+    Shared(Arc<H2Connection>),
+}
+
+/// An open stream.
+enum Stream {
+    H1(H1Stream),
+    H2(RecvStream),
 }
 
 /// How a subscriber ended.
@@ -77,114 +74,35 @@ pub async fn run(spec: SubscriberSpec, mut tally: Tally, shared: Arc<Shared>) ->
         }
         opened
     };
-    let (stream, decoder, leftover) = match opened {
-        Ok(opened) => opened,
+    let stream = match opened {
+        Ok(stream) => stream,
         Err(error) => {
             shared.connect_failed.fetch_add(1, Ordering::Relaxed);
             return SubscriberResult { tally, connected: false, error: Some(format!("{error:#}")) };
         }
     };
     shared.connected.fetch_add(1, Ordering::Relaxed);
-    let mut reader = Reader { decoder, parser: SseParser::default(), latencies: Vec::new(), reported_complete: false };
-    reader.note_completion(&tally, &shared);
-    let mut error = reader.process(&leftover, &mut tally, &shared).err().map(|e| format!("{e:#}"));
-    if error.is_none() && !reader.decoder.is_done() {
-        error = reader.read_loop(&stream, &mut tally, &shared).await.err().map(|e| format!("{e:#}"));
-    }
-    // Closing with linger 0 sends RST: no TIME_WAIT left to exhaust ports in the next run.
-    drop(stream);
-    SubscriberResult { tally, connected: true, error }
-}
-
-struct Reader {
-    decoder: BodyDecoder,
-    parser: SseParser,
-    /// Latencies of the current read, recorded under one lock.
-    latencies: Vec<u64>,
-    reported_complete: bool,
-}
-
-impl Reader {
-    async fn read_loop(&mut self, stream: &TcpStream, tally: &mut Tally, shared: &Shared) -> anyhow::Result<()> {
-        loop {
-            tokio::select! {
-                biased;
-                () = shared.cancel.cancelled() => return Ok(()),
-                ready = stream.readable() => ready?,
-            }
-            let result = READ_BUF.with_borrow_mut(|buf| match stream.try_read(buf) {
-                Ok(0) => Ok(true),
-                Ok(n) => self.process(&buf[..n], tally, shared).map(|()| false),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
-                Err(e) => Err(anyhow::Error::from(e)),
-            });
-            if result? {
-                bail!("the server closed the stream");
-            }
-            if self.decoder.is_done() {
-                bail!("the server ended the stream");
-            }
-        }
-    }
-
-    /// Decodes `bytes` and records every event in it.
-    fn process(&mut self, bytes: &[u8], tally: &mut Tally, shared: &Shared) -> anyhow::Result<()> {
-        let now_us = shared.now_us();
-        let nonce = shared.nonce;
-        let mut fresh = 0u64;
-        let mut parse_error = None;
-        let parser = &mut self.parser;
-        let latencies = &mut self.latencies;
-        self.decoder.feed(bytes, &mut |body| {
-            if parse_error.is_some() {
-                return;
-            }
-            let result = parser.feed(body, &mut |event| match payload::parse(event.data) {
-                Some(p) if p.nonce == nonce => {
-                    if tally.record(event.id, p.seq) == Verdict::New {
-                        fresh += 1;
-                        latencies.push(now_us.saturating_sub(p.sent_us));
-                    }
-                }
-                _ => tally.record_foreign(event.event_type.is_some_and(|t| t.starts_with(b"herald."))),
-            });
-            if let Err(e) = result {
-                parse_error = Some(e);
-            }
-        })?;
-        if fresh > 0 {
-            shared.delivered.fetch_add(fresh, Ordering::Relaxed);
-            shared.last_delivery_us.fetch_max(now_us, Ordering::Relaxed);
-            let mut histogram = shared.delivery_latency.lock();
-            for &micros in latencies.iter() {
-                histogram.saturating_record(micros.max(1));
-            }
-            drop(histogram);
-            latencies.clear();
-            self.note_completion(tally, shared);
-        }
-        match parse_error {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
-    }
-
-    fn note_completion(&mut self, tally: &Tally, shared: &Shared) {
-        if !self.reported_complete && tally.complete() {
-            self.reported_complete = true;
-            shared.completed.fetch_add(1, Ordering::Relaxed);
-        }
-    }
+    let mut counter = EventCounter::default();
+    counter.settle(shared.now_us(), &tally, &shared);
+    let counted = match stream {
+        Stream::H1(stream) => stream.count(&mut counter, &mut tally, &shared).await,
+        Stream::H2(body) => h2_stream::count(body, &mut counter, &mut tally, &shared).await,
+    };
+    SubscriberResult { tally, connected: true, error: counted.err().map(|e| format!("{e:#}")) }
 }
 
 /// Opens the stream, retrying errors that a busy loopback produces
 /// (refused while the accept queue is full, address in use, reset).
-async fn open_with_retries(spec: &SubscriberSpec) -> anyhow::Result<(TcpStream, BodyDecoder, Vec<u8>)> {
+async fn open_with_retries(spec: &SubscriberSpec) -> anyhow::Result<Stream> {
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match open(spec).await {
-            Ok(opened) => return Ok(opened),
+        let opened = match &spec.carrier {
+            Carrier::Own { dialer, headers } => H1Stream::open(dialer, &spec.target, headers).await.map(Stream::H1),
+            Carrier::Shared(connection) => connection.open_stream(&spec.target.path).await.map(Stream::H2),
+        };
+        match opened {
+            Ok(stream) => return Ok(stream),
             Err(error) if attempt < CONNECT_ATTEMPTS && is_transient(&error) => {
                 tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
             }
@@ -205,55 +123,4 @@ fn is_transient(error: &anyhow::Error) -> bool {
                 | io::ErrorKind::UnexpectedEof
         )
     })
-}
-
-async fn open(spec: &SubscriberSpec) -> anyhow::Result<(TcpStream, BodyDecoder, Vec<u8>)> {
-    let mut stream = connect(spec.target.addr, spec.source, spec.recv_buffer).await?;
-    let request = format!(
-        "GET {} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n{}\r\n",
-        spec.target.path, spec.target.host_header, spec.headers
-    );
-    stream.write_all(request.as_bytes()).await?;
-    let mut head = Vec::with_capacity(512);
-    let mut buf = [0u8; 2048];
-    loop {
-        stream.readable().await?;
-        let n = match stream.try_read(&mut buf) {
-            Ok(0) => return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into()),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(e.into()),
-        };
-        head.extend_from_slice(&buf[..n]);
-        if let Some((response, len)) = http::parse_head(&head)? {
-            if response.status != 200 {
-                let body = String::from_utf8_lossy(&head[len..head.len().min(len + 300)]).into_owned();
-                bail!("GET {}: status {} {}", spec.target.path, response.status, body.trim());
-            }
-            let leftover = head.split_off(len);
-            return Ok((stream, BodyDecoder::new(response.framing), leftover));
-        }
-    }
-}
-
-/// A TCP connection to `addr`, from `source` if given, with `SO_RCVBUF` set
-/// before the handshake (it fixes the window scale) and linger 0.
-pub async fn connect(
-    addr: SocketAddr,
-    source: Option<IpAddr>,
-    recv_buffer: Option<usize>,
-) -> anyhow::Result<TcpStream> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_nonblocking(true)?;
-    socket.set_tcp_nodelay(true)?;
-    socket.set_linger(Some(Duration::ZERO))?;
-    if let Some(size) = recv_buffer {
-        socket.set_recv_buffer_size(size)?;
-    }
-    if let Some(ip) = source {
-        socket.set_reuse_address(true)?;
-        socket.bind(&SocketAddr::new(ip, 0).into()).with_context(|| format!("bind {ip}"))?;
-    }
-    let socket = tokio::net::TcpSocket::from_std_stream(socket.into());
-    Ok(socket.connect(addr).await?)
 }

@@ -1,4 +1,4 @@
-//! Target URLs: `http://HOST[:PORT]/PATH[?QUERY]`, with `{i}` replaced per
+//! Target URLs: `http[s]://HOST[:PORT]/PATH[?QUERY]`, with `{i}` replaced per
 //! subscriber or topic. Only loopback hosts are accepted (127.0.0.0/8, ::1,
 //! `localhost`): this tool generates load, and load goes nowhere else.
 
@@ -14,6 +14,10 @@ pub const PLACEHOLDER: &str = "{i}";
 pub struct Target {
     /// Where to connect.
     pub addr: SocketAddr,
+    /// `https://`: the connection speaks TLS.
+    pub tls: bool,
+    /// The host as written, without port or brackets: the TLS server name.
+    pub host: String,
     /// The `Host` header value, as written in the URL.
     pub host_header: String,
     /// Path and query, starting with `/`.
@@ -66,12 +70,19 @@ impl UrlTemplate {
     pub fn addr(&self) -> SocketAddr {
         self.base.addr
     }
+
+    /// Whether it is an `https://` URL.
+    pub fn is_tls(&self) -> bool {
+        self.base.tls
+    }
 }
 
 /// Parses one concrete URL.
 pub fn parse_url(url: &str) -> anyhow::Result<Target> {
-    let Some(rest) = url.strip_prefix("http://") else {
-        bail!("only http:// URLs are supported");
+    let (tls, rest) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+        (Some(rest), _) => (false, rest),
+        (_, Some(rest)) => (true, rest),
+        _ => bail!("only http:// and https:// URLs are supported"),
     };
     let (authority, path) = match rest.find(['/', '?']) {
         Some(i) if rest.as_bytes()[i] == b'/' => (&rest[..i], rest[i..].to_owned()),
@@ -81,24 +92,25 @@ pub fn parse_url(url: &str) -> anyhow::Result<Target> {
     if authority.contains('@') {
         bail!("user info in the URL is not supported");
     }
-    let (host, port) = split_host_port(authority)?;
+    let default_port = if tls { 443 } else { 80 };
+    let (host, port) = split_host_port(authority, default_port)?;
     let ip = resolve_loopback(host)?;
-    Ok(Target { addr: SocketAddr::new(ip, port), host_header: authority.to_owned(), path })
+    Ok(Target { addr: SocketAddr::new(ip, port), tls, host: host.to_owned(), host_header: authority.to_owned(), path })
 }
 
-fn split_host_port(authority: &str) -> anyhow::Result<(&str, u16)> {
+fn split_host_port(authority: &str, default_port: u16) -> anyhow::Result<(&str, u16)> {
     if let Some(v6) = authority.strip_prefix('[') {
         let (host, after) = v6.split_once(']').context("unclosed `[` in the host")?;
         let port = match after.strip_prefix(':') {
             Some(p) => p.parse().context("bad port")?,
-            None if after.is_empty() => 80,
+            None if after.is_empty() => default_port,
             None => bail!("unexpected text after the host"),
         };
         return Ok((host, port));
     }
     match authority.rsplit_once(':') {
         Some((host, port)) => Ok((host, port.parse().context("bad port")?)),
-        None => Ok((authority, 80)),
+        None => Ok((authority, default_port)),
     }
 }
 
@@ -140,8 +152,15 @@ mod tests {
         assert_eq!(parse_url("http://localhost/").unwrap().addr, "127.0.0.1:80".parse().unwrap());
         assert_eq!(parse_url("http://[::1]:9/p").unwrap().addr, "[::1]:9".parse().unwrap());
         assert_eq!(parse_url("http://127.9.8.7:1?q").unwrap().path, "/?q");
-        for bad in ["http://10.0.0.1/", "http://example.com/", "https://127.0.0.1/", "http://[::2]/", "http://0.0.0.0/"]
+        assert!(!t.tls);
+        let tls = parse_url("https://localhost/topics/a/events").unwrap();
+        assert_eq!((tls.addr, tls.tls, tls.host.as_str()), ("127.0.0.1:443".parse().unwrap(), true, "localhost"));
+        assert_eq!(parse_url("https://[::1]:8443/").unwrap().host, "::1");
+        for bad in ["http://10.0.0.1/", "http://example.com/", "https://10.0.0.1/", "http://[::2]/", "http://0.0.0.0/"]
         {
+            assert!(parse_url(bad).is_err(), "{bad}");
+        }
+        for bad in ["ftp://127.0.0.1/", "127.0.0.1:80/"] {
             assert!(parse_url(bad).is_err(), "{bad}");
         }
     }
