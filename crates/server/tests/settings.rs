@@ -77,6 +77,7 @@ fn sample(flag: &str) -> Option<(String, String)> {
         "trusted-proxies" => pair("10.1.2.3", "10.1.2.3,"),
         "max-connections" => pair("1231", "max_connections: 1231,"),
         "max-streams-per-ip" => pair("17", "max_streams_per_ip: 17,"),
+        "max-streams-per-connection" => pair("18", "max_streams_per_connection: 18,"),
         "max-body-bytes" => pair("2000000", "max_body_bytes: 2000000,"),
         "max-event-bytes" => pair("1000", "max_event_bytes: 1000,"),
         "max-topics-per-subscription" => pair("9", "max_topics_per_subscription: 9,"),

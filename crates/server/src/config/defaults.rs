@@ -19,6 +19,8 @@ pub const JWT_LEEWAY: Duration = Duration::from_secs(5);
 pub const MAX_CONNECTIONS: usize = 10_000;
 /// Open event streams per client IP address.
 pub const MAX_STREAMS_PER_IP: usize = 256;
+/// Requests open at once on one HTTP/2 connection (hyper's default).
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 200;
 /// Request body size.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
 /// One event's data size.

@@ -106,6 +106,8 @@ pub struct Config {
     pub max_connections: usize,
     /// Open streams per client IP.
     pub max_streams_per_ip: usize,
+    /// Requests open at once on one HTTP/2 connection (at least 1).
+    pub max_streams_per_connection: u32,
     /// Request body bytes.
     pub max_body_bytes: usize,
     /// Event data bytes.

@@ -150,6 +150,11 @@ pub struct Settings {
     #[arg(long, env = "HERALD_MAX_STREAMS_PER_IP", value_name = "N",
           default_value_t = defaults::MAX_STREAMS_PER_IP.to_string())]
     pub max_streams_per_ip: String,
+    /// Event streams (and other requests) open at once on one HTTP/2
+    /// connection; a browser's tabs of one site share a connection.
+    #[arg(long, env = "HERALD_MAX_STREAMS_PER_CONNECTION", value_name = "N",
+          default_value_t = defaults::MAX_STREAMS_PER_CONNECTION.to_string())]
+    pub max_streams_per_connection: String,
     /// Request body size in bytes.
     #[arg(long, env = "HERALD_MAX_BODY_BYTES", value_name = "BYTES", default_value_t = defaults::MAX_BODY_BYTES.to_string())]
     pub max_body_bytes: String,

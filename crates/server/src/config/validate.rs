@@ -149,6 +149,14 @@ fn acme_settings(p: &mut Problems, s: &Settings) -> Option<AcmeSettings> {
     Some(AcmeSettings { domains, email, directory, directory_ca: directory_ca.map(PathBuf::from) })
 }
 
+/// At least one stream, at most what HTTP/2's setting can say.
+fn parse_streams_per_connection(text: &str) -> Result<u32, String> {
+    match parse_count(text)? {
+        0 => Err("at least 1: a connection must carry a request".into()),
+        n => u32::try_from(n).map_err(|_| format!("at most {}", u32::MAX)),
+    }
+}
+
 /// A flag's value, unless it is empty.
 fn given(value: &Option<String>) -> Option<String> {
     value.as_deref().map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned)
@@ -352,6 +360,11 @@ impl Config {
             trusted_proxies,
             max_connections: p.count("max_connections", &s.max_connections),
             max_streams_per_ip: p.count("max_streams_per_ip", &s.max_streams_per_ip),
+            max_streams_per_connection: p.parse(
+                "max_streams_per_connection",
+                &s.max_streams_per_connection,
+                parse_streams_per_connection,
+            ),
             max_body_bytes: max_body_bytes.unwrap_or_default(),
             max_event_bytes: max_event_bytes.unwrap_or_default(),
             max_topics_per_subscription: p.count("max_topics_per_subscription", &s.max_topics_per_subscription),

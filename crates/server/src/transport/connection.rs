@@ -204,7 +204,8 @@ async fn with_hyper<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         .http2()
         .timer(TokioTimer::new())
         .keep_alive_interval(deadline::bounded(config.idle_timeout))
-        .keep_alive_timeout(deadline::bounded(config.stall_timeout));
+        .keep_alive_timeout(deadline::bounded(config.stall_timeout))
+        .max_concurrent_streams(config.max_streams_per_connection);
     let heads = (!h2 && !read.starts_with(H2_PREFACE))
         .then(|| Heads::new(&activity, config.header_timeout, head_deadline, &read));
     let writes = WriteStall::new(config.stall_timeout, stalled.clone());

@@ -598,3 +598,16 @@ async fn over_http2_streams_resume_exactly_get_heartbeats_and_end_when_their_tok
     publish_over_tls(&herald, &ca, &token, "event 4");
     h2_text_until(&mut first, &mut text, "data: event 4").await;
 }
+
+#[tokio::test]
+async fn over_http2_a_connection_carries_at_most_max_streams_per_connection_at_once() {
+    let Https { herald, ca, _dir } = https_herald(&["--max-streams-per-connection", "3"]);
+    let client = h2_over_tls(&herald, &ca, 65_535).await;
+    // The server says so in its SETTINGS, which the client obeys.
+    within(WAIT, "the server's SETTINGS", async {
+        while client.current_max_send_streams() != 3 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+}
