@@ -10,6 +10,7 @@
 # The certificate is made here by `openssl` under a throwaway authority.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/certificate.sh
 
 N=${N:-5000}
 REPS=${REPS:-3}
@@ -26,12 +27,7 @@ cleanup() {
 trap cleanup EXIT
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-key=(-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes)
-openssl req -x509 "${key[@]}" -keyout "$work/ca.key" -out "$work/ca.pem" -days 1 -subj "/CN=idle-tls CA" 2>/dev/null
-openssl req "${key[@]}" -keyout "$work/server.key" -out "$work/server.csr" -subj /CN=localhost 2>/dev/null
-printf "subjectAltName=DNS:localhost\nextendedKeyUsage=serverAuth\n" >"$work/server.ext"
-openssl x509 -req -in "$work/server.csr" -CA "$work/ca.pem" -CAkey "$work/ca.key" -CAcreateserial \
-    -out "$work/server.pem" -days 1 -extfile "$work/server.ext" 2>/dev/null
+make_certificate "$work" "idle-tls"
 token=$("$bin/herald" token --jwt-secret "$SECRET" --sub bench --subscribe '*' --ttl 1h | tail -1)
 
 for rep in $(seq 1 "$REPS"); do

@@ -14,6 +14,7 @@
 # Loopback only; the server is stopped (by its pid) on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/certificate.sh
 
 scenario=${1:-fanout}
 store=${STORE:-memory}
@@ -29,12 +30,7 @@ store_args=(--memory --retention-events 100000)
 if [[ $store == sqlite ]]; then store_args=(--data-dir "$work/data"); fi
 scheme=http tls=() client_tls=()
 if [[ $transport != plain ]]; then
-    key=(-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes)
-    openssl req -x509 "${key[@]}" -keyout "$work/ca.key" -out "$work/ca.pem" -days 1 -subj "/CN=profile CA" 2>/dev/null
-    openssl req "${key[@]}" -keyout "$work/server.key" -out "$work/server.csr" -subj /CN=localhost 2>/dev/null
-    printf "subjectAltName=DNS:localhost\nextendedKeyUsage=serverAuth\n" >"$work/server.ext"
-    openssl x509 -req -in "$work/server.csr" -CA "$work/ca.pem" -CAkey "$work/ca.key" -CAcreateserial \
-        -out "$work/server.pem" -days 1 -extfile "$work/server.ext" 2>/dev/null
+    make_certificate "$work" "profile"
     scheme=https tls=(--tls-cert "$work/server.pem" --tls-key "$work/server.key")
     client_tls=(--ca "$work/ca.pem" --transport "$transport")
 fi

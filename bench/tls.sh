@@ -23,6 +23,7 @@
 # throwaway authority. Loopback only; every run has a deadline.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/certificate.sh
 
 REPS=${REPS:-3}
 FANOUT_EVENTS=${FANOUT_EVENTS:-20000}
@@ -49,12 +50,7 @@ cleanup() {
 trap cleanup EXIT
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-key=(-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes)
-openssl req -x509 "${key[@]}" -keyout "$work/ca.key" -out "$work/ca.pem" -days 1 -subj "/CN=tls bench CA" 2>/dev/null
-openssl req "${key[@]}" -keyout "$work/server.key" -out "$work/server.csr" -subj /CN=localhost 2>/dev/null
-printf "subjectAltName=DNS:localhost\nextendedKeyUsage=serverAuth\n" >"$work/server.ext"
-openssl x509 -req -in "$work/server.csr" -CA "$work/ca.pem" -CAkey "$work/ca.key" -CAcreateserial \
-    -out "$work/server.pem" -days 1 -extfile "$work/server.ext" 2>/dev/null
+make_certificate "$work" "tls bench"
 token=$("$bin/herald" token --jwt-secret "$SECRET" --sub bench --publish '*' --subscribe '*' --ttl 24h | tail -1)
 
 free_port() {
