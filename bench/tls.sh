@@ -6,6 +6,7 @@
 #
 #   bench/tls.sh                                   # 3 runs of each case and transport
 #   REPS=1 FANOUT_EVENTS=2000 PACED_SECONDS=2 IDLE=0 bench/tls.sh   # a smoke run
+#   HERALD=/tmp/herald-before TRANSPORTS="plain h2" bench/tls.sh    # another server build
 #
 # Cases (N=1,000 subscribers of one topic, 100-byte payloads, K=8 publishing
 # connections, a fresh Herald with the memory store, keeping every event of
@@ -35,6 +36,8 @@ TRANSPORTS=${TRANSPORTS:-plain h1 h2}
 SECRET=herald-bench-tls-secret-at-least-32-bytes
 cargo build --release -p herald-server -p herald-bench
 bin=${CARGO_TARGET_DIR:-target}/release
+# HERALD= runs another build of the server (an A/B comparison).
+herald=${HERALD:-$bin/herald}
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/herald-tls.XXXXXX")
 out=${OUT:-$work/results}
@@ -68,7 +71,7 @@ start_herald() {
     # The store keeps every event of a run: a reader the publishers outrun
     # catches up rather than getting herald.gap (history_trimmed), so the
     # figure is the fan-out's, not the retention's.
-    "$bin/herald" serve --memory --listen "127.0.0.1:$port" --jwt-secret "$SECRET" --log warn \
+    "$herald" serve --memory --listen "127.0.0.1:$port" --jwt-secret "$SECRET" --log warn \
         --retention-events $((FANOUT_EVENTS + PACED_SECONDS * 1000)) \
         --max-connections 20000 --max-streams-per-ip 20000 "${tls[@]}" >"$work/herald.log" 2>&1 &
     pid=$!
