@@ -127,7 +127,10 @@ impl<IO> TlsStream<IO> {
         loop {
             let UnbufferedStatus { mut discard, state } = self.conn.process_tls_records(&mut self.incoming);
             let stop = match state {
-                Err(error) => return Err(self.fail(error)),
+                Err(error) => {
+                    self.incoming.drain(..discard.min(self.incoming.len()));
+                    return Err(self.fail(error));
+                }
                 Ok(ConnectionState::ReadTraffic(mut records)) => {
                     while let Some(record) = records.next_record() {
                         let record = record.map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))?;
@@ -196,7 +199,10 @@ impl<IO> TlsStream<IO> {
     /// peer (sent if the socket takes it before the stream is dropped).
     fn fail(&mut self, error: rustls::Error) -> io::Error {
         self.failed = true;
-        let UnbufferedStatus { state, .. } = self.conn.process_tls_records(&mut []);
+        // The same buffer as before: rustls keeps an offset into it for a
+        // handshake message it has only part of, and indexing an empty one
+        // with it panics.
+        let UnbufferedStatus { state, .. } = self.conn.process_tls_records(&mut self.incoming);
         if let Ok(ConnectionState::EncodeTlsData(mut alert)) = state {
             let _ = self.outgoing.append_with(0, |out| encoded(alert.encode(out)));
         }
@@ -715,6 +721,20 @@ mod tests {
         let mut answer = Vec::new();
         near.read_to_end(&mut answer).await.unwrap();
         assert_eq!(answer.first(), Some(&0x15), "an alert record: {answer:?}");
+    }
+
+    #[tokio::test]
+    async fn an_alert_inside_a_handshake_message_fails_the_handshake_without_a_panic() {
+        let (server_config, _) = configs(&[]);
+        let (mut near, far) = duplex(1024);
+        // Part of a ClientHello (4 of its 100 bytes), then an alert record:
+        // rustls refuses the interleaving, with a partial message buffered.
+        let bytes = [0x16, 3, 1, 0, 5, 1, 0, 0, 100, 0, 0x15, 3, 1, 0, 2, 2, 40];
+        near.write_all(&bytes).await.unwrap();
+        let handshake = tokio::spawn(accept(far, server_config));
+        let outcome = within("the handshake", handshake).await;
+        let error = outcome.expect("no panic").err().expect("the handshake fails");
+        assert_eq!(error.kind(), io::ErrorKind::InvalidData, "{error}");
     }
 
     #[tokio::test]
