@@ -45,9 +45,17 @@ const RETRY_MAX: Duration = Duration::from_secs(6 * 60 * 60);
 /// The shortest wait before a renewal: a CA that issues certificates for
 /// seconds must not make Herald ask in a loop.
 const RENEW_MIN: Duration = Duration::from_secs(5);
-/// How long the CA may take to validate the names, then to issue.
-const VALIDATION_TIMEOUT: Duration = Duration::from_secs(120);
-const ISSUE_TIMEOUT: Duration = Duration::from_secs(120);
+/// How the order is polled while the CA validates the names, then issues:
+/// from 1 s, half as long again each time, for up to 2 minutes.
+const POLLING: RetryPolicy =
+    RetryPolicy::new().initial_delay(Duration::from_secs(1)).backoff(1.5).timeout(Duration::from_secs(120));
+/// The longest one attempt may take, whatever the CA does (the ACME client
+/// has no timeouts of its own): then it counts as failed.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+/// A renewal comes no sooner than this share of the life of the
+/// certificate just issued (and [`RENEW_MIN`]): a clock far ahead must not
+/// make Herald order again and again.
+const RENEW_FLOOR_SHARE: u32 = 10;
 
 /// What `--acme-*` asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,24 +79,33 @@ impl AcmeSettings {
     }
 }
 
-/// The certificate the data dir keeps for these settings' names, if any.
+/// The certificate the data dir keeps for this directory, if any: served
+/// at start even if it is for other names, until their own is issued.
 pub(super) fn kept_certificate(settings: &AcmeSettings, data_dir: &Path) -> Option<Arc<CertifiedKey>> {
     let files = AcmeFiles::new(data_dir, &settings.directory);
     let kept = files.certificate().and_then(|pem| pem.map(|pem| certified_key(&pem)).transpose());
     match kept {
-        Ok(Some(certified)) if covers(&certified, &settings.domains) => {
-            if let Some(validity) = Validity::of(&certified) {
+        Ok(Some(certified)) => {
+            let until = Validity::of(&certified).map_or_else(String::new, |v| rfc3339(v.not_after));
+            let file = files.certificate_path();
+            if covers(&certified, &settings.domains) {
                 tracing::info!(
-                    file = %files.certificate_path().display(),
-                    "ACME certificate for {} kept from an earlier run, valid until {}",
+                    file = %file.display(),
+                    "ACME certificate for {} kept from an earlier run, valid until {until}",
                     settings.domains.join(", "),
-                    rfc3339(validity.not_after)
+                );
+            } else {
+                // Served until the one for the new names comes: better than none.
+                tracing::info!(
+                    file = %file.display(),
+                    "ACME certificate kept from an earlier run is for {}, served until one for {} is issued",
+                    names(&certified).join(", "),
+                    settings.domains.join(", "),
                 );
             }
             Some(certified)
         }
-        // Other names: a new certificate is ordered.
-        Ok(_) => None,
+        Ok(None) => None,
         Err(problem) => {
             tracing::warn!("the kept ACME certificate is not used, a new one is ordered: {problem}");
             None
@@ -102,11 +119,13 @@ pub(super) async fn run(settings: AcmeSettings, data_dir: &Path, certificates: &
     let files = AcmeFiles::new(data_dir, &settings.directory);
     let names = settings.domains.join(", ");
     let mut failures: u32 = 0;
+    // The shortest wait before the next order, after one succeeded.
+    let mut floor = Duration::ZERO;
     loop {
         let (wait, only_look) = match failures {
             0 => {
                 let due = certificates.current().filter(|c| covers(c, &settings.domains)).map(|c| until_renewal(&c));
-                let due = due.unwrap_or(Duration::ZERO);
+                let due = due.unwrap_or(Duration::ZERO).max(floor);
                 (due.min(RECHECK), due > RECHECK)
             }
             failures => (retry_delay(failures), false),
@@ -121,9 +140,11 @@ pub(super) async fn run(settings: AcmeSettings, data_dir: &Path, certificates: &
             continue;
         }
         tracing::info!(directory = %settings.directory, "ordering a certificate for {names} by ACME");
+        floor = Duration::ZERO;
         let attempt = tokio::select! {
             () = stop.cancelled() => return,
-            attempt = obtain(&settings, &files, certificates) => attempt,
+            attempt = tokio::time::timeout(ATTEMPT_TIMEOUT, obtain(&settings, &files, certificates)) => attempt
+                .unwrap_or_else(|_| Err(format!("no answer within {}", humantime::format_duration(ATTEMPT_TIMEOUT)))),
         };
         match attempt {
             Ok((certified, pem)) => {
@@ -132,6 +153,10 @@ pub(super) async fn run(settings: AcmeSettings, data_dir: &Path, certificates: &
                 }
                 let until = Validity::of(&certified).map_or_else(String::new, |v| rfc3339(v.not_after));
                 tracing::info!(directory = %settings.directory, "ACME certificate for {names} installed, valid until {until}");
+                floor = Validity::of(&certified).map_or(RENEW_MIN, |v| {
+                    let life = v.not_after.duration_since(v.not_before).unwrap_or_default();
+                    (life / RENEW_FLOOR_SHARE).max(RENEW_MIN)
+                });
                 certificates.install(certified);
                 failures = 0;
             }
@@ -223,21 +248,22 @@ async fn obtain(
         challenges.offer(&name, challenge_certificate(&name, digest.as_ref())?);
         challenge.set_ready().await.map_err(|e| format!("the CA did not take the challenge for {name}: {e}"))?;
     }
-    let validated = order.poll_ready(&RetryPolicy::new().timeout(VALIDATION_TIMEOUT)).await;
+    let validated = order.poll_ready(&POLLING).await;
     drop(challenges);
     match validated.map_err(|e| format!("validating: {e}"))? {
         OrderStatus::Ready => {}
         status => return Err(why_not_ready(&mut order, status).await),
     }
     let key_pem = order.finalize().await.map_err(|e| format!("the CA refused the certificate request: {e}"))?;
-    let chain_pem = order
-        .poll_certificate(&RetryPolicy::new().timeout(ISSUE_TIMEOUT))
-        .await
-        .map_err(|e| format!("waiting for the certificate: {e}"))?;
+    let chain_pem = order.poll_certificate(&POLLING).await.map_err(|e| format!("waiting for the certificate: {e}"))?;
     let pem = format!("{}\n{key_pem}", chain_pem.trim_end());
     let certified = certified_key(pem.as_bytes()).map_err(|e| format!("the CA's certificate: {e}"))?;
     if Validity::of(&certified).is_none() {
         return Err("the CA's certificate has no validity Herald can read".into());
+    }
+    if !covers(&certified, &settings.domains) {
+        let names = names(&certified).join(", ");
+        return Err(format!("the CA's certificate is for {names}, not exactly the names asked for"));
     }
     Ok((certified, pem))
 }

@@ -82,8 +82,14 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
         fs::create_dir_all(dir).map_err(fail)?;
     }
     let temporary = path.with_extension("tmp");
+    // Made anew, never reused: a file (or link) left there keeps its own
+    // permissions and target.
+    match fs::remove_file(&temporary) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(fail(e)),
+        _ => {}
+    }
     let mut options = fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
+    options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let mut file = options.open(&temporary).map_err(fail)?;
@@ -121,5 +127,16 @@ mod tests {
             assert_eq!(mode & 0o777, 0o600);
         }
         assert!(!files.certificate_path().with_extension("tmp").exists());
+        // A temporary file left behind, readable by all, is not reused.
+        let stale = files.certificate_path().with_extension("tmp");
+        fs::write(&stale, "stale").expect("stale file");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            fs::set_permissions(&stale, fs::Permissions::from_mode(0o644)).expect("chmod");
+            files.save_certificate("three").expect("saved over a stale temporary file");
+            let mode = fs::metadata(files.certificate_path()).expect("metadata").permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
     }
 }

@@ -64,7 +64,11 @@ impl Certificates {
 
 impl ResolvesServerCert for Certificates {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let validating = hello.alpn().is_some_and(|mut protocols| protocols.any(|p| p == ACME_TLS_ALPN));
+        // A validator offers `acme-tls/1` alone (RFC 8737); a client that
+        // also offers HTTP gets the real certificate.
+        let validating = hello
+            .alpn()
+            .is_some_and(|mut protocols| protocols.next() == Some(ACME_TLS_ALPN) && protocols.next().is_none());
         if validating {
             let name = hello.server_name()?.to_ascii_lowercase();
             return self.challenges.read().get(&name).cloned();

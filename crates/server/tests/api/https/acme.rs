@@ -13,6 +13,8 @@ use super::*;
 /// The name Herald gets its certificate for; Pebble's DNS says it is
 /// 127.0.0.1.
 const NAME: &str = "events.herald.test";
+/// A second name, added in a restart.
+const OTHER: &str = "feeds.herald.test";
 
 /// How long Pebble's certificates last: Herald renews two thirds in.
 const VALIDITY: Duration = Duration::from_secs(30);
@@ -21,8 +23,14 @@ const VALIDITY: Duration = Duration::from_secs(30);
 /// (unverified, so a certificate is read even when expired), or `None`
 /// without one.
 fn served_fingerprint(port: u16) -> Option<String> {
+    served_fingerprint_offering(port, "http/1.1")
+}
+
+/// As [`served_fingerprint`], the client offering the ALPN protocols
+/// `alpn` (a comma list).
+fn served_fingerprint_offering(port: u16, alpn: &str) -> Option<String> {
     let script = format!(
-        "openssl s_client -connect 127.0.0.1:{port} -servername {NAME} </dev/null 2>/dev/null \
+        "openssl s_client -connect 127.0.0.1:{port} -servername {NAME} -alpn {alpn} </dev/null 2>/dev/null \
          | openssl x509 -noout -fingerprint -sha256"
     );
     let output = Command::new("sh").args(["-c", &script]).output().expect("run openssl");
@@ -102,6 +110,8 @@ async fn herald_gets_its_certificate_by_acme_renews_it_under_an_open_stream_and_
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
     let in_life = expiry.is_some_and(|at| now < at && at <= now + VALIDITY.as_secs_f64() + 1.0);
     assert!(ok && in_life, "the expiry gauge ({expiry:?}, now {now}): {text}");
+    // Only a validator, which offers `acme-tls/1` alone, is answered as one.
+    assert_eq!(served_fingerprint_offering(port, "h2,acme-tls/1").as_deref(), Some(first.as_str()));
     let kept = std::fs::read_dir(data.join("acme")).unwrap().next().unwrap().unwrap().path().join("certificate.pem");
     assert_eq!(file_fingerprint(&kept), first, "the certificate is kept in the data dir");
 
@@ -116,12 +126,27 @@ async fn herald_gets_its_certificate_by_acme_renews_it_under_an_open_stream_and_
     assert!(output.contains(&format!("ACME certificate for {NAME} installed")), "{output}");
     drop(stream);
 
-    // A restart serves the kept certificate at once, even with the CA gone.
+    // Restarted with one name more: the kept certificate is served at
+    // once, until the one for both names is issued.
     assert!(herald.stop().success());
-    pebble.kill();
     let last = file_fingerprint(&kept);
     assert_ne!(last, first, "the renewal was kept ({second} served)");
-    let restarted = Herald::run(&args, dir.path());
+    let both = format!("{NAME},{OTHER}");
+    let renamed_args: Vec<&str> = args.iter().map(|&arg| if arg == NAME { both.as_str() } else { arg }).collect();
+    let renamed = Herald::run(&renamed_args, dir.path());
+    let said = format!("served until one for {NAME}, {OTHER} is issued");
+    assert!(renamed.output().contains(&said), "{}", renamed.output());
+    served_when(port, "the certificate for both names", WAIT, |print| print != last).await;
+    let other = format!("https://{OTHER}:{port}/healthz");
+    let other_by_name = format!("{OTHER}:{port}:127.0.0.1");
+    let (ok, out) = curl(&["--cacert", root.to_str().unwrap(), "--resolve", &other_by_name, &other]);
+    assert!(ok, "the new name is served: {out}");
+
+    // A restart serves the kept certificate at once, even with the CA gone.
+    assert!(renamed.stop().success());
+    pebble.kill();
+    let last = file_fingerprint(&kept);
+    let restarted = Herald::run(&renamed_args, dir.path());
     assert_eq!(served_fingerprint(port).as_deref(), Some(last.as_str()), "{}", restarted.output());
     assert!(restarted.output().contains("kept from an earlier run"), "{}", restarted.output());
 }
