@@ -29,7 +29,7 @@ use rustls::{
 use tokio_util::sync::CancellationToken;
 use x509_parser::extensions::GeneralName;
 
-use super::{Certificates, Validity, acme_files::AcmeFiles, rfc3339};
+use super::{Certificates, Validity, acme_files::AcmeFiles, pem_chain, rfc3339};
 
 /// Let's Encrypt's production directory: the default CA.
 pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
@@ -147,16 +147,13 @@ pub(super) async fn run(settings: AcmeSettings, data_dir: &Path, certificates: &
                 .unwrap_or_else(|_| Err(format!("no answer within {}", humantime::format_duration(ATTEMPT_TIMEOUT)))),
         };
         match attempt {
-            Ok((certified, pem)) => {
+            Ok(Issued { certified, validity, pem }) => {
                 if let Err(problem) = files.save_certificate(&pem) {
                     tracing::error!("the new ACME certificate is served but not kept for the next start: {problem}");
                 }
-                let until = Validity::of(&certified).map_or_else(String::new, |v| rfc3339(v.not_after));
+                let until = rfc3339(validity.not_after);
                 tracing::info!(directory = %settings.directory, "ACME certificate for {names} installed, valid until {until}");
-                floor = Validity::of(&certified).map_or(RENEW_MIN, |v| {
-                    let life = v.not_after.duration_since(v.not_before).unwrap_or_default();
-                    (life / RENEW_FLOOR_SHARE).max(RENEW_MIN)
-                });
+                floor = (validity.life() / RENEW_FLOOR_SHARE).max(RENEW_MIN);
                 certificates.install(certified);
                 failures = 0;
             }
@@ -180,9 +177,9 @@ fn retry_delay(failures: u32) -> Duration {
 
 /// How long until two thirds of the certificate's life have passed.
 fn until_renewal(certified: &CertifiedKey) -> Duration {
-    let Some(Validity { not_before, not_after }) = Validity::of(certified) else { return RENEW_MIN };
-    let life = not_after.duration_since(not_before).unwrap_or_default();
-    let renew_at = not_before.checked_add(life - life / 3).unwrap_or(not_after);
+    let Some(validity) = Validity::of(certified) else { return RENEW_MIN };
+    let life = validity.life();
+    let renew_at = validity.not_before.checked_add(life - life / 3).unwrap_or(validity.not_after);
     renew_at.duration_since(SystemTime::now()).unwrap_or_default().max(RENEW_MIN)
 }
 
@@ -210,23 +207,20 @@ fn names(certified: &CertifiedKey) -> Vec<String> {
 
 /// A chain and its key from one PEM text.
 fn certified_key(pem: &[u8]) -> Result<Arc<CertifiedKey>, String> {
-    let chain: Vec<CertificateDer<'static>> =
-        CertificateDer::pem_slice_iter(pem).collect::<Result<_, _>>().map_err(|e| format!("not valid PEM ({e})"))?;
-    if chain.is_empty() {
-        return Err("no certificate in it".into());
-    }
-    let key = PrivateKeyDer::from_pem_slice(pem).map_err(|e| format!("no private key in it ({e})"))?;
-    let certified = CertifiedKey::from_der(chain, key, &ring::default_provider()).map_err(|e| e.to_string())?;
-    Ok(Arc::new(certified))
+    let chain = pem_chain(pem).map_err(|problem| problem.to_string())?;
+    super::certified_key(chain, pem).map_err(|problem| problem.to_string())
 }
 
-/// Orders a certificate for the names and proves them: the certificate and
-/// its PEM (chain, then key).
-async fn obtain(
-    settings: &AcmeSettings,
-    files: &AcmeFiles,
-    certificates: &Certificates,
-) -> Result<(Arc<CertifiedKey>, String), String> {
+/// A certificate the CA issued.
+struct Issued {
+    certified: Arc<CertifiedKey>,
+    validity: Validity,
+    /// The chain, then the key.
+    pem: String,
+}
+
+/// Orders a certificate for the names and proves them.
+async fn obtain(settings: &AcmeSettings, files: &AcmeFiles, certificates: &Certificates) -> Result<Issued, String> {
     let account = account(settings, files).await?;
     let identifiers: Vec<Identifier> = settings.domains.iter().cloned().map(Identifier::Dns).collect();
     let mut order =
@@ -258,14 +252,14 @@ async fn obtain(
     let chain_pem = order.poll_certificate(&POLLING).await.map_err(|e| format!("waiting for the certificate: {e}"))?;
     let pem = format!("{}\n{key_pem}", chain_pem.trim_end());
     let certified = certified_key(pem.as_bytes()).map_err(|e| format!("the CA's certificate: {e}"))?;
-    if Validity::of(&certified).is_none() {
+    let Some(validity) = Validity::of(&certified) else {
         return Err("the CA's certificate has no validity Herald can read".into());
-    }
+    };
     if !covers(&certified, &settings.domains) {
         let names = names(&certified).join(", ");
         return Err(format!("the CA's certificate is for {names}, not exactly the names asked for"));
     }
-    Ok((certified, pem))
+    Ok(Issued { certified, validity, pem })
 }
 
 /// The account kept for the directory, or a new one (kept at once).

@@ -10,14 +10,10 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use rustls::{
-    crypto::ring,
-    pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject as _},
-    sign::CertifiedKey,
-};
+use rustls::sign::CertifiedKey;
 use tokio_util::sync::CancellationToken;
 
-use super::{Certificates, Validity, rfc3339};
+use super::{Certificates, PemProblem, Validity, certified_key, pem_chain, rfc3339};
 
 /// How often the files are checked for a change.
 const WATCH_INTERVAL: Duration = Duration::from_secs(2);
@@ -35,34 +31,21 @@ impl TlsFiles {
     /// The certificate chain and key, checked: every problem is said with
     /// the flag and file that hold it.
     pub fn load(&self) -> Result<Arc<CertifiedKey>, String> {
-        let cert_text = read(&self.cert, "--tls-cert")?;
-        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_text)
-            .collect::<Result<_, _>>()
-            .map_err(|e| format!("--tls-cert {}: not valid PEM ({e})", self.cert.display()))?;
-        if chain.is_empty() {
-            return Err(format!(
-                "--tls-cert {}: holds no PEM certificate (a `-----BEGIN CERTIFICATE-----` block)",
-                self.cert.display()
-            ));
-        }
-        let key_text = read(&self.key, "--tls-key")?;
-        let key = PrivateKeyDer::from_pem_slice(&key_text).map_err(|e| {
-            format!(
-                "--tls-key {}: holds no PEM private key (a `-----BEGIN PRIVATE KEY-----` block, or RSA or EC) ({e})",
-                self.key.display()
-            )
+        let (cert, key) = (self.cert.display(), self.key.display());
+        let chain = pem_chain(&read(&self.cert, "--tls-cert")?).map_err(|problem| match problem {
+            PemProblem::NoCertificate => {
+                format!("--tls-cert {cert}: holds no PEM certificate (a `-----BEGIN CERTIFICATE-----` block)")
+            }
+            problem => format!("--tls-cert {cert}: {problem}"),
         })?;
-        let provider = ring::default_provider();
-        let certified = CertifiedKey::from_der(chain, key, &provider).map_err(|e| match e {
-            rustls::Error::InconsistentKeys(_) => format!(
-                "--tls-key {} does not go with the certificate in --tls-cert {}",
-                self.key.display(),
-                self.cert.display()
+        certified_key(chain, &read(&self.key, "--tls-key")?).map_err(|problem| match problem {
+            PemProblem::NoKey(e) => format!(
+                "--tls-key {key}: holds no PEM private key (a `-----BEGIN PRIVATE KEY-----` block, or RSA or EC) ({e})"
             ),
-            rustls::Error::General(_) => format!("--tls-key {}: the key cannot be used ({e})", self.key.display()),
-            _ => format!("--tls-cert {}: the certificate cannot be used ({e})", self.cert.display()),
-        })?;
-        Ok(Arc::new(certified))
+            PemProblem::Mismatch => format!("--tls-key {key} does not go with the certificate in --tls-cert {cert}"),
+            PemProblem::UnusableKey(_) => format!("--tls-key {key}: {problem}"),
+            problem => format!("--tls-cert {cert}: {problem}"),
+        })
     }
 
     /// What is wrong with a certificate that loads but that clients will

@@ -21,6 +21,7 @@ use parking_lot::RwLock;
 use rustls::{
     ServerConfig,
     crypto::ring,
+    pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject as _},
     server::{ClientHello, ResolvesServerCert},
     sign::CertifiedKey,
 };
@@ -146,6 +147,57 @@ impl Validity {
         let validity = parsed.validity();
         Some(Self { not_before: at(validity.not_before)?, not_after: at(validity.not_after)? })
     }
+
+    /// From its start to its end (zero if they are the wrong way round).
+    fn life(&self) -> Duration {
+        self.not_after.duration_since(self.not_before).unwrap_or_default()
+    }
+}
+
+/// Why PEM text does not make a certificate chain and its key.
+#[derive(Debug)]
+enum PemProblem {
+    NotPem(String),
+    NoCertificate,
+    NoKey(String),
+    /// The key is not the certificate's.
+    Mismatch,
+    UnusableKey(String),
+    UnusableCertificate(String),
+}
+
+impl std::fmt::Display for PemProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NotPem(e) => write!(f, "not valid PEM ({e})"),
+            Self::NoCertificate => f.write_str("no certificate in it"),
+            Self::NoKey(e) => write!(f, "no private key in it ({e})"),
+            Self::Mismatch => f.write_str("the key does not go with the certificate"),
+            Self::UnusableKey(e) => write!(f, "the key cannot be used ({e})"),
+            Self::UnusableCertificate(e) => write!(f, "the certificate cannot be used ({e})"),
+        }
+    }
+}
+
+/// The certificates in PEM text: the certificate, then its chain.
+fn pem_chain(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, PemProblem> {
+    let chain: Vec<_> =
+        CertificateDer::pem_slice_iter(pem).collect::<Result<_, _>>().map_err(|e| PemProblem::NotPem(e.to_string()))?;
+    if chain.is_empty() {
+        return Err(PemProblem::NoCertificate);
+    }
+    Ok(chain)
+}
+
+/// `chain` with the private key in PEM text `key_pem`, checked to go with it.
+fn certified_key(chain: Vec<CertificateDer<'static>>, key_pem: &[u8]) -> Result<Arc<CertifiedKey>, PemProblem> {
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| PemProblem::NoKey(e.to_string()))?;
+    let certified = CertifiedKey::from_der(chain, key, &ring::default_provider()).map_err(|e| match e {
+        rustls::Error::InconsistentKeys(_) => PemProblem::Mismatch,
+        rustls::Error::General(_) => PemProblem::UnusableKey(e.to_string()),
+        _ => PemProblem::UnusableCertificate(e.to_string()),
+    })?;
+    Ok(Arc::new(certified))
 }
 
 /// A time as RFC 3339 in UTC, to the second, for logs.
